@@ -1,0 +1,1 @@
+"""Analyses of both papers: receptive fields, complexity (and, later, the figures)."""

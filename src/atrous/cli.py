@@ -1,0 +1,90 @@
+"""The ``atrous`` command line: ``atrous info``, ``atrous zoo``, ``atrous demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import CONFIG_ROOT, ConfigError, list_configs, load_config
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .analysis.complexity import model_info
+    from .models import build_model
+
+    cfg = load_config(args.config, args.set)
+    model = build_model(cfg)
+    info = model_info(model, tuple(args.image_size))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"config            {args.config}")
+    print(f"parameters        {info['params_total']:,} total, {info['params_trainable']:,} trainable")
+    print(f"output stride     {info['output_stride']}")
+    rf = f"{info['receptive_field']} feature-map pixels"
+    if info["global_context"]:
+        rf += " (+ image-level pooling: global)"
+    print(f"receptive field   {rf}")
+    h, w = info["image_size"]
+    print(f"cost at {h}x{w}  {info['gflops']:.1f} GFLOPs ({info['gmacs']:.1f} GMACs)")
+    return 0
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    from .analysis.complexity import count_parameters
+    from .models import build_model
+
+    rows = []
+    for path in list_configs():
+        cfg = load_config(path)
+        model = build_model(cfg)
+        total, trainable = count_parameters(model)
+        ref = cfg.get("reference", {}) or {}
+        name = path.relative_to(CONFIG_ROOT).as_posix()
+        rows.append(
+            (name, cfg["model"]["backbone"]["name"], cfg["model"]["head"]["name"], model.output_stride,
+             model.receptive_field, total, trainable, ref.get("source", ""))
+        )
+    print("| config | backbone | head | OS | RF | params | trainable | reproduces |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
+    for name, backbone, head, os_, rf, total, trainable, source in rows:
+        print(f"| `{name}` | {backbone} | {head} | {os_} | {rf} | {total:,} | {trainable:,} | {source} |")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.output))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="atrous", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="parameters, output stride, receptive field and GFLOPs of a config")
+    info.add_argument("--config", required=True, help="YAML config file")
+    info.add_argument("--image-size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"))
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+    info.set_defaults(func=_info)
+
+    zoo = sub.add_parser("zoo", help="print the model zoo as a markdown table")
+    zoo.set_defaults(func=_zoo)
+
+    demo = sub.add_parser("demo", help="run the main job on the built-in data")
+    demo.add_argument("--output", default="runs/demo", help="output folder")
+    demo.set_defaults(func=_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"atrous: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Class names and colours."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Cityscapes' 19 evaluation classes in train-id order, with their official colours
+# (cityscapesScripts' labels.py).
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+CITYSCAPES_PALETTE = np.array(
+    [
+        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+        (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    ],
+    dtype=np.uint8,
+)
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray = CITYSCAPES_PALETTE, ignore_color=(0, 0, 0)) -> np.ndarray:
+    """``(H, W)`` integer labels → ``(H, W, 3)`` uint8 colours; ids outside the palette get ``ignore_color``."""
+    out = np.empty((*labels.shape, 3), dtype=np.uint8)
+    out[:] = ignore_color
+    valid = (labels >= 0) & (labels < len(palette))
+    out[valid] = palette[labels[valid]]
+    return out

@@ -1,0 +1,152 @@
+"""What every backbone shares: declared feature maps, one output-stride rule, freezing.
+
+A backbone maps an image batch ``(N, 3, H, W)`` to an ordered dict of feature maps. Each
+map is declared in :attr:`Backbone.feature_info` (name, channels, stride) and a test checks
+the declaration against measured outputs for every output stride.
+
+The output-stride rule is the one of DeepLabv3 §3.1 and the DenseASPP paper: walk the
+network's downsampling stages; once the target stride is reached, every further stride
+becomes dilation (the stage keeps stride 1 and its convolutions are dilated by the stride
+that was removed).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+VALID_OUTPUT_STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map a backbone returns: its key, channel count and stride w.r.t. the input."""
+
+    name: str
+    channels: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """How one downsampling stage runs at a given output stride.
+
+    ``stride`` is the stride the stage keeps (its nominal stride, or 1 once the target is
+    reached); ``input_dilation`` is the dilation in force before the stage and ``dilation``
+    the one its convolutions use after the (possibly removed) stride; ``output_stride`` is the
+    stride of the stage's output w.r.t. the input image.
+    """
+
+    stride: int
+    input_dilation: int
+    dilation: int
+    output_stride: int
+
+
+def plan_stages(stage_strides: list[int], output_stride: int) -> list[StagePlan]:
+    """Apply the output-stride rule to a list of nominal stage strides.
+
+    >>> [p.dilation for p in plan_stages([4, 2, 2, 2], 8)]
+    [1, 1, 2, 4]
+    """
+    check_output_stride(output_stride)
+    current, dilation, plans = 1, 1, []
+    for nominal in stage_strides:
+        before = dilation
+        if current * nominal > output_stride:
+            stride, dilation = 1, dilation * nominal
+        else:
+            stride, current = nominal, current * nominal
+        plans.append(StagePlan(stride, before, dilation, current))
+    return plans
+
+
+def check_output_stride(output_stride: int) -> None:
+    if output_stride not in VALID_OUTPUT_STRIDES:
+        raise ValueError(
+            f"output_stride must be one of {VALID_OUTPUT_STRIDES}, got {output_stride!r}. "
+            "Use 8 for the densest features (DenseASPP, DeepLabv3 fine-tuning), 16 for DeepLabv3 "
+            "training, 32 for the plain classification network."
+        )
+
+
+def set_conv(conv: nn.Conv2d, *, stride: int | None = None, dilation: int | None = None) -> None:
+    """Set a square conv's stride and/or dilation, keeping 'same' padding for odd kernels."""
+    if stride is not None:
+        conv.stride = (stride, stride)
+    if dilation is not None:
+        conv.dilation = (dilation, dilation)
+        k = conv.kernel_size[0]
+        if k % 2 == 1:
+            conv.padding = ((k - 1) // 2 * dilation, (k - 1) // 2 * dilation)
+
+
+class Backbone(nn.Module):
+    """Base class: subclasses set ``feature_info`` and implement ``_features`` and ``_apply_plan``.
+
+    Args:
+        output_stride: 8, 16 or 32 (see :func:`plan_stages`).
+        frozen: freeze all parameters and keep BatchNorm in eval mode, as the seed trained its
+            heads; parameter counts of the seed's Table 1 are then the trainable parameters.
+    """
+
+    feature_info: list[FeatureInfo]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = False
+        self._output_stride = 32
+
+    # -- output stride --------------------------------------------------------------------
+    @property
+    def output_stride(self) -> int:
+        """Stride of the last feature map w.r.t. the input image."""
+        return self.feature_info[-1].stride
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the last feature map (the head's input)."""
+        return self.feature_info[-1].channels
+
+    @property
+    def last_dilation(self) -> int:
+        """Dilation of the last stage's convolutions (DeepLabv3 block4 rate before multi-grid)."""
+        return self._last_dilation
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Re-dilate the network in place; weights are untouched (DeepLabv3 §4.1: train at 16, infer at 8)."""
+        check_output_stride(output_stride)
+        self._apply_plan(plan_stages(self.stage_strides, output_stride))
+        self._output_stride = output_stride
+
+    stage_strides: list[int]
+
+    def _apply_plan(self, plans: list[StagePlan]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- freezing -------------------------------------------------------------------------
+    def freeze(self) -> None:
+        """Freeze parameters and BatchNorm statistics (BN stays in eval mode under ``.train()``)."""
+        self.frozen = True
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        if self.frozen:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """``(N, 3, H, W)`` → ordered dict of feature maps, keys and order as ``feature_info``."""
+        return self._features(x)
+
+    def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError

@@ -1,0 +1,81 @@
+"""MobileNetV3-Large dilated to output stride 8/16/32.
+
+torchvision's network and weights. The dilation layout is torchvision's own
+(``mobilenet_v3_large(dilated=True)``, used by its DeepLabV3/LR-ASPP): in a dilated stage the
+formerly strided depthwise convolution already uses the stage's new rate. At output stride 16
+this is exactly torchvision's dilated network; output stride 8 also dilates the stride-16
+stage, which torchvision cannot do (the seed had to upsample stride-32 features instead).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision import models
+
+from .base import Backbone, FeatureInfo, StagePlan, set_conv
+from .weights import build_pretrained
+
+# Indices into torchvision's ``features``: the first block of each stride-2 stage, and the
+# last block of each stage (whose output we return).
+_STAGE_STARTS = (0, 2, 4, 7, 13)
+_STAGE_ENDS = (1, 3, 6, 12, 16)
+
+
+class MobileNetV3Backbone(Backbone):
+    """Dilated MobileNetV3-Large feature extractor.
+
+    Args:
+        output_stride: 8, 16 or 32.
+        pretrained: see :mod:`atrous.models.backbones.weights`.
+        frozen: freeze parameters and BatchNorm statistics.
+
+    Features ``stage1`` … ``stage5``: 16, 24, 40, 112, 960 channels at strides 2, 4, 8, 16, 32
+    (output stride 32). Shapes: ``(N, 3, H, W)`` → ``stage5``: ``(N, 960, ⌈H/os⌉, ⌈W/os⌉)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        output_stride: int = 16,
+        pretrained: bool | str | None = False,
+        frozen: bool = False,
+    ) -> None:
+        super().__init__()
+        net = build_pretrained(
+            "mobilenet_v3_large", models.mobilenet_v3_large, pretrained, ignore_prefixes=("classifier.",)
+        )
+        self.features = net.features
+        self._channels = [self.features[i].out_channels for i in _STAGE_ENDS]
+        self.stage_strides = [2, 2, 2, 2, 2]
+        self.set_output_stride(output_stride)
+        if frozen:
+            self.freeze()
+
+    def _apply_plan(self, plans: list[StagePlan]) -> None:
+        bounds = list(zip(_STAGE_STARTS, _STAGE_ENDS, strict=True))
+        for (start, end), plan in zip(bounds, plans, strict=True):
+            for index in range(start, end + 1):
+                for conv in self.features[index].modules():
+                    if isinstance(conv, nn.Conv2d) and conv.kernel_size[0] > 1:
+                        # torchvision's layout: the strided depthwise conv takes the new rate too.
+                        set_conv(conv, dilation=plan.dilation)
+                        if index == start:
+                            set_conv(conv, stride=plan.stride)
+        self._last_dilation = plans[-1].dilation
+        self.feature_info = [
+            FeatureInfo(f"stage{i + 1}", c, p.output_stride)
+            for i, (c, p) in enumerate(zip(self._channels, plans, strict=True))
+        ]
+
+    def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        stage = 0
+        for index, block in enumerate(self.features):
+            x = block(x)
+            if index == _STAGE_ENDS[stage]:
+                stage += 1
+                out[f"stage{stage}"] = x
+        return out

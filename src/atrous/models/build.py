@@ -1,0 +1,108 @@
+"""Build models from config mappings: each section maps straight onto constructor arguments.
+
+``model`` section::
+
+    num_classes: 19
+    backbone: {name: densenet121, output_stride: 8, pretrained: false, frozen: false}
+    head: {name: denseaspp, atrous_rates: [3, 6, 12, 18, 24], growth_channels: 64, ...}
+    aux_head: {feature: block3, channels: 256}      # optional
+    classifier_dropout: 0.0
+    feature_upsample: 1
+    align_corners: false
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, load_config
+from .backbones import BACKBONES, Backbone
+from .heads import HEADS, AuxHead, CascadeHead
+from .segmentor import Segmentor
+
+MODEL_KEYS = ("num_classes", "backbone", "head", "aux_head", "classifier_dropout", "feature_upsample", "align_corners")
+
+
+def _check_keys(section: str, given: Mapping[str, Any], target: Any, fixed: tuple[str, ...] = ()) -> None:
+    params = inspect.signature(target).parameters
+    allowed = [p for p in params if p not in fixed and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {unknown}; valid keys: {allowed}")
+
+
+def _split_name(section: str, cfg: Mapping[str, Any] | None, registry: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    if not isinstance(cfg, Mapping) or "name" not in cfg:
+        raise ConfigError(f"{section}: needs a mapping with a 'name' key; names: {sorted(registry)}")
+    kwargs = dict(cfg)
+    name = kwargs.pop("name")
+    if name not in registry:
+        raise ConfigError(f"{section}: unknown name {name!r}; choose from {sorted(registry)}")
+    return name, kwargs
+
+
+def build_backbone(cfg: Mapping[str, Any]) -> Backbone:
+    """``{name: resnet50, output_stride: 16, ...}`` → a :class:`Backbone`."""
+    name, kwargs = _split_name("model.backbone", cfg, BACKBONES)
+    cls, fixed = BACKBONES[name]
+    _check_keys(f"model.backbone ({name})", kwargs, cls, tuple(fixed))
+    return cls(**fixed, **kwargs)
+
+
+def build_head(cfg: Mapping[str, Any], backbone: Backbone, feature_upsample: int = 1):
+    """``{name: denseaspp, ...}`` → a head fed by ``backbone``'s last feature map."""
+    name, kwargs = _split_name("model.head", cfg, HEADS)
+    cls = HEADS[name]
+    derived = {"in_channels": backbone.out_channels}
+    if cls is CascadeHead:
+        derived |= {"input_stride": backbone.output_stride, "input_dilation": backbone.last_dilation}
+    _check_keys(f"model.head ({name})", kwargs, cls, tuple(derived))
+    return cls(**derived, **kwargs)
+
+
+def build_model(config: str | Path | Mapping[str, Any]) -> Segmentor:
+    """Build a :class:`Segmentor` from a config file path, a full config or its ``model`` mapping.
+
+    >>> model = build_model("configs/seed/table1_model4.yaml")  # doctest: +SKIP
+    """
+    source = ""
+    if isinstance(config, (str, Path)):
+        source = f"{config}: "
+        config = load_config(config)
+    cfg = config.get("model", config) if isinstance(config, Mapping) else None
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{source}expected a 'model' mapping")
+    try:
+        unknown = sorted(set(cfg) - set(MODEL_KEYS))
+        if unknown:
+            raise ConfigError(f"model: unknown key(s) {unknown}; valid keys: {list(MODEL_KEYS)}")
+        for key in ("num_classes", "backbone", "head"):
+            if key not in cfg:
+                raise ConfigError(f"model: missing required key {key!r}")
+        backbone = build_backbone(cfg["backbone"])
+        feature_upsample = int(cfg.get("feature_upsample", 1))
+        head = build_head(cfg["head"], backbone, feature_upsample)
+        aux_head = aux_feature = None
+        if cfg.get("aux_head"):
+            aux_cfg = dict(cfg["aux_head"])
+            aux_feature = aux_cfg.pop("feature", None)
+            names = {f.name: f.channels for f in backbone.feature_info}
+            if aux_feature not in names:
+                raise ConfigError(f"model.aux_head.feature must be one of {sorted(names)}, got {aux_feature!r}")
+            _check_keys("model.aux_head", aux_cfg, AuxHead, ("in_channels", "num_classes"))
+            aux_head = AuxHead(names[aux_feature], int(cfg["num_classes"]), **aux_cfg)
+        return Segmentor(
+            backbone,
+            head,
+            int(cfg["num_classes"]),
+            classifier_dropout=float(cfg.get("classifier_dropout", 0.0)),
+            feature_upsample=feature_upsample,
+            align_corners=bool(cfg.get("align_corners", False)),
+            aux_head=aux_head,
+            aux_feature=aux_feature,
+        )
+    except (ConfigError, ValueError, TypeError) as err:
+        raise ConfigError(f"{source}{err}") from err

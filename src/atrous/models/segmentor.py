@@ -1,0 +1,116 @@
+"""The segmentor: backbone → context head → 1×1 classifier → bilinear upsampling to the input.
+
+DeepLabv3 §4.1 ("Upsampling logits"): the ground truth is never downsampled; the logits are
+upsampled to the input size instead. ``align_corners`` is configurable because PyTorch-0.3-era
+checkpoints (the official DenseASPP) were trained with corner-aligned bilinear upsampling.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..analysis.receptive_field import stacked_receptive_field
+from .backbones import Backbone
+from .heads import AuxHead
+
+
+class Segmentor(nn.Module):
+    """Semantic segmentation network.
+
+    Args:
+        backbone: feature extractor; its last feature map feeds the head.
+        head: context module with ``out_channels``, ``stride_factor`` and ``conv_path()``.
+        num_classes: number of output classes ``K``.
+        classifier_dropout: 2-D dropout before the classifier (official DenseASPP: 0.1).
+        feature_upsample: bilinear upsampling factor of the backbone features before the head
+            (seed Table 1 #2/#3 and the official code at output stride 16 upsample by 2).
+        align_corners: of every bilinear resize in the model.
+        aux_head: optional auxiliary classifier on the backbone feature named ``aux_feature``.
+
+    Shapes: ``(N, 3, H, W)`` → logits ``(N, K, H, W)``.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: nn.Module,
+        num_classes: int,
+        *,
+        classifier_dropout: float = 0.0,
+        feature_upsample: int = 1,
+        align_corners: bool = False,
+        aux_head: AuxHead | None = None,
+        aux_feature: str | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if feature_upsample < 1 or backbone.output_stride % feature_upsample:
+            raise ValueError(
+                f"feature_upsample must divide the backbone's output stride {backbone.output_stride}, "
+                f"got {feature_upsample}"
+            )
+        self.backbone, self.head = backbone, head
+        self.num_classes = num_classes
+        self.feature_upsample = feature_upsample
+        self.align_corners = align_corners
+        self.dropout = nn.Dropout2d(classifier_dropout) if classifier_dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(head.out_channels, num_classes, kernel_size=1)
+        if (aux_head is None) != (aux_feature is None):
+            raise ValueError("aux_head and aux_feature go together")
+        names = [f.name for f in backbone.feature_info]
+        if aux_feature is not None and aux_feature not in names:
+            raise ValueError(f"aux_feature {aux_feature!r} is not a backbone feature; choose from {names}")
+        self.aux_head, self.aux_feature = aux_head, aux_feature
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def output_stride(self) -> int:
+        """Input resolution / logit resolution before the final upsampling (DeepLabv3 §3.1)."""
+        return self.backbone.output_stride // self.feature_upsample * self.head.stride_factor
+
+    @property
+    def receptive_field(self) -> int:
+        """The head's theoretical maximum receptive field in feature-map pixels (seed §4.1)."""
+        return stacked_receptive_field(self.head.conv_path())
+
+    # -- forward --------------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected an image batch of shape (N, 3, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h < self.output_stride or w < self.output_stride:
+            raise ValueError(
+                f"input {h}×{w} is smaller than the model's output stride {self.output_stride}: "
+                f"resize or pad images to at least {self.output_stride}×{self.output_stride}"
+            )
+
+    def _upsample(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(N, 3, H, W)`` → head output ``(N, C, H/os, W/os)`` and the backbone's features."""
+        if not torch.compiler.is_compiling():
+            self._check_input(x)
+        features = self.backbone(x)
+        y = next(reversed(features.values()))
+        if self.feature_upsample > 1:
+            h, w = y.shape[-2:]
+            y = self._upsample(y, (h * self.feature_upsample, w * self.feature_upsample))
+        return self.head(y), features
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``(N, K, H, W)`` and auxiliary logits ``(N, K, H, W)`` (``None`` without aux head)."""
+        y, features = self.forward_features(x)
+        logits = self._upsample(self.classifier(self.dropout(y)), x.shape[-2:])
+        aux = None
+        if self.aux_head is not None:
+            aux = self._upsample(self.aux_head(features[self.aux_feature]), x.shape[-2:])
+        return logits, aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` → logits ``(N, K, H, W)``."""
+        y, _ = self.forward_features(x)
+        return self._upsample(self.classifier(self.dropout(y)), x.shape[-2:])

@@ -1,0 +1,77 @@
+"""One shared model test over every config of the zoo (configs/**/*.yaml).
+
+For each: the logits have the input's size for odd and even sizes; the declared output stride
+equals the measured one; every trainable parameter gets a finite gradient; no NaNs; eval mode
+is deterministic; ``torch.export`` reproduces eager outputs; the numbers a paper reports for
+the config (``reference:``) are met exactly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ZOO, ZOO_IDS
+
+from atrous.analysis.complexity import count_parameters
+from atrous.config import load_config
+from atrous.models import build_model
+
+
+def _sizes(output_stride: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """An even size that is a multiple of the stride, and an odd size."""
+    unit = max(output_stride, 32)
+    even = (2 * unit, 3 * unit) if output_stride <= 32 else (unit, 2 * unit)
+    return even, (even[0] + 1, even[1] - 31)
+
+
+@pytest.fixture(scope="module", params=ZOO, ids=ZOO_IDS)
+def zoo_entry(request):
+    cfg = load_config(request.param)
+    return cfg, build_model(cfg)
+
+
+def test_reference_numbers(zoo_entry):
+    cfg, model = zoo_entry
+    ref = cfg.get("reference") or {}
+    assert ref.get("source"), "every zoo config names what it reproduces"
+    _, trainable = count_parameters(model)
+    if "params_trainable" in ref:
+        assert trainable == ref["params_trainable"]
+    if "receptive_field" in ref:
+        assert model.receptive_field == ref["receptive_field"]
+
+
+def test_shapes_strides_gradients_determinism_export(zoo_entry):
+    cfg, model = zoo_entry
+    num_classes = cfg["model"]["num_classes"]
+    even, odd = _sizes(model.output_stride)
+
+    # Training step: shapes for odd and even sizes, gradients everywhere, no NaNs.
+    model.train()
+    for size in (even, odd):
+        x = torch.randn(2, 3, *size)
+        logits, aux = model.forward_with_aux(x)
+        assert logits.shape == (2, num_classes, *size)
+        assert torch.isfinite(logits).all()
+        model.zero_grad(set_to_none=True)
+        loss = logits.logsumexp(1).mean() + (aux.logsumexp(1).mean() if aux is not None else 0)
+        loss.backward()
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, f"parameters without gradient: {missing[:5]}"
+        bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        assert not bad, f"non-finite gradients: {bad[:5]}"
+
+    # Measured stride of the head output equals the declared output stride.
+    model.eval()
+    x = torch.randn(1, 3, *even)
+    with torch.no_grad():
+        features, _ = model.forward_features(x)
+        assert (even[0] // features.shape[-2], even[1] // features.shape[-1]) == (model.output_stride,) * 2
+        assert features.shape[1] == model.head.out_channels
+        a, b = model(x), model(x)
+    assert torch.equal(a, b), "eval mode must be deterministic"
+
+    # torch.export reproduces the eager model.
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), a, rtol=1e-4, atol=1e-4)
