@@ -1,0 +1,187 @@
+"""Backbones: declared feature maps vs measured ones, dilation layouts against torchvision and
+against the strided network itself, multi-grid, output-stride switching and freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision import models
+
+from atrous.models.backbones import (
+    BACKBONES,
+    ConvNeXtBackbone,
+    DenseNetBackbone,
+    MobileNetV3Backbone,
+    ResNetBackbone,
+    plan_stages,
+)
+from atrous.models.build import build_backbone
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_declared_features_match_measured(name, output_stride):
+    backbone = build_backbone({"name": name, "output_stride": output_stride}).eval()
+    assert backbone.output_stride == output_stride
+    with torch.no_grad():
+        even = backbone(torch.randn(1, 3, 64, 96))
+        odd = backbone(torch.randn(1, 3, 65, 97))
+    assert list(even) == [f.name for f in backbone.feature_info]
+    for info in backbone.feature_info:
+        fmap = even[info.name]
+        assert fmap.shape[1] == info.channels, info
+        assert (64 // fmap.shape[2], 96 // fmap.shape[3]) == (info.stride, info.stride), info
+        h, w = odd[info.name].shape[-2:]
+        assert h in (65 // info.stride, -(-65 // info.stride)) and w in (97 // info.stride, -(-97 // info.stride))
+
+
+def test_plan_stages_rule():
+    assert [(p.stride, p.dilation) for p in plan_stages([4, 2, 2, 2], 8)] == [(4, 1), (2, 1), (1, 2), (1, 4)]
+    assert [(p.stride, p.dilation) for p in plan_stages([4, 2, 2, 2], 16)] == [(4, 1), (2, 1), (2, 1), (1, 2)]
+    assert [p.output_stride for p in plan_stages([2, 2, 2, 2, 2], 8)] == [2, 4, 8, 8, 8]
+    with pytest.raises(ValueError, match="8, 16, 32"):
+        plan_stages([4, 2, 2, 2], 12)
+
+
+@pytest.mark.parametrize("output_stride,replace", [(8, [False, True, True]), (16, [False, False, True])])
+def test_resnet_matches_torchvision_dilation(output_stride, replace):
+    ours = ResNetBackbone("resnet50", output_stride=output_stride).eval()
+    ref = models.resnet50(replace_stride_with_dilation=replace).eval()
+    ref.load_state_dict(ours.state_dict(), strict=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        y = ref.layer4(ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))))))
+        torch.testing.assert_close(ours(x)["layer4"], y)
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        lambda os: ResNetBackbone("resnet18", output_stride=os),  # BasicBlock surgery
+        lambda os: ResNetBackbone("resnet50", output_stride=os),
+        lambda os: ConvNeXtBackbone("convnext_tiny", output_stride=os),  # 2x2 downsampling convs
+    ],
+    ids=["resnet18", "resnet50", "convnext_tiny"],
+)
+def test_dilated_network_equals_strided_network_on_its_grid(backbone):
+    """Dilating instead of striding computes the same features, densely: the output-stride-8
+    map sampled every 4 pixels is the output-stride-32 map (an independent check of every
+    stride, dilation and padding, including ConvNeXt's even-kernel downsampling)."""
+    net = backbone(32).eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        coarse = next(reversed(net(x).values()))
+        net.set_output_stride(8)
+        dense = next(reversed(net(x).values()))
+    assert dense.shape[-2:] == (12, 16)
+    torch.testing.assert_close(dense[..., ::4, ::4], coarse, rtol=1e-4, atol=1e-4)
+
+
+def test_convnext_symmetric_padding_would_break_alignment():
+    """The test above can fail: centring the 2x2 kernel's padding shifts the features."""
+    net = ConvNeXtBackbone("convnext_tiny", output_stride=16).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        coarse = net.features[:7](x)
+        net.set_output_stride(8)
+        good = net.features[:7](x)
+        down = net.features[6][1]
+        down.right_pad = 0
+        down.padding = (1, 1)  # symmetric 'same' padding of a kernel spanning 1 + dilation pixels
+        shifted = net.features[:7](x)
+    torch.testing.assert_close(good[..., ::2, ::2], coarse[..., :, :], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(shifted[..., ::2, ::2], coarse, atol=1e-3)
+
+
+def test_mobilenet_output_stride_16_is_torchvision_dilated():
+    ours = MobileNetV3Backbone(output_stride=16).eval()
+    ref = models.mobilenet_v3_large(dilated=True).eval()
+    ref.features.load_state_dict(ours.features.state_dict())
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)["stage5"], ref.features(x))
+
+
+def test_densenet_output_stride_32_is_torchvision_features():
+    ours = DenseNetBackbone("densenet121", output_stride=32).eval()
+    ref = models.densenet121().eval()
+    ref.features.load_state_dict(ours.features.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)["block4"], ref.features(x))
+
+
+def test_densenet_dilation_as_in_the_paper():
+    """DenseASPP §3: pools of transition2/3 removed, dense blocks 3 and 4 at rates 2 and 4."""
+    net = DenseNetBackbone("densenet121", output_stride=8)
+    f = net.features
+    assert isinstance(f.transition1.pool, nn.AvgPool2d)
+    assert isinstance(f.transition2.pool, nn.Identity) and isinstance(f.transition3.pool, nn.Identity)
+    for block, rate in (("denseblock1", 1), ("denseblock2", 1), ("denseblock3", 2), ("denseblock4", 4)):
+        for layer in getattr(f, block).values():
+            assert layer.conv2.dilation == (rate, rate) and layer.conv2.padding == (rate, rate)
+
+
+def test_densenet_cut_and_official_layout():
+    two = DenseNetBackbone("densenet121", output_stride=8, num_blocks=2)
+    assert (two.out_channels, two.output_stride) == (512, 8)
+    assert not hasattr(two.features, "norm5") and not hasattr(two.features, "transition2")
+    three = DenseNetBackbone("densenet121", output_stride=16, num_blocks=3)
+    assert (three.out_channels, three.output_stride) == (1024, 16)
+    official = DenseNetBackbone("densenet161", output_stride=8, official_layout=True)
+    assert official.out_channels == 2208 // 2
+    assert official.features.norm5.num_features == 1104
+    assert isinstance(official.features.transition4.conv, nn.Conv2d)
+    assert [n for n, _ in official.features.named_children()][-2:] == ["transition4", "norm5"]
+    with pytest.raises(ValueError, match="num_blocks"):
+        DenseNetBackbone("densenet121", num_blocks=5)
+    with pytest.raises(ValueError, match="official_layout"):
+        DenseNetBackbone("densenet121", num_blocks=3, official_layout=True)
+
+
+@pytest.mark.parametrize("output_stride,rates", [(32, (1, 2, 4)), (16, (2, 4, 8)), (8, (4, 8, 16))])
+def test_multi_grid_unit_rates(output_stride, rates):
+    """DeepLabv3 §3.2.1: Multi_Grid (1, 2, 4) at output stride 16 gives rates 2·(1, 2, 4)."""
+    net = ResNetBackbone("resnet101", output_stride=output_stride, multi_grid=(1, 2, 4))
+    assert tuple(unit.conv2.dilation[0] for unit in net.layer4) == rates
+    assert net.last_dilation == rates[0]
+
+
+def test_multi_grid_needs_one_rate_per_unit():
+    with pytest.raises(ValueError, match="one positive unit rate per unit"):
+        ResNetBackbone("resnet18", multi_grid=(1, 2, 4))  # resnet18's block4 has 2 units
+
+
+@pytest.mark.parametrize("name", ["densenet121", "resnet18", "mobilenet_v3_large", "convnext_tiny"])
+def test_output_stride_switch_keeps_weights(name):
+    net = build_backbone({"name": name, "output_stride": 16}).eval()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = next(reversed(net(x).values()))
+        net.set_output_stride(8)
+        dense = next(reversed(net(x).values()))
+        net.set_output_stride(16)
+        after = next(reversed(net(x).values()))
+    assert dense.shape[-1] == 2 * before.shape[-1]
+    torch.testing.assert_close(after, before)
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+
+
+def test_frozen_backbone_keeps_weights_and_batchnorm_statistics():
+    net = DenseNetBackbone("densenet121", output_stride=8, frozen=True)
+    net.train()
+    assert not any(p.requires_grad for p in net.parameters())
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    before = bns[0].running_mean.clone()
+    net(torch.randn(2, 3, 64, 64))
+    assert torch.equal(bns[0].running_mean, before)
+
+
+def test_unfrozen_backbone_trains_batchnorm():
+    net = ResNetBackbone("resnet18", output_stride=8).train()
+    before = net.bn1.running_mean.clone()
+    net(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(net.bn1.running_mean, before)

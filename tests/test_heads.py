@@ -1,0 +1,183 @@
+"""Heads: DenseASPP against an independent implementation of the official code's forward,
+ASPP against torchvision's, cascaded-block rates, receptive fields and the segmentor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
+
+from atrous.analysis.receptive_field import ConvSpec, layer_receptive_field, stacked_receptive_field
+from atrous.models import build_model
+from atrous.models.heads import ASPPHead, CascadeHead, DenseASPPHead, FCNHead
+from atrous.models.heads.cascade import cascade_plan
+
+
+def _randomize_bn(module: torch.nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+
+
+def test_denseaspp_channel_arithmetic():
+    """Seed §4.2: c_l = c_0 + n·(l − 1); the output has c_0 + L·n channels."""
+    head = DenseASPPHead(1024, (3, 6, 12, 18, 24), growth_channels=64, bottleneck_channels=256)
+    assert [layer.norm1.num_features for layer in head.layers] == [1024 + 64 * i for i in range(5)]
+    assert all(layer.conv1.out_channels == 256 for layer in head.layers)
+    assert [layer.conv2.dilation[0] for layer in head.layers] == [3, 6, 12, 18, 24]
+    assert head.out_channels == 1024 + 5 * 64
+    y = head.eval()(torch.randn(1, 1024, 9, 11))
+    assert y.shape == (1, 1344, 9, 11)
+
+
+def test_denseaspp_input_first_keeps_input_channels():
+    head = DenseASPPHead(32, (3, 6), growth_channels=8, bottleneck_channels=None).eval()
+    x = torch.randn(2, 32, 10, 10)
+    y = head(x)
+    torch.testing.assert_close(y[:, :32], x)
+    assert not hasattr(head.layers[0].conv1, "weight")  # no bottleneck (seed Table 1 #1-#3)
+
+
+def official_denseaspp_forward(head: DenseASPPHead, feature: torch.Tensor) -> torch.Tensor:
+    """The official DenseASPP forward (models/DenseASPP.py), written out with functional ops.
+
+    ``_DenseAsppBlock``: [norm.1] relu.1 conv.1 norm.2 relu.2 conv.2 (biases on), dropout; the
+    first block has no norm.1 and its in-place ReLU rectifies ``feature`` itself; outputs are
+    concatenated in front: ``torch.cat((aspp, feature), 1)``.
+    """
+
+    def bn(x, m):
+        return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+
+    for i, layer in enumerate(head.layers):
+        if i == 0:
+            feature = F.relu(feature)  # nn.ReLU(inplace=True) on the backbone output
+            x = feature
+        else:
+            x = F.relu(bn(feature, layer.norm1))
+        x = F.conv2d(x, layer.conv1.weight, layer.conv1.bias)
+        x = F.relu(bn(x, layer.norm2))
+        rate = head.atrous_rates[i]
+        x = F.conv2d(x, layer.conv2.weight, layer.conv2.bias, padding=rate, dilation=rate)
+        feature = torch.cat((x, feature), 1)
+    return feature
+
+
+def test_denseaspp_official_configuration_matches_official_forward():
+    cfg = dict(
+        atrous_rates=(3, 6, 12, 18, 24), bottleneck_channels=16, growth_channels=8, first_input_norm=False,
+        input_relu=True, conv_bias=True, dropout=0.1, concat_order="new_first", bn_momentum=0.0003,
+    )
+    head = DenseASPPHead(32, **cfg)
+    _randomize_bn(head)
+    head.eval()
+    assert head.layers[0].norm1.__class__.__name__ == "Identity"
+    assert head.layers[1].norm1.momentum == 0.0003
+    x = torch.randn(2, 32, 13, 15)
+    torch.testing.assert_close(head(x), official_denseaspp_forward(head, x))
+    # Without input_relu the concatenated input differs from the official model's.
+    head.input_relu = False
+    assert not torch.allclose(head(x), official_denseaspp_forward(head, x))
+
+
+def test_denseaspp_output_norm_and_postactivation():
+    pre = DenseASPPHead(16, (3, 6), growth_channels=4, bottleneck_channels=8, output_norm=True)
+    assert pre.layers[0].norm3.num_features == 4
+    post = DenseASPPHead(16, (3, 6), growth_channels=4, bottleneck_channels=8, preactivation=False).eval()
+    layer = post.layers[0]
+    assert (layer.norm1.num_features, layer.norm2.num_features) == (8, 4)
+    y = post(torch.randn(1, 16, 8, 8))
+    assert (y[:, 16:] >= 0).all()  # conv-BN-ReLU ends in a ReLU
+    with pytest.raises(ValueError, match="concat_order"):
+        DenseASPPHead(16, (3,), concat_order="random")
+
+
+@pytest.mark.parametrize("rates", [(6, 12, 18), (12, 24, 36)])
+def test_aspp_matches_torchvision(rates):
+    ours = ASPPHead(64, rates, out_channels=32)
+    ref = TorchvisionASPP(64, list(rates), out_channels=32)
+    _randomize_bn(ours)
+    ref.load_state_dict(ours.state_dict())
+    ours.eval(), ref.eval()
+    x = torch.randn(2, 64, 17, 19)
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_aspp_ablations_and_rate_switch():
+    plain = ASPPHead(64, (6, 12, 18, 24), out_channels=32, image_pooling=False)
+    assert len(plain.convs) == 5 and plain.project[0].in_channels == 5 * 32
+    assert stacked_receptive_field(plain.conv_path()) == 49 and not plain.global_context
+    head = ASPPHead(64, (6, 12, 18), out_channels=32)
+    head.set_rates((12, 24, 36))
+    assert [b[0].dilation[0] for b in head.convs[1:4]] == [12, 24, 36]
+    assert head.global_context
+    no_bn = ASPPHead(64, (6,), pooling_norm=False)
+    no_bn.train()(torch.randn(1, 64, 5, 5))  # batch of one trains without a BN on the 1x1 map
+
+
+def test_cascade_plan_and_rates():
+    """DeepLabv3 Fig. 3b: block4 rate 2, block5 4, block6 8, block7 16 at output stride 16."""
+    assert cascade_plan(3, 16, 2, 16) == [(1, 4), (1, 8), (1, 16)]
+    assert cascade_plan(3, 8, 4, 8) == [(1, 8), (1, 16), (1, 32)]
+    assert cascade_plan(3, 32, 1, 64) == [(2, 1), (1, 2), (1, 4)]
+    assert cascade_plan(3, 32, 1, 256) == [(2, 1), (2, 1), (2, 1)]
+    with pytest.raises(ValueError, match="must be one of"):
+        cascade_plan(1, 32, 1, 128)
+    head = CascadeHead(256, num_blocks=3, output_stride=16, input_stride=16, input_dilation=2, multi_grid=(1, 2, 1))
+    rates = [[unit.conv2.dilation[0] for unit in block] for block in head.blocks]
+    assert rates == [[4, 8, 4], [8, 16, 8], [16, 32, 16]]
+    assert head.stride_factor == 1
+
+
+def test_cascade_striding_blocks_reduce_resolution():
+    head = CascadeHead(256, num_blocks=2, output_stride=128, input_stride=32, input_dilation=1).eval()
+    assert head.stride_factor == 4
+    assert head(torch.randn(1, 256, 16, 12)).shape == (1, 256, 4, 3)
+
+
+def test_receptive_field_formulas():
+    assert layer_receptive_field(3, 1) == 3
+    assert [layer_receptive_field(3, d) for d in (3, 6, 12, 18, 24)] == [7, 13, 25, 37, 49]
+    assert stacked_receptive_field(ConvSpec(3, d) for d in (3, 6, 12, 18, 24)) == 127  # seed R_max
+    assert stacked_receptive_field(ConvSpec(3, d) for d in (3, 6, 9, 12, 18, 24)) == 145
+    # Strides multiply later growth: 3x3 s2, 3x3 s2, 3x3 → 1 + 2 + 2·2 + 2·4 = 15.
+    assert stacked_receptive_field([ConvSpec(3, 1, 2), ConvSpec(3, 1, 2), ConvSpec(3)]) == 15
+    assert stacked_receptive_field(FCNHead(8).conv_path()) == 1
+
+
+def _tiny_model(**extra):
+    cfg = {
+        "num_classes": 5,
+        "backbone": {"name": "resnet18", "output_stride": 16},
+        "head": {"name": "denseaspp", "atrous_rates": [3, 6], "bottleneck_channels": 16, "growth_channels": 8},
+    }
+    cfg.update(extra)
+    return build_model(cfg)
+
+
+def test_segmentor_upsamples_logits_not_labels():
+    model = _tiny_model(align_corners=True).eval()
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        y, _ = model.forward_features(x)
+        coarse = model.classifier(y)
+        expected = F.interpolate(coarse, size=(70, 90), mode="bilinear", align_corners=True)
+        torch.testing.assert_close(model(x), expected)
+    assert coarse.shape[-2:] == (5, 6)
+
+
+def test_segmentor_feature_upsample_and_aux_head():
+    model = _tiny_model(feature_upsample=2, aux_head={"feature": "layer3", "channels": 32}).train()
+    assert model.output_stride == 8
+    logits, aux = model.forward_with_aux(torch.randn(2, 3, 64, 64))
+    assert logits.shape == aux.shape == (2, 5, 64, 64)
+    model.eval()
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5, 64, 64)
+    with pytest.raises(ValueError, match="aux_head.feature"):
+        _tiny_model(aux_head={"feature": "layer9"})
+    with pytest.raises(ValueError, match="feature_upsample"):
+        _tiny_model(feature_upsample=3)
