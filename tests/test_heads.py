@@ -181,3 +181,34 @@ def test_segmentor_feature_upsample_and_aux_head():
         _tiny_model(aux_head={"feature": "layer9"})
     with pytest.raises(ValueError, match="feature_upsample"):
         _tiny_model(feature_upsample=3)
+
+
+def test_model_output_stride_switch_keeps_weights_and_scales_aspp_rates():
+    model = build_model(
+        {"num_classes": 3, "backbone": {"name": "resnet18", "output_stride": 16},
+         "head": {"name": "aspp", "atrous_rates": [6, 12, 18], "out_channels": 16}}
+    ).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        coarse = model.forward_features(x)[0]
+        model.set_output_stride(8)
+        dense = model.forward_features(x)[0]
+    assert model.output_stride == 8 and model.head.atrous_rates == (12, 24, 36)
+    assert dense.shape[-2:] == (8, 8) and coarse.shape[-2:] == (4, 4)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="do not scale"):
+        build_model({"num_classes": 3, "backbone": {"name": "resnet18", "output_stride": 8},
+                     "head": {"name": "aspp", "atrous_rates": [3, 5]}}).set_output_stride(16)
+
+
+def test_cascade_model_output_stride_switch():
+    model = build_model(
+        {"num_classes": 3, "backbone": {"name": "resnet50", "output_stride": 16, "multi_grid": [1, 2, 1]},
+         "head": {"name": "cascade", "num_blocks": 1, "output_stride": 16, "multi_grid": [1, 2, 1]}}
+    )
+    model.set_output_stride(8)
+    assert [u.conv2.dilation[0] for u in model.backbone.layer4] == [4, 8, 4]
+    assert [u.conv2.dilation[0] for u in model.head.blocks[0]] == [8, 16, 8]
+    model.set_output_stride(64)
+    assert model.output_stride == 64 and model.head.stride_factor == 2

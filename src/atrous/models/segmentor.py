@@ -13,7 +13,7 @@ from torch import nn
 
 from ..analysis.receptive_field import stacked_receptive_field
 from .backbones import Backbone
-from .heads import AuxHead
+from .heads import ASPPHead, AuxHead, CascadeHead
 
 
 class Segmentor(nn.Module):
@@ -75,6 +75,26 @@ class Segmentor(nn.Module):
     def receptive_field(self) -> int:
         """The head's theoretical maximum receptive field in feature-map pixels (seed §4.1)."""
         return stacked_receptive_field(self.head.conv_path())
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Switch the model's output stride in place, keeping every weight (DeepLabv3 §4.1–4.3:
+        train at 16, evaluate at 8). The backbone is re-dilated, cascaded blocks are re-planned
+        and ASPP rates scale with the stride ((6, 12, 18) at 16 ↔ (12, 24, 36) at 8).
+        DenseASPP rates stay as they are (the official code keeps them and upsamples instead).
+        """
+        old = self.output_stride
+        aspp = self.head.aspp if isinstance(self.head, CascadeHead) else self.head
+        if isinstance(aspp, ASPPHead):
+            scaled = [r * old / output_stride for r in aspp.atrous_rates]
+            if any(r != int(r) or r < 1 for r in scaled):
+                raise ValueError(f"ASPP rates {aspp.atrous_rates} do not scale to output stride {output_stride}")
+        if isinstance(self.head, CascadeHead):
+            self.backbone.set_output_stride(min(output_stride, 32))
+            self.head.set_strides(self.backbone.output_stride, self.backbone.last_dilation, output_stride)
+        else:
+            self.backbone.set_output_stride(output_stride * self.feature_upsample)
+        if isinstance(aspp, ASPPHead):
+            aspp.set_rates([int(r) for r in scaled])
 
     # -- forward --------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
