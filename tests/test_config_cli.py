@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.error
 from collections import OrderedDict
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch import nn
 from atrous import ConfigError, build_model, load_config
 from atrous.analysis.complexity import count_flops, count_parameters
 from atrous.cli import main
+from atrous.config import apply_overrides
 from atrous.models import Segmentor
 from atrous.models.backbones import Backbone, FeatureInfo
 from atrous.models.heads import FCNHead
@@ -72,14 +74,18 @@ def test_build_model_does_not_mutate_its_config():
 
 def test_unknown_backbone_name_lists_valid_names():
     cfg = small_model_cfg(backbone={"name": "resnet19"})
-    with pytest.raises(ConfigError, match=r"unknown name 'resnet19'; choose from \[.*'resnet18'.*\]") as info:
+    with pytest.raises(
+        ConfigError, match=r"unknown name 'resnet19'; choose from \[.*'resnet18'.*\]"
+    ) as info:
         build_model(cfg)
     for name in ("densenet121", "mobilenet_v3_large", "resnet50"):
         assert repr(name) in str(info.value)
 
 
 def test_unknown_head_name_lists_valid_names():
-    with pytest.raises(ConfigError, match=r"model\.head: unknown name 'psp'; choose from \[.*'denseaspp'.*\]"):
+    with pytest.raises(
+        ConfigError, match=r"model\.head: unknown name 'psp'; choose from \[.*'denseaspp'.*\]"
+    ):
         build_model(small_model_cfg(head={"name": "psp"}))
 
 
@@ -90,7 +96,9 @@ def test_backbone_without_name_is_an_error():
 
 def test_unknown_backbone_key_lists_valid_keys():
     cfg = small_model_cfg(backbone={"name": "resnet18", "outputstride": 8})
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['outputstride'\]; valid keys: .*'output_stride'") as info:
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) \['outputstride'\]; valid keys: .*'output_stride'"
+    ) as info:
         build_model(cfg)
     # the fixed ``arch`` argument is not a config key
     assert "'arch'" not in str(info.value)
@@ -98,13 +106,18 @@ def test_unknown_backbone_key_lists_valid_keys():
 
 def test_unknown_head_key_lists_valid_keys():
     cfg = small_model_cfg(head={"name": "denseaspp", "growth": 16})
-    with pytest.raises(ConfigError, match=r"model\.head \(denseaspp\): unknown key\(s\) \['growth'\]; valid keys: .*'growth_channels'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.head \(denseaspp\): unknown key\(s\) \['growth'\]; valid keys: .*'growth_channels'",
+    ):
         build_model(cfg)
 
 
 def test_unknown_model_key_lists_valid_keys():
     cfg = small_model_cfg(numclasses=3)
-    with pytest.raises(ConfigError, match=r"model: unknown key\(s\) \['numclasses'\]; valid keys: .*'num_classes'"):
+    with pytest.raises(
+        ConfigError, match=r"model: unknown key\(s\) \['numclasses'\]; valid keys: .*'num_classes'"
+    ):
         build_model(cfg)
 
 
@@ -118,12 +131,16 @@ def test_missing_model_key():
 @pytest.mark.parametrize("output_stride", [12, 4, 64])
 def test_bad_output_stride(output_stride):
     cfg = small_model_cfg(backbone={"name": "resnet18", "output_stride": output_stride})
-    with pytest.raises(ConfigError, match=rf"output_stride must be one of \(8, 16, 32\), got {output_stride}"):
+    with pytest.raises(
+        ConfigError, match=rf"output_stride must be one of \(8, 16, 32\), got {output_stride}"
+    ):
         build_model(cfg)
 
 
 def test_error_from_a_file_names_the_file(tmp_path):
-    path = write(tmp_path, "model:\n  num_classes: 3\n  backbone: {name: resnet19}\n  head: {name: fcn}\n")
+    path = write(
+        tmp_path, "model:\n  num_classes: 3\n  backbone: {name: resnet19}\n  head: {name: fcn}\n"
+    )
     with pytest.raises(ConfigError, match=re.escape(str(path)) + r": .*unknown name 'resnet19'"):
         build_model(path)
 
@@ -150,13 +167,17 @@ def test_config_must_be_a_mapping(tmp_path):
 
 def test_unknown_top_level_key(tmp_path):
     path = write(tmp_path, "modle:\n  num_classes: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) \['modle'\]; allowed: \[.*'model'.*\]"):
+    with pytest.raises(
+        ConfigError, match=r"unknown top-level key\(s\) \['modle'\]; allowed: \[.*'model'.*\]"
+    ):
         load_config(path)
 
 
 @pytest.mark.parametrize("override", ["model.num_classes", "=7"])
 def test_malformed_override(override):
-    with pytest.raises(ConfigError, match=re.escape(repr(override)) + r" must look like key\.path=value"):
+    with pytest.raises(
+        ConfigError, match=re.escape(repr(override)) + r" must look like key\.path=value"
+    ):
         load_config(DEMO, [override])
 
 
@@ -209,11 +230,22 @@ def test_overrides_change_values_and_the_built_model():
     assert load_config(DEMO)["model"]["num_classes"] == 19
 
 
+def test_apply_overrides_leaves_the_input_untouched():
+    cfg = load_config(DEMO)
+    new = apply_overrides(cfg, ["model.num_classes=7", "model.head.growth_channels=16"])
+    assert new["model"]["num_classes"] == 7 and new["model"]["head"]["growth_channels"] == 16
+    assert cfg["model"]["num_classes"] == 19 and cfg["model"]["head"]["growth_channels"] == 32
+
+
 def test_override_values_are_parsed_as_yaml():
     cfg = load_config(
         DEMO,
-        ["model.head.atrous_rates=[1, 2]", "model.backbone.pretrained=false", "model.align_corners=true",
-         "train.note=hello"],
+        [
+            "model.head.atrous_rates=[1, 2]",
+            "model.backbone.pretrained=false",
+            "model.align_corners=true",
+            "train.note=hello",
+        ],
     )
     assert cfg["model"]["head"]["atrous_rates"] == [1, 2]
     assert cfg["model"]["backbone"]["pretrained"] is False
@@ -293,7 +325,14 @@ def run_info(capsys, *args: str) -> dict:
 
 def test_cli_info_json_table1_model4(capsys):
     info = run_info(capsys, "--config", str(MODEL4), "--image-size", "64", "128")
-    for key in ("params_total", "params_trainable", "output_stride", "receptive_field", "gflops", "gmacs"):
+    for key in (
+        "params_total",
+        "params_trainable",
+        "output_stride",
+        "receptive_field",
+        "gflops",
+        "gmacs",
+    ):
         assert key in info
     assert info["params_trainable"] == 2252820
     assert info["params_total"] > info["params_trainable"]  # the DenseNet-121 trunk is frozen
@@ -316,7 +355,9 @@ def test_cli_info_json_table1_model4(capsys):
 
 def test_cli_info_set_changes_the_model(capsys):
     base = run_info(capsys, "--config", str(DEMO), "--image-size", "64", "64")
-    seven = run_info(capsys, "--config", str(DEMO), "--image-size", "64", "64", "--set", "model.num_classes=7")
+    seven = run_info(
+        capsys, "--config", str(DEMO), "--image-size", "64", "64", "--set", "model.num_classes=7"
+    )
     # classifier: 1×1 conv from 512 + 5·32 = 672 channels, 673 parameters per class
     assert base["params_total"] - seven["params_total"] == (19 - 7) * 673
 
@@ -354,7 +395,11 @@ def test_cli_usage_error_exits_2(capsys):
 def _subprocess_info(cmd: list[str], cwd: Path) -> dict:
     result = subprocess.run(
         [*cmd, "info", "--config", str(DEMO), "--image-size", "64", "64", "--json"],
-        cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -373,3 +418,20 @@ def test_console_script(tmp_path):
 def test_python_dash_m(tmp_path):
     info = _subprocess_info([sys.executable, "-m", "atrous.cli"], cwd=tmp_path)
     assert info["output_stride"] == 8
+
+
+def test_cli_user_errors_exit_2_without_traceback(repo_root, capsys, monkeypatch, tmp_path):
+    config = str(repo_root / "configs" / "demo" / "denseaspp_resnet18_small.yaml")
+    assert main(["info", "--config", config, "--image-size", "4", "4"]) == 2
+    assert "output stride" in capsys.readouterr().err
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    assert main(["info", "--config", config, "--set", "model.backbone.pretrained=true"]) == 2
+    err = capsys.readouterr().err
+    assert "put the file at" in err and str(tmp_path) in err
+    assert main(["info", "--config", config, "--set", "model.head.bogus=1"]) == 2
+    assert "denseaspp_resnet18_small.yaml" in capsys.readouterr().err

@@ -32,7 +32,9 @@ def _randomize_bn_stats(model: nn.Module) -> nn.Module:
     return model
 
 
-def _assert_same_tensors(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> None:
+def _assert_same_tensors(
+    expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]
+) -> None:
     assert set(expected) == set(actual)
     for key, value in expected.items():
         assert torch.equal(actual[key], value), key
@@ -92,7 +94,9 @@ def test_resnet18_local_file_loads_weights_and_reproduces_torchvision(resnet18_t
 def test_local_file_accepts_str_path_and_tilde(resnet18_tv, resnet18_file, monkeypatch):
     monkeypatch.setenv("HOME", str(resnet18_file.parent))
     for pretrained in (str(resnet18_file), f"~/{resnet18_file.name}"):
-        net = build_pretrained("resnet18", torchvision.models.resnet18, pretrained, ignore_prefixes=("fc.",))
+        net = build_pretrained(
+            "resnet18", torchvision.models.resnet18, pretrained, ignore_prefixes=("fc.",)
+        )
         assert torch.equal(net.conv1.weight, resnet18_tv.conv1.weight)
 
 
@@ -112,7 +116,9 @@ def test_local_file_without_classifier_keys_loads(resnet18_tv, tmp_path):
 
 # -- DenseNet: torchvision's published files use the legacy "norm.1" keys ---------------------
 
-_NEW_KEY = re.compile(r"^(.*denselayer\d+\.)(norm|relu|conv)([12])\.(weight|bias|running_mean|running_var)$")
+_NEW_KEY = re.compile(
+    r"^(.*denselayer\d+\.)(norm|relu|conv)([12])\.(weight|bias|running_mean|running_var)$"
+)
 
 
 def _legacy_densenet_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -146,7 +152,9 @@ def test_densenet_legacy_keys_load(densenet121_tv, tmp_path):
     backbone = DenseNetBackbone("densenet121", pretrained=path, output_stride=32)
     got = {k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
     expected = {
-        k: v for k, v in _expected_densenet_features(densenet121_tv).items() if not k.startswith("classifier.")
+        k: v
+        for k, v in _expected_densenet_features(densenet121_tv).items()
+        if not k.startswith("classifier.")
     }
     _assert_same_tensors(expected, got)
 
@@ -160,7 +168,9 @@ def test_densenet_wrapped_checkpoint_with_module_prefix_loads(densenet121_tv, tm
         backbone.features.denseblock3.denselayer5.conv2.weight,
         densenet121_tv.features.denseblock3.denselayer5.conv2.weight,
     )
-    assert torch.equal(backbone.features.norm5.running_var, densenet121_tv.features.norm5.running_var)
+    assert torch.equal(
+        backbone.features.norm5.running_var, densenet121_tv.features.norm5.running_var
+    )
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(backbone(x)["block4"], densenet121_tv.features(x))
@@ -184,7 +194,9 @@ def test_pretrained_true_uses_cached_hub_file(torch_home, tmp_path, resnet18_tv)
     for pretrained in (True, "IMAGENET1K_V1", "DEFAULT"):
         backbone = ResNetBackbone("resnet18", pretrained=pretrained, output_stride=32)
         assert torch.equal(backbone.conv1.weight, resnet18_tv.conv1.weight), pretrained
-        assert torch.equal(backbone.layer3[0].bn2.running_mean, resnet18_tv.layer3[0].bn2.running_mean)
+        assert torch.equal(
+            backbone.layer3[0].bn2.running_mean, resnet18_tv.layer3[0].bn2.running_mean
+        )
 
 
 def test_pretrained_true_offline_names_url_and_target(torch_home, tmp_path, monkeypatch):
@@ -294,3 +306,27 @@ def test_pickled_code_is_refused_not_executed(tmp_path):
     # control: the payload does run when unpickled without weights_only
     torch.load(path, weights_only=False)
     assert EXECUTED == ["payload ran"]
+
+
+def test_pickled_code_in_the_hub_cache_is_refused_not_executed(torch_home):
+    """The enum path reads torch.hub's cached file with weights_only=True too."""
+    target = hub_checkpoint_path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"conv1.weight": torch.zeros(1), "extra": _Payload()}, target)
+    EXECUTED.clear()
+    with pytest.raises(PretrainedWeightsError, match="cached torchvision weights .* cannot be loaded"):
+        ResNetBackbone("resnet18", pretrained=True)
+    assert EXECUTED == []
+
+
+def test_legacy_densenet_keys_with_batch_counters_load(densenet121_tv, tmp_path):
+    """Checkpoints saved by PyTorch >= 0.4.1 from modules named `norm.1` carry num_batches_tracked."""
+    state = {}
+    for key, value in densenet121_tv.state_dict().items():
+        state[_NEW_KEY.sub(r"\1\2.\3.\4", key).replace("norm1.num_batches", "norm.1.num_batches")
+              .replace("norm2.num_batches", "norm.2.num_batches")] = value
+    assert any(k.endswith("norm.1.num_batches_tracked") for k in state)
+    path = tmp_path / "legacy_counters.pth"
+    torch.save(state, path)
+    net = DenseNetBackbone("densenet121", pretrained=path, output_stride=32)
+    _assert_same_tensors(net.features.state_dict(), densenet121_tv.features.state_dict())

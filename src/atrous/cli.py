@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import CONFIG_ROOT, ConfigError, list_configs, load_config
+from .models.backbones.weights import PretrainedWeightsError
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -15,7 +16,10 @@ def _info(args: argparse.Namespace) -> int:
     from .models import build_model
 
     cfg = load_config(args.config, args.set)
-    model = build_model(cfg)
+    try:
+        model = build_model(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{args.config}: {err}") from err
     info = model_info(model, tuple(args.image_size))
     if args.json:
         print(json.dumps(info, indent=2))
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as err:
+    except (ConfigError, PretrainedWeightsError, ValueError) as err:
         print(f"atrous: error: {err}", file=sys.stderr)
         return 2
 

@@ -14,8 +14,10 @@ Downloads go through torch.hub's cache. Offline, a missing file raises
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ class PretrainedWeightsError(RuntimeError):
 
 # torchvision's DenseNet files use the pre-2018 key names "norm.1", "conv.2", ...
 _DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 
@@ -79,36 +81,53 @@ def build_pretrained(
     if pretrained is True or (isinstance(pretrained, str) and pretrained in enum_cls.__members__):
         weights = enum_cls.DEFAULT if pretrained is True else enum_cls[pretrained]
         target = hub_checkpoint_path(weights)
+        cached = target.is_file()
         try:
-            return builder(weights=weights, progress=False, **kwargs)
-        except Exception as err:  # URLError, HTTPError, OSError, hash mismatch, ...
+            # torch.hub announces downloads on stdout; keep stdout clean for --json output.
+            with contextlib.redirect_stdout(sys.stderr):
+                raw = torch.hub.load_state_dict_from_url(
+                    weights.url, progress=False, check_hash=True, weights_only=True
+                )
+        except Exception as err:  # URLError, HTTPError, OSError, hash mismatch, unpickling refused
+            where = f"{enum_cls.__name__}.{weights.name} for {arch}"
+            if cached:
+                raise PretrainedWeightsError(
+                    f"The cached torchvision weights {target} ({where}) cannot be loaded: {err}. "
+                    f"Delete the file (it is re-downloaded) or replace it with a good copy of {weights.url}."
+                ) from err
             raise PretrainedWeightsError(
-                f"Could not load torchvision weights {enum_cls.__name__}.{weights.name} for {arch}: "
-                f"{err}.\nIf this machine is offline, download {weights.url} elsewhere and put the "
-                f"file at {target} (or set TORCH_HOME), or pass a local file: "
-                f"`pretrained: /path/to/{target.name}`."
+                f"Could not download torchvision weights {where}: {err}.\n"
+                f"If this machine is offline, download {weights.url} elsewhere and put the file at "
+                f"{target} (or set TORCH_HOME), or pass a local file: `pretrained: /path/to/{target.name}`."
             ) from err
+        return _load_into(builder(weights=None, **kwargs), raw, str(target), arch, ignore_prefixes)
     path = Path(os.fspath(pretrained)).expanduser()
     if not path.is_file():
         raise PretrainedWeightsError(
             f"pretrained={str(pretrained)!r} for {arch} is neither a weight name of "
             f"{enum_cls.__name__} ({', '.join(enum_cls.__members__)}) nor an existing file."
         )
-    model = builder(weights=None, **kwargs)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise PretrainedWeightsError(f"{path}: cannot be read as a PyTorch state dict: {err}") from err
-    state = remap_legacy_densenet_keys(unwrap_state_dict(raw, str(path)))
+    return _load_into(builder(weights=None, **kwargs), raw, str(path), arch, ignore_prefixes)
+
+
+def _load_into(
+    model: nn.Module, raw: Any, source: str, arch: str, ignore_prefixes: tuple[str, ...]
+) -> nn.Module:
+    """Load a checkpoint's tensors into torchvision's ``arch``, ignoring its classifier keys."""
+    state = remap_legacy_densenet_keys(unwrap_state_dict(raw, source))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
-        raise PretrainedWeightsError(f"{path} does not fit torchvision {arch}: {err}") from err
+        raise PretrainedWeightsError(f"{source} does not fit torchvision {arch}: {err}") from err
     missing = [k for k in missing if not k.startswith(ignore_prefixes)]
     unexpected = [k for k in unexpected if not k.startswith(ignore_prefixes)]
     if missing or unexpected:
         raise PretrainedWeightsError(
-            f"{path} does not hold torchvision {arch} weights: "
+            f"{source} does not hold torchvision {arch} weights: "
             f"{len(missing)} missing keys (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})."
         )
