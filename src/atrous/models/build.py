@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ..config import ConfigError, load_config
 from .backbones import BACKBONES, Backbone
 from .heads import HEADS, AuxHead, CascadeHead
@@ -52,7 +54,7 @@ def build_backbone(cfg: Mapping[str, Any]) -> Backbone:
     return cls(**fixed, **kwargs)
 
 
-def build_head(cfg: Mapping[str, Any], backbone: Backbone, feature_upsample: int = 1):
+def build_head(cfg: Mapping[str, Any], backbone: Backbone) -> nn.Module:
     """``{name: denseaspp, ...}`` → a head fed by ``backbone``'s last feature map."""
     name, kwargs = _split_name("model.head", cfg, HEADS)
     cls = HEADS[name]
@@ -84,7 +86,7 @@ def build_model(config: str | Path | Mapping[str, Any]) -> Segmentor:
                 raise ConfigError(f"model: missing required key {key!r}")
         backbone = build_backbone(cfg["backbone"])
         feature_upsample = int(cfg.get("feature_upsample", 1))
-        head = build_head(cfg["head"], backbone, feature_upsample)
+        head = build_head(cfg["head"], backbone)
         aux_head = aux_feature = None
         if cfg.get("aux_head"):
             aux_cfg = dict(cfg["aux_head"])

@@ -98,7 +98,6 @@ class Backbone(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.frozen = False
-        self._output_stride = 32
 
     # -- output stride --------------------------------------------------------------------
     @property
@@ -120,12 +119,19 @@ class Backbone(nn.Module):
         """Re-dilate the network in place; weights are untouched (DeepLabv3 §4.1: train at 16, infer at 8)."""
         check_output_stride(output_stride)
         self._apply_plan(plan_stages(self.stage_strides, output_stride))
-        self._output_stride = output_stride
 
     stage_strides: list[int]
 
     def _apply_plan(self, plans: list[StagePlan]) -> None:  # pragma: no cover - abstract
+        """Set strides/dilations of the stages, then call :meth:`_declare_features`."""
         raise NotImplementedError
+
+    def _declare_features(self, names: list[str], channels: list[int], plans: list[StagePlan]) -> None:
+        """Record ``feature_info`` (one map per stage, at the stage's output stride)."""
+        self._last_dilation = plans[-1].dilation
+        self.feature_info = [
+            FeatureInfo(n, c, p.output_stride) for n, c, p in zip(names, channels, plans, strict=True)
+        ]
 
     # -- freezing -------------------------------------------------------------------------
     def freeze(self) -> None:

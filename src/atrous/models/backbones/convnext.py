@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-from .base import Backbone, FeatureInfo, StagePlan, set_conv
+from .base import Backbone, StagePlan, set_conv
 from .weights import build_pretrained
 
 CONVNEXT_ARCHS = ("convnext_tiny", "convnext_small", "convnext_base")
@@ -100,11 +100,7 @@ class ConvNeXtBackbone(Backbone):
                 down.dilation, down.right_pad = (1, 1), 0
             for block in self.features[stage]:
                 set_conv(block.block[0], dilation=plan.dilation)
-        self._last_dilation = plans[-1].dilation
-        self.feature_info = [
-            FeatureInfo(f"stage{i + 1}", c, p.output_stride)
-            for i, (c, p) in enumerate(zip(self._channels, plans, strict=True))
-        ]
+        self._declare_features([f"stage{i}" for i in range(1, 5)], self._channels, plans)
 
     def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         out: OrderedDict[str, torch.Tensor] = OrderedDict()

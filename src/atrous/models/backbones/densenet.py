@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-from .base import Backbone, FeatureInfo, StagePlan, set_conv
+from .base import Backbone, StagePlan, set_conv
 from .weights import build_pretrained
 
 # (growth, stem channels, layers per block) of torchvision's variants.
@@ -111,19 +111,14 @@ class DenseNetBackbone(Backbone):
             self.freeze()
 
     def _apply_plan(self, plans: list[StagePlan]) -> None:
-        dilations = [1]
         for i, plan in enumerate(plans[1:], start=1):
             trans = getattr(self.features, f"transition{i}")
             # torchvision's transition pool; removed past the target stride (DenseASPP §3).
             trans.pool = nn.AvgPool2d(kernel_size=2, stride=2) if plan.stride == 2 else nn.Identity()
-            dilations.append(plan.dilation)
             for layer in getattr(self.features, f"denseblock{i + 1}").values():
                 set_conv(layer.conv2, dilation=plan.dilation)
-        self._last_dilation = dilations[-1]
-        self.feature_info = [
-            FeatureInfo(f"block{i + 1}", c, p.output_stride)
-            for i, (c, p) in enumerate(zip(self._channels, plans, strict=True))
-        ]
+        names = [f"block{i}" for i in range(1, self.num_blocks + 1)]
+        self._declare_features(names, self._channels, plans)
 
     def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         out: OrderedDict[str, torch.Tensor] = OrderedDict()

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-from .base import Backbone, FeatureInfo, StagePlan, set_conv
+from .base import Backbone, StagePlan, set_conv
 from .weights import build_pretrained
 
 # Indices into torchvision's ``features``: the first block of each stride-2 stage, and the
@@ -64,11 +64,7 @@ class MobileNetV3Backbone(Backbone):
                         set_conv(conv, dilation=plan.dilation)
                         if index == start:
                             set_conv(conv, stride=plan.stride)
-        self._last_dilation = plans[-1].dilation
-        self.feature_info = [
-            FeatureInfo(f"stage{i + 1}", c, p.output_stride)
-            for i, (c, p) in enumerate(zip(self._channels, plans, strict=True))
-        ]
+        self._declare_features([f"stage{i}" for i in range(1, 6)], self._channels, plans)
 
     def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         out: OrderedDict[str, torch.Tensor] = OrderedDict()

@@ -20,7 +20,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from .base import Backbone, FeatureInfo, StagePlan, set_conv
+from .base import Backbone, StagePlan, set_conv
 from .weights import build_pretrained
 
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -103,12 +103,7 @@ class ResNetBackbone(Backbone):
                 rates = [plan.dilation * g for g in self.multi_grid]
                 first = rates[0]
             set_unit_rates(stage, plan.stride, rates, first)
-        self._last_dilation = plans[-1].dilation
-        names = ["layer1", "layer2", "layer3", "layer4"]
-        self.feature_info = [
-            FeatureInfo(n, c, p.output_stride)
-            for n, c, p in zip(names, self._channels, plans, strict=True)
-        ]
+        self._declare_features(["layer1", "layer2", "layer3", "layer4"], self._channels, plans)
 
     def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
