@@ -1,0 +1,76 @@
+"""The dataset contract every dataset of atrous follows.
+
+An item is ``(image, mask)`` after the dataset's joint ``transforms``:
+
+* ``load(i)`` returns the raw pair: ``tv_tensors.Image`` uint8 ``(3, H, W)`` and
+  ``tv_tensors.Mask`` int64 ``(H, W)`` holding *train ids* ``0 … K−1`` and ``ignore_index``;
+* ``__getitem__(i)`` applies ``transforms(image, mask)`` (see :mod:`atrous.data.transforms`),
+  giving a float image ``(3, h, w)`` normalised and an int64 mask ``(h, w)``.
+
+``classes`` describes the label space (names, colours, ignore index); ``name(i)`` is a stable id
+used to name outputs (e.g. ``frankfurt_000000_000294``); ``image_path(i)`` the source file if any.
+Errors about files on disk name the file and say how to fix it (:class:`DatasetError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing, mislaid or corrupt; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """A label space: class names in train-id order, their colours and the ignored label."""
+
+    names: tuple[str, ...]
+    palette: np.ndarray = field(repr=False)  # (K, 3) uint8
+    ignore_index: int = 255
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def __post_init__(self) -> None:
+        if self.palette.shape != (len(self.names), 3):
+            raise ValueError(f"palette must be ({len(self.names)}, 3), got {self.palette.shape}")
+
+
+Transforms = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[Any, Any]]
+
+
+class SegmentationDataset(Dataset):
+    """Base class; subclasses implement ``__len__``, ``load`` and ``name``."""
+
+    classes: ClassInfo
+
+    def __init__(self, transforms: Transforms | None = None) -> None:
+        self.transforms = transforms
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:  # pragma: no cover
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def image_path(self, index: int) -> Path | None:
+        return None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.load(index)
+        if self.transforms is not None:
+            image, mask = self.transforms(image, mask)
+        return image, mask
