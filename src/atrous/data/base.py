@@ -29,12 +29,12 @@ class DatasetError(ValueError):
     """A dataset on disk is missing, mislaid or corrupt; the message names the file and the fix."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ClassInfo:
     """A label space: class names in train-id order, their colours and the ignored label."""
 
     names: tuple[str, ...]
-    palette: np.ndarray = field(repr=False)  # (K, 3) uint8
+    palette: np.ndarray = field(repr=False)  # (K, 3) uint8, read-only
     ignore_index: int = 255
 
     @property
@@ -44,6 +44,19 @@ class ClassInfo:
     def __post_init__(self) -> None:
         if self.palette.shape != (len(self.names), 3):
             raise ValueError(f"palette must be ({len(self.names)}, 3), got {self.palette.shape}")
+        palette = np.array(self.palette, dtype=np.uint8)
+        palette.flags.writeable = False
+        object.__setattr__(self, "palette", palette)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClassInfo):
+            return NotImplemented
+        return (self.names, self.ignore_index) == (other.names, other.ignore_index) and np.array_equal(
+            self.palette, other.palette
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.names, self.ignore_index, self.palette.tobytes()))
 
 
 Transforms = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[Any, Any]]
@@ -68,6 +81,19 @@ class SegmentationDataset(Dataset):
 
     def image_path(self, index: int) -> Path | None:
         return None
+
+    def label_path(self, index: int) -> Path | None:
+        """The label file of item ``index`` (``None`` where labels are generated or absent)."""
+        return None
+
+    def class_presence(self, index: int) -> np.ndarray:
+        """Which classes item ``index`` contains, ``(K,)`` bool. Datasets on disk override this
+        to read only the label file (DeepLabv3's bootstrapping scans the whole training set)."""
+        _, mask = self.load(index)
+        values = mask.unique().numpy()
+        present = np.zeros(self.classes.num_classes, dtype=bool)
+        present[values[values < self.classes.num_classes]] = True
+        return present
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.load(index)

@@ -8,20 +8,23 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image, read_file
 
 from .base import DatasetError
 
 
 def read_image(path: Path) -> tv_tensors.Image:
-    """Decode an RGB image file → ``tv_tensors.Image`` uint8 ``(3, H, W)``."""
+    """Decode an image file as RGB → ``tv_tensors.Image`` uint8 ``(3, H, W)``.
+
+    PIL decodes (torchvision 0.29 deprecates its own decoders in favour of torchcodec).
+    """
     try:
-        data = read_file(str(path))
-        return tv_tensors.Image(decode_image(data, mode=ImageReadMode.RGB))
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
     except FileNotFoundError as err:
         raise DatasetError(f"{path}: image file not found") from err
-    except (RuntimeError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DatasetError(f"{path}: cannot decode this image ({err}); re-export or remove the file") from err
+    return tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1))
 
 
 def read_label_png(path: Path) -> np.ndarray:
