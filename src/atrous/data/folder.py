@@ -1,0 +1,330 @@
+"""Users' own data: a folder of images, a folder of masks and a small classes file.
+
+Layout (``split`` optional: ``root/<split>/images`` is used when it exists)::
+
+    root/
+      classes.yaml            # names: [background, road, car]  (also classes.json)
+      images/0001.jpg         # .jpg .jpeg .png .bmp .tif .tiff .webp
+      masks/0001.png          # same stem; index PNG (value = class id) or colour PNG
+      train/images/… train/masks/…   # optional split subfolders
+
+The classes file::
+
+    names: [background, road, car]       # required, one per class id 0..K-1
+    colors: [[0, 0, 0], [128, 64, 128], [0, 0, 142]]   # optional; needed for colour masks
+    ignore_index: 255                    # optional (default 255); index value not scored
+    ignore_color: [255, 255, 255]        # optional; colour of ignored pixels in colour masks
+
+Masks are read per file as stored: grey ('L') or palette ('P') PNGs hold class ids directly;
+RGB PNGs are mapped through ``colors`` (exact matches only).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torchvision import tv_tensors
+
+from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
+from .io import check_same_size, read_image, read_label_png
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CLASSES_FILES = ("classes.yaml", "classes.yml", "classes.json")
+_CLASSES_KEYS = ("names", "colors", "ignore_index", "ignore_color")
+_CLASSES_EXAMPLE = (
+    "write e.g. `names: [background, road, car]`, optionally `colors: [[0, 0, 0], [128, 64, 128], "
+    "[0, 0, 142]]` and `ignore_index: 255`"
+)
+_MAX_LISTED = 5
+
+
+def generated_palette(num_colors: int) -> np.ndarray:
+    """``(num_colors, 3)`` uint8 distinct colours: entries ``1 … num_colors`` of the PASCAL VOC
+    colour map, which spreads the bits of the index over R, G and B (distinct for up to 2²⁴ − 1
+    colours). Entry 0, black, is skipped so that it stays free for ignored pixels.
+
+    >>> generated_palette(3).tolist()
+    [[128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    """
+    ids = np.arange(1, num_colors + 1, dtype=np.int64)
+    palette = np.zeros((num_colors, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
+    return palette.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ClassesFile:
+    """A parsed classes file: the label space, and the colours that colour masks are mapped by."""
+
+    path: Path
+    classes: ClassInfo
+    mask_colors: np.ndarray | None  # (K, 3) uint8 when the file gives `colors`, else None
+    ignore_color: tuple[int, int, int] | None
+
+
+def read_classes_file(path: str | Path) -> ClassesFile:
+    """Parse and check a ``classes.yaml`` / ``classes.json``; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: classes file not found; {_CLASSES_EXAMPLE}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        content = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raise DatasetError(f"{path}: cannot parse the classes file ({err}); {_CLASSES_EXAMPLE}") from err
+    if not isinstance(content, dict):
+        raise DatasetError(f"{path}: the classes file must be a mapping with a `names:` list; {_CLASSES_EXAMPLE}")
+    unknown = sorted(set(content) - set(_CLASSES_KEYS))
+    if unknown:
+        raise DatasetError(f"{path}: unknown keys {unknown}; the keys are {list(_CLASSES_KEYS)}")
+
+    names = content.get("names")
+    if not isinstance(names, list) or not names:
+        raise DatasetError(f"{path}: `names:` is missing or empty; {_CLASSES_EXAMPLE}")
+    not_text = [n for n in names if not isinstance(n, str)]
+    if not_text:
+        raise DatasetError(f"{path}: class names must be strings, got {not_text[:_MAX_LISTED]}; quote them")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DatasetError(f"{path}: duplicate class names {duplicates}")
+
+    ignore_index = content.get("ignore_index", 255)
+    if not _is_int(ignore_index) or ignore_index < len(names):
+        raise DatasetError(
+            f"{path}: `ignore_index` must be an integer ≥ the number of classes ({len(names)}) so it "
+            f"cannot be a class id, got {ignore_index!r}"
+        )
+    ignore_color = content.get("ignore_color")
+    if ignore_color is not None:
+        ignore_color = _parse_color(ignore_color, path, "ignore_color")
+
+    colors = content.get("colors")
+    if colors is not None:
+        colors = _parse_colors(colors, names, ignore_color, path)
+    palette = colors if colors is not None else generated_palette(len(names))
+    return ClassesFile(path, ClassInfo(tuple(names), palette, ignore_index), colors, ignore_color)
+
+
+class FolderDataset(SegmentationDataset):
+    """Images and masks paired by file stem (see the module docstring for the layout).
+
+    Args:
+        root: the dataset folder.
+        split: e.g. ``"train"``; reads ``root/<split>/images`` when that exists, else ``root/images``.
+        classes_file: defaults to ``root/classes.yaml`` (or ``.yml`` / ``.json``); a relative path
+            not found from the working directory is looked up in ``root``.
+        transforms: joint ``(image, mask)`` transforms applied by ``__getitem__``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = None,
+        *,
+        classes_file: str | Path | None = None,
+        transforms: Transforms | None = None,
+    ) -> None:
+        super().__init__(transforms)
+        self.root = Path(root)
+        self.split = split
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset folder not found; {self._layout_hint()}")
+        data_dir = self.root
+        if split is not None and (self.root / split / "images").is_dir():
+            data_dir = self.root / split
+        self.image_dir, self.mask_dir = data_dir / "images", data_dir / "masks"
+        for directory in (self.image_dir, self.mask_dir):
+            if not directory.is_dir():
+                raise DatasetError(f"{directory}: folder not found; {self._layout_hint()}")
+
+        spec = read_classes_file(_find_classes_file(self.root, classes_file))
+        self.classes_file = spec.path
+        self.classes = spec.classes
+        self._color_keys, self._color_ids = _color_lookup(spec)
+
+        images = _files_by_stem(self.image_dir, IMAGE_SUFFIXES)
+        if not images:
+            raise DatasetError(
+                f"{self.image_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) found; {self._layout_hint()}"
+            )
+        masks = _files_by_stem(self.mask_dir, (".png",))
+        self._check_pairs(images, masks)
+        self.stems = sorted(images)
+        self.images = [images[s] for s in self.stems]
+        self.masks = [masks[s] for s in self.stems]
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def name(self, index: int) -> str:
+        return self.stems[index]
+
+    def image_path(self, index: int) -> Path:
+        return self.images[index]
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        image_path, mask_path = self.images[index], self.masks[index]
+        image = read_image(image_path)
+        raw = read_label_png(mask_path)
+        mask = self._index_mask(raw, mask_path) if raw.ndim == 2 else self._color_mask(raw, mask_path)
+        check_same_size(image, mask, image_path, mask_path)
+        return image, mask
+
+    def _index_mask(self, raw: np.ndarray, path: Path) -> tv_tensors.Mask:
+        """Grey / palette PNG: the value is the class id; anything else but ``ignore_index`` is an error."""
+        num_classes, ignore = self.classes.num_classes, self.classes.ignore_index
+        raw = raw.astype(np.int64, copy=False)
+        valid = ((raw >= 0) & (raw < num_classes)) | (raw == ignore)
+        if not valid.all():
+            bad = np.unique(raw[~valid])
+            raise DatasetError(
+                f"{path}: mask values {bad[:10].tolist()} are not class ids: {self.classes_file} names "
+                f"{num_classes} classes (ids 0..{num_classes - 1}) and ignore_index is {ignore}; "
+                "fix the mask or add the missing classes to `names:`"
+            )
+        return tv_tensors.Mask(torch.from_numpy(raw))
+
+    def _color_mask(self, raw: np.ndarray, path: Path) -> tv_tensors.Mask:
+        """RGB PNG: each pixel's colour is looked up in the classes file's colours (vectorised:
+        colours packed into 24-bit integers, found by binary search in the sorted palette)."""
+        if self._color_keys is None:
+            raise DatasetError(
+                f"{path}: colour (RGB) mask, but {self.classes_file} gives no `colors:`; add one "
+                "[r, g, b] per class in the order of `names:`, or save masks as index PNGs "
+                "(pixel value = class id)"
+            )
+        packed = _pack_rgb(raw)
+        found_at = np.minimum(np.searchsorted(self._color_keys, packed), len(self._color_keys) - 1)
+        found = self._color_keys[found_at] == packed
+        if not found.all():
+            bad = np.unique(packed[~found])
+            shown = ", ".join(str(_unpack_rgb(c)) for c in bad[:_MAX_LISTED])
+            more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+            raise DatasetError(
+                f"{path}: colours {shown}{more} are not in the `colors:` (or `ignore_color:`) of "
+                f"{self.classes_file}; add them, or re-export the mask without anti-aliasing or "
+                "lossy compression (colour masks must match the palette exactly)"
+            )
+        return tv_tensors.Mask(torch.from_numpy(self._color_ids[found_at]))
+
+    def _check_pairs(self, images: dict[str, Path], masks: dict[str, Path]) -> None:
+        no_mask = sorted(set(images) - set(masks))
+        no_image = sorted(set(masks) - set(images))
+        if not no_mask and not no_image:
+            return
+        problems = []
+        if no_mask:
+            listed = ", ".join(f"{images[s]} (no {self.mask_dir / s}.png)" for s in no_mask[:_MAX_LISTED])
+            problems.append(f"{len(no_mask)} images without a mask: {listed}{_more(no_mask)}")
+            not_png = sorted(
+                p for p in self.mask_dir.iterdir() if p.stem in no_mask and p.suffix.lower() != ".png"
+            )
+            if not_png:
+                problems.append(f"masks must be PNG (lossless), found {not_png[0]}")
+        if no_image:
+            listed = ", ".join(str(masks[s]) for s in no_image[:_MAX_LISTED])
+            problems.append(f"{len(no_image)} masks without an image: {listed}{_more(no_image)}")
+        raise DatasetError(
+            "; ".join(problems) + f"; each {self.image_dir}/<name>.<ext> needs {self.mask_dir}/<name>.png"
+        )
+
+    def _layout_hint(self) -> str:
+        root = self.root
+        hint = f"expected {root}/images/0001.jpg with its mask {root}/masks/0001.png and {root}/classes.yaml"
+        if self.split is not None:
+            hint += f" (or {root}/{self.split}/images/… and {root}/{self.split}/masks/…)"
+        return hint
+
+
+def _find_classes_file(root: Path, classes_file: str | Path | None) -> Path:
+    if classes_file is not None:
+        path = Path(classes_file)
+        if not path.is_absolute() and not path.exists() and (root / path).exists():
+            return root / path
+        return path
+    for name in CLASSES_FILES:
+        if (root / name).is_file():
+            return root / name
+    return root / CLASSES_FILES[0]
+
+
+def _files_by_stem(directory: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """Files of ``directory`` with one of ``suffixes`` (any case) by stem; hidden files skipped.
+    Two files with one stem (``a.jpg``, ``a.png``) are ambiguous and raise."""
+    files: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in suffixes or not path.is_file():
+            continue
+        if path.stem in files:
+            raise DatasetError(f"{path} and {files[path.stem]} share the name {path.stem!r}; keep one")
+        files[path.stem] = path
+    return files
+
+
+def _color_lookup(spec: ClassesFile) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Sorted packed colours and the train id of each, for :meth:`FolderDataset._color_mask`."""
+    if spec.mask_colors is None:
+        return None, None
+    keys = _pack_rgb(spec.mask_colors)
+    ids = np.arange(len(keys), dtype=np.int64)
+    if spec.ignore_color is not None:
+        keys = np.append(keys, _pack_rgb(np.array(spec.ignore_color, dtype=np.uint8)))
+        ids = np.append(ids, spec.classes.ignore_index)
+    order = np.argsort(keys)
+    return keys[order], ids[order]
+
+
+def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` uint8 → ``(...)`` int64 ``r·2¹⁶ + g·2⁸ + b``."""
+    rgb = rgb.astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _unpack_rgb(packed: int) -> tuple[int, int, int]:
+    packed = int(packed)
+    return (packed >> 16) & 255, (packed >> 8) & 255, packed & 255
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_color(value: object, path: Path, key: str) -> tuple[int, int, int]:
+    is_rgb = isinstance(value, list | tuple) and len(value) == 3
+    if not (is_rgb and all(_is_int(c) and 0 <= c <= 255 for c in value)):
+        raise DatasetError(f"{path}: {key} is {value!r}; a colour is [r, g, b] with integers 0..255")
+    return tuple(value)  # type: ignore[return-value]
+
+
+def _parse_colors(colors: object, names: list[str], ignore_color: tuple | None, path: Path) -> np.ndarray:
+    """`colors:` → ``(K, 3)`` uint8, one distinct colour per class, none equal to `ignore_color`."""
+    if not isinstance(colors, list) or len(colors) != len(names):
+        count = len(colors) if isinstance(colors, list) else type(colors).__name__
+        raise DatasetError(
+            f"{path}: `colors:` has {count} entries but `names:` has {len(names)}; give one [r, g, b] per class"
+        )
+    parsed = [_parse_color(c, path, f"colors[{i}] ({names[i]!r})") for i, c in enumerate(colors)]
+    first: dict[tuple[int, int, int], int] = {}
+    for i, color in enumerate(parsed):
+        if color in first:
+            j = first[color]
+            raise DatasetError(
+                f"{path}: colors[{j}] ({names[j]!r}) and colors[{i}] ({names[i]!r}) are both "
+                f"{list(color)}; each class needs its own colour"
+            )
+        first[color] = i
+    if ignore_color is not None and ignore_color in first:
+        i = first[ignore_color]
+        raise DatasetError(f"{path}: ignore_color {list(ignore_color)} is also the colour of {names[i]!r}")
+    return np.array(parsed, dtype=np.uint8)
+
+
+def _more(items: list) -> str:
+    return f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
