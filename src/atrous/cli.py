@@ -1,4 +1,8 @@
-"""The ``atrous`` command line: ``atrous info``, ``atrous zoo``, ``atrous demo``."""
+"""The ``atrous`` command line: fit, validate, test, info, zoo, demo.
+
+Every command that reads a config takes overrides of any config value, either as trailing
+``key.path=value`` items or with ``--set``: ``atrous fit --config C train.max_epochs=2``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import CONFIG_ROOT, ConfigError, list_configs, load_config
+from .data.base import DatasetError
 from .models.backbones.weights import PretrainedWeightsError
 
 
@@ -15,7 +20,7 @@ def _info(args: argparse.Namespace) -> int:
     from .analysis.complexity import model_info
     from .models import build_model
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, _overrides(args))
     try:
         model = build_model(cfg)
     except ConfigError as err:
@@ -33,6 +38,35 @@ def _info(args: argparse.Namespace) -> int:
     print(f"receptive field   {rf}")
     h, w = info["image_size"]
     print(f"cost at {h}x{w}  {info['gflops']:.1f} GFLOPs ({info['gmacs']:.1f} GMACs)")
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return list(args.overrides) + list(args.set)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .training.runner import fit, format_table
+
+    cfg = load_config(args.config, _overrides(args))
+    metrics = fit(cfg, resume=args.resume or False)
+    out = Path(cfg.get("train", {}).get("output_dir", "runs/default"))
+    print(format_table(metrics))
+    print(f"Wrote {out}/metrics.json, checkpoints in {out}/checkpoints, logs in {out}/tb and {out}/csv")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, stage: str) -> int:
+    from .training.runner import evaluate, format_table, write_metrics
+
+    cfg = load_config(args.config, _overrides(args))
+    out_dir = Path(cfg.get("train", {}).get("output_dir", "runs/default"))
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out_dir / "checkpoints" / "best.ckpt"
+    metrics = evaluate(cfg, checkpoint, stage=stage)
+    output = Path(args.output) if args.output else out_dir / ("validate" if stage == "val" else "test")
+    write_metrics(output / "metrics.json", metrics)
+    print(format_table(metrics))
+    print(f"Wrote {output / 'metrics.json'}")
     return 0
 
 
@@ -68,11 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="atrous", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="parameters, output stride, receptive field and GFLOPs of a config")
-    info.add_argument("--config", required=True, help="YAML config file")
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", required=True, help="YAML config file")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config values")
+        p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+        return p
+
+    fit = with_config(sub.add_parser("fit", help="train a model"))
+    fit.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                     help="resume from the run's last.ckpt (or the given checkpoint)")
+    fit.set_defaults(func=_fit)
+    for stage, name in (("val", "validate"), ("test", "test")):
+        ev = with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"))
+        ev.add_argument("--checkpoint", help="checkpoint (default: the run's best.ckpt)")
+        ev.add_argument("--output", help="folder for metrics.json (default: <output_dir>/" + name + ")")
+        ev.set_defaults(func=lambda a, s=stage: _evaluate(a, s))
+
+    info = with_config(sub.add_parser("info", help="parameters, output stride, receptive field and GFLOPs of a config"))
     info.add_argument("--image-size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"))
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
     info.set_defaults(func=_info)
 
     zoo = sub.add_parser("zoo", help="print the model zoo as a markdown table")
@@ -85,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, PretrainedWeightsError, ValueError) as err:
+    except (ConfigError, DatasetError, PretrainedWeightsError, ValueError) as err:
         print(f"atrous: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,1 @@
+"""Training with Lightning: the task module, data module, losses, schedules and callbacks."""

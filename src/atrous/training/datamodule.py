@@ -1,0 +1,67 @@
+"""The LightningDataModule: datasets and loaders from the ``data`` section of a config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import ConfigError
+from ..data.base import ClassInfo, SegmentationDataset
+from ..data.build import bootstrap, build_dataset
+from .sampling import EpochShardSampler, SeededItems
+
+DATA_KEYS = ("dataset", "train", "val", "test", "batch_size", "val_batch_size", "num_workers")
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Builds the splits eagerly (so that layout errors surface before training starts)."""
+
+    def __init__(self, cfg: Mapping[str, Any] | None, *, stages: tuple[str, ...] = ("train", "val"), seed: int = 0) -> None:
+        super().__init__()
+        self.seed = seed
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - set(DATA_KEYS))
+        if unknown:
+            raise ConfigError(f"data: unknown key(s) {unknown}; valid keys: {list(DATA_KEYS)}")
+        self.batch_size = int(cfg.get("batch_size", 8))
+        self.val_batch_size = int(cfg.get("val_batch_size", self.batch_size))
+        self.num_workers = int(cfg.get("num_workers", 2))
+        dataset_cfg = cfg.get("dataset") or {"name": "synthetic"}
+        self.splits: dict[str, SegmentationDataset] = {}
+        defaults = {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}}
+        for stage in stages:
+            self.splits[stage] = build_dataset(dataset_cfg, cfg.get(stage, defaults[stage]), train=stage == "train")
+        self.train_set: Dataset | None = None
+        if "train" in self.splits:
+            boot = (cfg.get("train") or {}).get("bootstrap")
+            train_set = bootstrap(self.splits["train"], **boot) if boot else self.splits["train"]
+            self.train_set = SeededItems(train_set, seed)
+
+    @property
+    def classes(self) -> ClassInfo:
+        return next(iter(self.splits.values())).classes
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochShardSampler(len(dataset), shuffle=train, seed=self.seed, rank=rank, world_size=world, drop_last=train)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=train and len(sampler) > batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["val"], self.val_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["test"], self.val_batch_size, False)

@@ -1,0 +1,133 @@
+"""The LightningModule: loss, optimizer, poly schedule and train/val/test mIoU around a Segmentor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from ..config import ConfigError
+from ..evaluation.metrics import SegmentationMetrics
+from ..models import build_model
+from .config import TrainConfig
+from .losses import SegmentationLoss
+from .schedules import build_scheduler
+
+
+class SegmentationTask(L.LightningModule):
+    """Trains and evaluates ``build_model(config["model"])``.
+
+    Args:
+        config: the full experiment config (``model``, ``train``, ``data`` sections); stored in
+            checkpoints so that ``atrous validate/test/predict`` rebuild the same model.
+        class_names: names of the dataset's classes (train-id order).
+        ignore_index: label of unlabelled pixels.
+
+    Logs per epoch: ``train/loss``, ``train/mIoU`` (the seed reports train and val mIoU),
+    ``val/loss``, ``val/mIoU``, ``val/pixel_accuracy``, ``val/IoU/<class>``.
+    """
+
+    def __init__(self, config: Mapping[str, Any], class_names: Sequence[str], ignore_index: int = 255) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": dict(config), "class_names": list(class_names), "ignore_index": ignore_index})
+        self.train_cfg = TrainConfig.from_mapping(config.get("train"))
+        self.model = build_model(config["model"])
+        if self.model.num_classes != len(class_names):
+            raise ConfigError(
+                f"model.num_classes is {self.model.num_classes} but the dataset has {len(class_names)} classes"
+            )
+        try:
+            self.criterion = SegmentationLoss(ignore_index, **self.train_cfg.loss)
+        except TypeError as err:
+            raise ConfigError(f"train.loss: {err}") from err
+        k = len(class_names)
+        self.train_metrics = SegmentationMetrics(k, class_names, ignore_index)
+        self.val_metrics = SegmentationMetrics(k, class_names, ignore_index)
+        self.test_metrics = SegmentationMetrics(k, class_names, ignore_index)
+        self.last_metrics: dict[str, dict[str, Any]] = {}
+
+    # -- train / eval modes ---------------------------------------------------------------
+    def train(self, mode: bool = True) -> SegmentationTask:
+        super().train(mode)
+        if mode and self.train_cfg.freeze_bn:
+            self._freeze_batchnorm()
+        return self
+
+    def _freeze_batchnorm(self) -> None:
+        for m in self.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores the submodules' modes captured before validation, which would put
+        # frozen BatchNorms (freeze_bn, frozen backbones) back in training mode: re-apply them.
+        self.train()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # -- steps ----------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits, aux = self.model.forward_with_aux(images)
+        loss = self.criterion(logits, labels, aux)
+        self.train_metrics.update(logits.detach().argmax(1), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: SegmentationMetrics, stage: str) -> None:
+        images, labels = batch
+        logits = self.model(images)
+        loss = self.criterion(logits, labels)
+        metrics.update(logits.argmax(1), labels)
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=images.shape[0], sync_dist=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def _log_epoch(self, metrics: SegmentationMetrics, stage: str, per_class: bool) -> None:
+        result = metrics.compute_metrics()  # confusion matrix summed across processes
+        metrics.reset()
+        self.last_metrics[stage] = result
+        self.log(f"{stage}/mIoU", result["mIoU"], prog_bar=True)
+        self.log(f"{stage}/pixel_accuracy", result["pixel_accuracy"])
+        if per_class:
+            for name, iou in result["per_class_iou"].items():
+                if iou == iou:  # not NaN
+                    self.log(f"{stage}/IoU/{name}", iou)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch(self.train_metrics, "train", per_class=False)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.val_metrics.reset()
+            return
+        self._log_epoch(self.val_metrics, "val", per_class=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_metrics, "test", per_class=True)
+
+    # -- optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt_cfg = dict(self.train_cfg.optimizer)
+        name = opt_cfg.pop("name", "adam").lower()
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        if name not in optimizers:
+            raise ConfigError(f"train.optimizer.name {name!r}: choose from {sorted(optimizers)}")
+        try:
+            optimizer = optimizers[name](params, **opt_cfg)
+        except TypeError as err:
+            raise ConfigError(f"train.optimizer: {err}") from err
+        sched_cfg = dict(self.train_cfg.lr_schedule)
+        scheduler = build_scheduler(
+            optimizer, sched_cfg.pop("name", "poly"), int(self.trainer.estimated_stepping_batches), **sched_cfg
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,177 @@
+"""``atrous fit | validate | test``: build the Trainer from a config and run it.
+
+Outputs of a run (``train.output_dir``): ``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt``
+(best validation mIoU, written atomically), TensorBoard logs in ``tb/``, a CSV log in
+``csv/metrics.csv``, and ``metrics.json`` (the best checkpoint's validation metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ..config import ConfigError
+from ..io import atomic_write
+from .callbacks import AtomicCheckpointIO, StepSeedCallback
+from .config import TrainConfig
+from .datamodule import SegmentationDataModule
+from .module import SegmentationTask
+
+
+def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    out = Path(cfg.output_dir)
+    callbacks: list[L.Callback] = [StepSeedCallback(cfg.seed), *extra_callbacks]
+    loggers: list[Any] | bool = False
+    if for_fit:
+        callbacks += [
+            ModelCheckpoint(
+                dirpath=out / "checkpoints", filename="best", monitor="val/mIoU", mode="max", save_top_k=1,
+                save_last=True, auto_insert_metric_name=False, enable_version_counter=False,
+            ),
+            LearningRateMonitor(logging_interval="step"),
+        ]
+        loggers = [
+            TensorBoardLogger(save_dir=str(out), name="tb", version=""),
+            CSVLogger(save_dir=str(out), name="csv", version=""),
+        ]
+    if cfg.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        max_epochs=cfg.max_epochs,
+        max_steps=cfg.max_steps,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        gradient_clip_val=cfg.gradient_clip_val,
+        sync_batchnorm=cfg.sync_batchnorm,
+        deterministic=cfg.deterministic,
+        log_every_n_steps=cfg.log_every_n_steps,
+        check_val_every_n_epoch=cfg.check_val_every_n_epoch,
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=cfg.limit_val_batches,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # EpochShardSampler shards (and seeds) the data itself
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(out),
+    )
+
+
+def load_weights(task: SegmentationTask, path: str | Path) -> None:
+    """Load a checkpoint's model weights (``weights_only``) with a clear error for the wrong model."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(f"{path}: cannot be read as a checkpoint ({err})") from err
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"{path}: not an atrous checkpoint (no state_dict)")
+    model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")} or dict(state)
+    try:
+        task.model.load_state_dict(model_state)
+    except RuntimeError as err:
+        summary = str(err).splitlines()[0:4]
+        raise ConfigError(
+            f"{path} was saved from a different model than this config builds ({' '.join(summary)}). "
+            "Pass the config the checkpoint was trained with."
+        ) from err
+
+
+def _seed(cfg: TrainConfig) -> None:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+
+def fit(
+    config: Mapping[str, Any], *, resume: bool | str = False, callbacks: Sequence[L.Callback] = ()
+) -> dict[str, Any]:
+    """Train; returns (and writes to ``metrics.json``) the best checkpoint's validation metrics.
+
+    ``resume``: ``True`` continues from the run's ``last.ckpt``, a path from that checkpoint.
+    ``callbacks``: extra Lightning callbacks.
+    """
+    cfg = TrainConfig.from_mapping(config.get("train"))
+    _seed(cfg)
+    data = SegmentationDataModule(config.get("data"), seed=cfg.seed)
+    task = SegmentationTask(config, data.classes.names, data.classes.ignore_index)
+    ckpt_path = None
+    if resume:
+        ckpt_path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if resume is True else Path(resume)
+        if not ckpt_path.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
+    elif cfg.init_checkpoint:
+        load_weights(task, cfg.init_checkpoint)
+    trainer = build_trainer(cfg, for_fit=True, extra_callbacks=callbacks)
+    trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    best = Path(cfg.output_dir) / "checkpoints" / "best.ckpt"
+    metrics = evaluate(config, best if best.is_file() else None, stage="val", task=task, data=data)
+    if trainer.is_global_zero:
+        write_metrics(Path(cfg.output_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate(
+    config: Mapping[str, Any],
+    checkpoint: str | Path | None,
+    *,
+    stage: str = "val",
+    task: SegmentationTask | None = None,
+    data: SegmentationDataModule | None = None,
+) -> dict[str, Any]:
+    """Validate or test a checkpoint; returns the metrics dict (``mIoU``, ``per_class_iou``, ...)."""
+    cfg = TrainConfig.from_mapping(config.get("train"))
+    if data is None or stage not in data.splits:
+        data = SegmentationDataModule(config.get("data"), stages=(stage,))
+    if task is None:
+        task = SegmentationTask(config, data.classes.names, data.classes.ignore_index)
+    if checkpoint is not None:
+        load_weights(task, checkpoint)
+    trainer = build_trainer(cfg, for_fit=False)
+    if stage == "val":
+        trainer.validate(task, datamodule=data, verbose=False)
+    else:
+        trainer.test(task, datamodule=data, verbose=False)
+    result = dict(task.last_metrics[stage])
+    result["split"] = stage
+    result["checkpoint"] = str(checkpoint) if checkpoint else None
+    return result
+
+
+def write_metrics(path: Path, metrics: Mapping[str, Any]) -> None:
+    """Write ``metrics.json`` atomically (NaN, for classes never seen, becomes null)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, Mapping):
+            return {k: clean(x) for k, x in v.items()}
+        return v
+
+    text = json.dumps(clean(dict(metrics)), indent=2)
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def format_table(metrics: Mapping[str, Any]) -> str:
+    """Per-class IoU table followed by the summary metrics."""
+    lines = [f"{'class':<16} {'IoU':>7}", "-" * 24]
+    for name, iou in metrics["per_class_iou"].items():
+        lines.append(f"{name:<16} {'   n/a' if iou != iou else f'{100 * iou:6.2f}%':>7}")
+    lines.append("-" * 24)
+    for key in ("mIoU", "pixel_accuracy", "mean_accuracy", "fw_iou"):
+        lines.append(f"{key:<16} {100 * metrics[key]:6.2f}%")
+    return "\n".join(lines)
