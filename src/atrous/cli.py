@@ -41,6 +41,13 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_rank_zero() -> bool:
+    """Under DDP every process runs the command; only rank 0 reports and writes."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     return list(args.overrides) + list(args.set)
 
@@ -51,6 +58,8 @@ def _fit(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args))
     metrics = fit(cfg, resume=args.resume or False)
     out = Path(cfg.get("train", {}).get("output_dir", "runs/default"))
+    if not _is_rank_zero():
+        return 0
     print(format_table(metrics))
     print(f"Wrote {out}/metrics.json, checkpoints in {out}/checkpoints, logs in {out}/tb and {out}/csv")
     return 0
@@ -63,6 +72,8 @@ def _evaluate(args: argparse.Namespace, stage: str) -> int:
     out_dir = Path(cfg.get("train", {}).get("output_dir", "runs/default"))
     checkpoint = Path(args.checkpoint) if args.checkpoint else out_dir / "checkpoints" / "best.ckpt"
     metrics = evaluate(cfg, checkpoint, stage=stage)
+    if not _is_rank_zero():
+        return 0
     output = Path(args.output) if args.output else out_dir / ("validate" if stage == "val" else "test")
     write_metrics(output / "metrics.json", metrics)
     print(format_table(metrics))
