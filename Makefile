@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo experiment-context lint clean
 
 install: $(STAMP)
 
@@ -19,6 +19,13 @@ test: install
 
 demo: install
 	$(BIN)/atrous demo
+
+# FCN vs ASPP vs DenseASPP on the synthetic streets (about 30 minutes on 2 CPU cores).
+experiment-context: install
+	$(BIN)/atrous compare configs/experiments/synthetic_context/fcn.yaml \
+		configs/experiments/synthetic_context/aspp.yaml \
+		configs/experiments/synthetic_context/denseaspp.yaml \
+		--output runs/synthetic_context --classes car truck bus person
 
 lint: install
 	$(BIN)/ruff check src tests

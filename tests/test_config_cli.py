@@ -435,3 +435,24 @@ def test_cli_user_errors_exit_2_without_traceback(repo_root, capsys, monkeypatch
     assert "put the file at" in err and str(tmp_path) in err
     assert main(["info", "--config", config, "--set", "model.head.bogus=1"]) == 2
     assert "denseaspp_resnet18_small.yaml" in capsys.readouterr().err
+
+
+def test_base_configs_merge_and_switch_components(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "model:\n  num_classes: 5\n  backbone: {name: resnet18, output_stride: 16}\n"
+        "  head: {name: denseaspp, atrous_rates: [3, 6], growth_channels: 8}\n"
+        "train: {max_epochs: 3, optimizer: {name: adam, lr: 0.001}}\nreference: {source: base}\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "base: base.yaml\nmodel:\n  backbone: {output_stride: 8}\n  head: {name: fcn}\n"
+        "train: {optimizer: {lr: 0.01}}\n"
+    )
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg["model"]["backbone"] == {"name": "resnet18", "output_stride": 8}
+    assert cfg["model"]["head"] == {"name": "fcn"}  # another component replaces wholesale
+    assert cfg["train"] == {"max_epochs": 3, "optimizer": {"name": "adam", "lr": 0.01}}
+    assert "reference" not in cfg
+    build_model(cfg)
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "loop.yaml")

@@ -14,6 +14,10 @@ from conftest import ZOO, ZOO_IDS
 
 from atrous.analysis.complexity import count_parameters
 from atrous.config import load_config
+from atrous.data.build import dataset_arguments
+from atrous.data.transforms import transforms_from_config
+from atrous.training.config import TrainConfig
+from atrous.training.datamodule import DATA_KEYS
 from atrous.models import build_model
 
 
@@ -26,7 +30,7 @@ def _sizes(output_stride: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 @pytest.fixture(scope="module", params=ZOO, ids=ZOO_IDS)
 def zoo_entry(request):
-    cfg = load_config(request.param)
+    cfg = load_config(request.param, ["model.backbone.pretrained=false"])  # architecture only
     return cfg, build_model(cfg)
 
 
@@ -75,3 +79,20 @@ def test_shapes_strides_gradients_determinism_export(zoo_entry):
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", ZOO, ids=ZOO_IDS)
+def test_training_sections_are_valid(path):
+    """Every protocol a config ships (data and train sections) is well-formed, without data."""
+    cfg = load_config(path)
+    if "train" in cfg:
+        TrainConfig.from_mapping(cfg["train"])
+    data = cfg.get("data")
+    if data:
+        assert set(data) <= set(DATA_KEYS)
+        for split in ("train", "val"):
+            if split in data:
+                dataset_arguments(data["dataset"], data[split])
+                transforms_from_config(data[split].get("transforms"), train=split == "train", ignore_index=255)
+                classes = (data[split].get("bootstrap") or {}).get("classes", [])
+                assert isinstance(classes, list)

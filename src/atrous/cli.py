@@ -21,6 +21,8 @@ def _info(args: argparse.Namespace) -> int:
     from .models import build_model
 
     cfg = load_config(args.config, _overrides(args))
+    if not any(o.startswith("model.backbone.pretrained=") for o in _overrides(args)):
+        cfg["model"]["backbone"]["pretrained"] = False  # the architecture is enough here
     try:
         model = build_model(cfg)
     except ConfigError as err:
@@ -81,13 +83,23 @@ def _evaluate(args: argparse.Namespace, stage: str) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .training.compare import compare, markdown_table
+
+    results = compare([Path(c) for c in args.configs], Path(args.output), args.classes, args.set)
+    if _is_rank_zero():
+        print(markdown_table(results, args.classes))
+        print(f"Wrote {args.output}/results.md and results.json")
+    return 0
+
+
 def _zoo(args: argparse.Namespace) -> int:
     from .analysis.complexity import count_parameters
     from .models import build_model
 
     rows = []
     for path in list_configs():
-        cfg = load_config(path)
+        cfg = load_config(path, ["model.backbone.pretrained=false"])
         model = build_model(cfg)
         total, trainable = count_parameters(model)
         ref = cfg.get("reference", {}) or {}
@@ -106,7 +118,7 @@ def _zoo(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.output))
+    return run_demo(Path(args.output), list(args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,11 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)
 
+    cmp_ = sub.add_parser("compare", help="train several configs the same way and tabulate them")
+    cmp_.add_argument("configs", nargs="+", help="YAML config files")
+    cmp_.add_argument("--output", required=True, help="folder for the runs and results.md")
+    cmp_.add_argument("--classes", nargs="*", default=[], help="classes whose IoU gets a column")
+    cmp_.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override values in every config")
+    cmp_.set_defaults(func=_compare)
+
     zoo = sub.add_parser("zoo", help="print the model zoo as a markdown table")
     zoo.set_defaults(func=_zoo)
 
     demo = sub.add_parser("demo", help="run the main job on the built-in data")
     demo.add_argument("--output", default="runs/demo", help="output folder")
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override demo config values")
     demo.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)

@@ -3,6 +3,10 @@
 A config file is a mapping with a ``model`` section (the arguments of
 :func:`atrous.models.build.build_model`) and, optionally, ``reference`` (the numbers the
 paper reports for it, checked by the tests) and the training/data sections.
+
+``base: other.yaml`` (relative to the file) starts from another config: mappings merge key by
+key, anything else replaces — except that a component mapping whose ``name`` differs from the
+base's (another head, dataset or optimizer) replaces the base's mapping as a whole.
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ from typing import Any
 import yaml
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
-TOP_LEVEL_KEYS = ("model", "reference", "data", "train", "evaluate")
+TOP_LEVEL_KEYS = ("base", "model", "reference", "data", "train", "evaluate")
 
 
 class ConfigError(ValueError):
     """A config file or value is wrong; the message says where and what to do."""
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+def load_config(path: str | Path, overrides: Iterable[str] = (), *, _chain: set[Path] | None = None) -> dict[str, Any]:
     """Read a YAML config and apply ``key.path=value`` overrides (values parsed as YAML)."""
     path = Path(path)
     if not path.is_file():
@@ -37,7 +41,31 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, An
     unknown = sorted(set(cfg) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; allowed: {list(TOP_LEVEL_KEYS)}")
+    if "base" in cfg:
+        base_path = path.parent / str(cfg.pop("base"))
+        if _chain is not None and base_path.resolve() in _chain:
+            raise ConfigError(f"{path}: 'base' chain loops back to {base_path}")
+        chain = (_chain or set()) | {path.resolve()}
+        own_reference = "reference" in cfg
+        cfg = merge_configs(load_config(base_path, _chain=chain), cfg)
+        if not own_reference:  # a derived config reproduces something else than its base
+            cfg.pop("reference", None)
     return apply_overrides(cfg, overrides)
+
+
+def merge_configs(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into ``base`` (see the module docstring for the rule)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        old = out.get(key)
+        same_component = not (isinstance(value, Mapping) and "name" in value) or (
+            isinstance(old, Mapping) and old.get("name") == value.get("name")
+        )
+        if isinstance(old, Mapping) and isinstance(value, Mapping) and same_component:
+            out[key] = merge_configs(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

@@ -43,8 +43,10 @@ def dataset_class(name: str) -> type[SegmentationDataset]:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_dataset(dataset_cfg: Mapping[str, Any], split_cfg: Mapping[str, Any] | None, *, train: bool) -> SegmentationDataset:
-    """Build one split: ``dataset_cfg`` holds shared constructor arguments, ``split_cfg`` the split."""
+def dataset_arguments(
+    dataset_cfg: Mapping[str, Any] | None, split_cfg: Mapping[str, Any] | None
+) -> tuple[type[SegmentationDataset], dict[str, Any]]:
+    """The dataset class and its constructor arguments for one split (checked, nothing read)."""
     cfg = dict(dataset_cfg or {"name": "synthetic"})
     split_cfg = dict(split_cfg or {})
     cls = dataset_class(cfg.pop("name", "synthetic"))
@@ -55,6 +57,13 @@ def build_dataset(dataset_cfg: Mapping[str, Any], split_cfg: Mapping[str, Any] |
     unknown = sorted(set(kwargs) - set(params) - {"transforms"})
     if unknown:
         raise ConfigError(f"data: unknown option(s) {unknown} for {cls.__name__}; valid: {[p for p in params if p != 'transforms']}")
+    return cls, kwargs
+
+
+def build_dataset(dataset_cfg: Mapping[str, Any], split_cfg: Mapping[str, Any] | None, *, train: bool) -> SegmentationDataset:
+    """Build one split: ``dataset_cfg`` holds shared constructor arguments, ``split_cfg`` the split."""
+    cls, kwargs = dataset_arguments(dataset_cfg, split_cfg)
+    split_cfg = dict(split_cfg or {})
     probe = cls(**kwargs)  # classes (ignore index) are known once the dataset exists
     probe.transforms = transforms_from_config(split_cfg.get("transforms"), train=train, ignore_index=probe.classes.ignore_index)
     return probe

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import ConfigError
 from ..io import atomic_write
+from ..models.checkpoint import load_state, read_checkpoint
 from .callbacks import AtomicCheckpointIO, StepSeedCallback
 from .config import TrainConfig
 from .datamodule import SegmentationDataModule
@@ -72,25 +72,7 @@ def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[
 
 def load_weights(task: SegmentationTask, path: str | Path) -> None:
     """Load a checkpoint's model weights (``weights_only``) with a clear error for the wrong model."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"{path}: cannot be read as a checkpoint ({err})") from err
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise ConfigError(f"{path}: not an atrous checkpoint (no state_dict)")
-    model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")} or dict(state)
-    try:
-        task.model.load_state_dict(model_state)
-    except RuntimeError as err:
-        summary = str(err).splitlines()[0:4]
-        raise ConfigError(
-            f"{path} was saved from a different model than this config builds ({' '.join(summary)}). "
-            "Pass the config the checkpoint was trained with."
-        ) from err
+    load_state(task.model, read_checkpoint(path), path)
 
 
 def _seed(cfg: TrainConfig) -> None:
