@@ -85,6 +85,8 @@ def test_resume_after_a_crash_mid_epoch_ends_where_an_uninterrupted_run_does(tmp
         fit(crashed, callbacks=[Crash(at_step=5)])  # 2 steps per epoch: dies inside epoch 3
     assert not list((tmp_path / "crashed" / "checkpoints").glob(".*")), "no torn temporary files"
     fit(crashed, resume=True)
+    rows = list(csv.DictReader(open(tmp_path / "crashed" / "csv" / "metrics.csv")))
+    assert [r["epoch"] for r in rows if r.get("val/mIoU")] == ["0", "1", "2"], "resuming keeps the log"
     a = _weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
     b = _weights(tmp_path / "crashed" / "checkpoints" / "last.ckpt")
     assert a.keys() == b.keys()

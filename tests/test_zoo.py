@@ -16,9 +16,9 @@ from atrous.analysis.complexity import count_parameters
 from atrous.config import load_config
 from atrous.data.build import dataset_arguments
 from atrous.data.transforms import transforms_from_config
+from atrous.models import build_model
 from atrous.training.config import TrainConfig
 from atrous.training.datamodule import DATA_KEYS
-from atrous.models import build_model
 
 
 def _sizes(output_stride: int) -> tuple[tuple[int, int], tuple[int, int]]:

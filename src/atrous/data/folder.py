@@ -32,6 +32,7 @@ from torchvision import tv_tensors
 
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
 from .io import check_same_size, read_image, read_label_png
+from .palettes import voc_colormap
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASSES_FILES = ("classes.yaml", "classes.yml", "classes.json")
@@ -51,12 +52,7 @@ def generated_palette(num_colors: int) -> np.ndarray:
     >>> generated_palette(3).tolist()
     [[128, 0, 0], [0, 128, 0], [128, 128, 0]]
     """
-    ids = np.arange(1, num_colors + 1, dtype=np.int64)
-    palette = np.zeros((num_colors, 3), dtype=np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            palette[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
-    return palette.astype(np.uint8)
+    return voc_colormap(num_colors + 1)[1:]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,22 @@ CITYSCAPES_PALETTE = np.array(
 )
 
 
+def voc_colormap(num_colors: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map ``(num_colors, 3)`` uint8 (VOCdevkit's ``VOClabelcolormap.m``):
+    the bits of the index, three at a time, are spread over R, G, B from the most significant
+    bit down. Distinct for up to 2²⁴ colours.
+
+    >>> voc_colormap(4).tolist()
+    [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    """
+    ids = np.arange(num_colors, dtype=np.int64)
+    palette = np.zeros((num_colors, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
+    return palette.astype(np.uint8)
+
+
 def colorize(labels: np.ndarray, palette: np.ndarray = CITYSCAPES_PALETTE, ignore_color=(0, 0, 0)) -> np.ndarray:
     """``(H, W)`` integer labels → ``(H, W, 3)`` uint8 colours; ids outside the palette get ``ignore_color``."""
     out = np.empty((*labels.shape, 3), dtype=np.uint8)

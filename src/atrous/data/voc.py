@@ -27,6 +27,7 @@ from torchvision import tv_tensors
 
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
 from .io import check_same_size, map_labels, read_image, read_label_png
+from .palettes import voc_colormap
 
 IGNORE_INDEX = 255
 UNKNOWN = -1
@@ -54,17 +55,8 @@ FIX = {
 
 
 def voc_palette(num_colors: int = 256) -> np.ndarray:
-    """The VOC colour map ``(num_colors, 3)`` uint8: the bits of the class index, three at a
-    time, are spread over R, G, B from the most significant bit down (VOCdevkit's ``VOClabelcolormap.m``)."""
-    palette = np.zeros((num_colors, 3), dtype=np.uint8)
-    for index in range(num_colors):
-        code, rgb = index, [0, 0, 0]
-        for bit in range(7, -1, -1):
-            for channel in range(3):
-                rgb[channel] |= ((code >> channel) & 1) << bit
-            code >>= 3
-        palette[index] = rgb
-    return palette
+    """The VOC colour map ``(num_colors, 3)`` uint8 (see :func:`.palettes.voc_colormap`)."""
+    return voc_colormap(num_colors)
 
 
 VOC_PALETTE = voc_palette(len(VOC_CLASSES))

@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..config import ConfigError
 from ..io import atomic_write
@@ -23,6 +23,7 @@ from ..models.checkpoint import load_state, read_checkpoint
 from .callbacks import AtomicCheckpointIO, StepSeedCallback
 from .config import TrainConfig
 from .datamodule import SegmentationDataModule
+from .loggers import ResumableCSVLogger
 from .module import SegmentationTask
 
 
@@ -40,7 +41,7 @@ def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[
         ]
         loggers = [
             TensorBoardLogger(save_dir=str(out), name="tb", version=""),
-            CSVLogger(save_dir=str(out), name="csv", version=""),
+            ResumableCSVLogger(save_dir=str(out), name="csv", version=""),
         ]
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
