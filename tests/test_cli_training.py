@@ -87,3 +87,12 @@ def test_mislaid_dataset_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nowhere" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_bad_trainer_option_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    assert main(["fit", "--config", str(config), "train.precision=fp7", f"train.output_dir={tmp_path}/run"]) == 2
+    assert "train:" in capsys.readouterr().err
+    assert main(["fit", "--config", str(config), "train.bogus=1"]) == 2
+    assert "valid keys" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..config import ConfigError
 from ..io import atomic_write
@@ -45,6 +46,13 @@ def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[
         ]
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
+    try:
+        return _trainer(cfg, out, callbacks, loggers)
+    except (MisconfigurationException, ValueError) as err:  # e.g. an unknown precision or strategy
+        raise ConfigError(f"train: {err}") from err
+
+
+def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback], loggers: list[Any] | bool) -> L.Trainer:
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
