@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo experiment-context lint clean
+.PHONY: install test demo experiment-context experiment-context-shallow lint clean
 
 install: $(STAMP)
 
@@ -26,6 +26,13 @@ experiment-context: install
 		configs/experiments/synthetic_context/aspp.yaml \
 		configs/experiments/synthetic_context/denseaspp.yaml \
 		--output runs/synthetic_context --classes car truck bus person
+
+# The same with DenseNet-121 cut after block 2, so that context must come from the head.
+experiment-context-shallow: install
+	$(BIN)/atrous compare configs/experiments/synthetic_context_shallow/fcn.yaml \
+		configs/experiments/synthetic_context_shallow/aspp.yaml \
+		configs/experiments/synthetic_context_shallow/denseaspp.yaml \
+		--output runs/synthetic_context_shallow --classes car truck bus person
 
 lint: install
 	$(BIN)/ruff check src tests

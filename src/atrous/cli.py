@@ -54,12 +54,18 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return list(args.overrides) + list(args.set)
 
 
+def _output_dir(cfg: dict) -> Path:
+    from .training.config import TrainConfig
+
+    return Path(TrainConfig.from_mapping(cfg.get("train")).output_dir)
+
+
 def _fit(args: argparse.Namespace) -> int:
     from .training.runner import fit, format_table
 
     cfg = load_config(args.config, _overrides(args))
     metrics = fit(cfg, resume=args.resume or False)
-    out = Path(cfg.get("train", {}).get("output_dir", "runs/default"))
+    out = _output_dir(cfg)
     if not _is_rank_zero():
         return 0
     print(format_table(metrics))
@@ -71,7 +77,7 @@ def _evaluate(args: argparse.Namespace, stage: str) -> int:
     from .training.runner import evaluate, format_table, write_metrics
 
     cfg = load_config(args.config, _overrides(args))
-    out_dir = Path(cfg.get("train", {}).get("output_dir", "runs/default"))
+    out_dir = _output_dir(cfg)
     checkpoint = Path(args.checkpoint) if args.checkpoint else out_dir / "checkpoints" / "best.ckpt"
     metrics = evaluate(cfg, checkpoint, stage=stage)
     if not _is_rank_zero():
