@@ -244,13 +244,13 @@ def test_override_values_are_parsed_as_yaml():
             "model.head.atrous_rates=[1, 2]",
             "model.backbone.pretrained=false",
             "model.align_corners=true",
-            "train.note=hello",
+            "evaluate.note=hello",
         ],
     )
     assert cfg["model"]["head"]["atrous_rates"] == [1, 2]
     assert cfg["model"]["backbone"]["pretrained"] is False
     assert cfg["model"]["align_corners"] is True
-    assert cfg["train"] == {"note": "hello"}  # new sections are created
+    assert cfg["evaluate"] == {"note": "hello"}  # new sections are created
 
 
 # -- FLOPs against hand-computed numbers ---------------------------------------------------------
@@ -341,7 +341,7 @@ def test_cli_info_json_table1_model4(capsys):
     assert info["image_size"] == [64, 128]
     assert info["global_context"] is False
 
-    model = build_model(MODEL4)
+    model = build_model(load_config(MODEL4, ["model.backbone.pretrained=false"]))  # no download
     by_hooks = _conv_flops_by_hooks(model, (64, 128))
     assert count_flops(model, (64, 128)) == by_hooks
     assert info["gflops"] == pytest.approx(by_hooks / 1e9, abs=5e-4)
@@ -453,6 +453,8 @@ def test_base_configs_merge_and_switch_components(tmp_path):
     assert cfg["train"] == {"max_epochs": 3, "optimizer": {"name": "adam", "lr": 0.01}}
     assert "reference" not in cfg
     build_model(cfg)
+    (tmp_path / "child2.yaml").write_text("base: base.yaml\nreference: {note: own}\n")
+    assert load_config(tmp_path / "child2.yaml")["reference"] == {"note": "own"}  # replaced, not merged
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="loops"):
         load_config(tmp_path / "loop.yaml")

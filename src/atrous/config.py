@@ -46,10 +46,13 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, _chain: set[
         if _chain is not None and base_path.resolve() in _chain:
             raise ConfigError(f"{path}: 'base' chain loops back to {base_path}")
         chain = (_chain or set()) | {path.resolve()}
-        own_reference = "reference" in cfg
+        own_reference = cfg.pop("reference", None)
         cfg = merge_configs(load_config(base_path, _chain=chain), cfg)
-        if not own_reference:  # a derived config reproduces something else than its base
-            cfg.pop("reference", None)
+        # A derived config reproduces something else than its base: its reference (or none)
+        # replaces the base's instead of merging with it.
+        cfg.pop("reference", None)
+        if own_reference is not None:
+            cfg["reference"] = own_reference
     return apply_overrides(cfg, overrides)
 
 
