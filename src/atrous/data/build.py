@@ -63,10 +63,11 @@ def dataset_arguments(
 def build_dataset(dataset_cfg: Mapping[str, Any], split_cfg: Mapping[str, Any] | None, *, train: bool) -> SegmentationDataset:
     """Build one split: ``dataset_cfg`` holds shared constructor arguments, ``split_cfg`` the split."""
     cls, kwargs = dataset_arguments(dataset_cfg, split_cfg)
-    split_cfg = dict(split_cfg or {})
-    probe = cls(**kwargs)  # classes (ignore index) are known once the dataset exists
-    probe.transforms = transforms_from_config(split_cfg.get("transforms"), train=train, ignore_index=probe.classes.ignore_index)
-    return probe
+    dataset = cls(**kwargs)
+    # The transforms need the ignore index, which the dataset knows once it exists.
+    transforms_cfg = (split_cfg or {}).get("transforms")
+    dataset.transforms = transforms_from_config(transforms_cfg, train=train, ignore_index=dataset.classes.ignore_index)
+    return dataset
 
 
 def bootstrap(dataset: SegmentationDataset, classes: Sequence[str], repeats: int = 1) -> Dataset:
