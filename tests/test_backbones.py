@@ -140,6 +140,27 @@ def test_densenet_cut_and_official_layout():
         DenseNetBackbone("densenet121", num_blocks=3, official_layout=True)
 
 
+def test_resnet_cut_after_layer2_is_the_full_networks_prefix():
+    """``num_stages=2`` keeps the stem, layer1 and layer2: the same computation as the full
+    network's first two stages (128 channels at stride 8 for ResNet-18), nothing after them."""
+    torch.manual_seed(0)
+    full = ResNetBackbone("resnet18", output_stride=8).eval()
+    cut = ResNetBackbone("resnet18", output_stride=8, num_stages=2).eval()
+    assert not hasattr(cut, "layer3") and not hasattr(cut, "layer4")
+    missing, unexpected = cut.load_state_dict(full.state_dict(), strict=False)
+    assert not missing and all(k.startswith(("layer3.", "layer4.")) for k in unexpected)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        out, reference = cut(x), full(x)
+    assert list(out) == ["layer1", "layer2"]
+    assert (cut.out_channels, cut.output_stride, tuple(out["layer2"].shape)) == (128, 8, (1, 128, 8, 12))
+    torch.testing.assert_close(out["layer2"], reference["layer2"])
+    with pytest.raises(ValueError, match="num_stages"):
+        ResNetBackbone("resnet18", num_stages=0)
+    with pytest.raises(ValueError, match="multi_grid"):
+        ResNetBackbone("resnet18", num_stages=3, multi_grid=(1, 2))
+
+
 @pytest.mark.parametrize("output_stride,rates", [(32, (1, 2, 4)), (16, (2, 4, 8)), (8, (4, 8, 16))])
 def test_multi_grid_unit_rates(output_stride, rates):
     """DeepLabv3 §3.2.1: Multi_Grid (1, 2, 4) at output stride 16 gives rates 2·(1, 2, 4)."""

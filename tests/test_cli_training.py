@@ -96,3 +96,31 @@ def test_bad_trainer_option_is_a_clear_error(tmp_path, capsys):
     assert "train:" in capsys.readouterr().err
     assert main(["fit", "--config", str(config), "train.bogus=1"]) == 2
     assert "valid keys" in capsys.readouterr().err
+
+
+def test_compare_over_seeds_tabulates_mean_and_spread(tmp_path, capsys):
+    """`atrous compare --seeds`: one run per (config, seed) in its own folder, different seeds
+    train differently, the table shows mean ± std, and a repeated call resumes instead of retraining."""
+    base = {**CONFIG, "data": {**CONFIG["data"], "train": {"split": "train", "length": 4}, "val": {"split": "val", "length": 2}}}
+    fcn = tmp_path / "fcn.yaml"
+    fcn.write_text(yaml.safe_dump({**base, "model": {**base["model"], "head": {"name": "fcn"}}}))
+    dense = tmp_path / "dense.yaml"
+    dense.write_text(yaml.safe_dump(base))
+    out = tmp_path / "cmp"
+    args = ["compare", str(fcn), str(dense), "--output", str(out), "--classes", "road", "--seeds", "0", "1"]
+    assert main(args) == 0
+    assert "± " in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert [r["head"] for r in results] == ["fcn", "denseaspp"]
+    for r in results:
+        runs = r["runs"]
+        assert [x["seed"] for x in runs] == [0, 1]
+        assert runs[0]["per_class_iou"] != runs[1]["per_class_iou"] or runs[0]["mIoU"] != runs[1]["mIoU"]
+        assert r["mIoU"] == pytest.approx(sum(x["mIoU"] for x in runs) / 2)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/checkpoints/last.ckpt")}
+    assert len(stamps) == 4
+    assert main(args) == 0  # resumes: every run has finished, nothing is retrained
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert json.loads((out / "results.json").read_text())[0]["runs"] == results[0]["runs"]
+    assert main(["compare", str(fcn), str(fcn), "--output", str(out)]) == 2  # same run folder twice
+    assert "names its run folder" in capsys.readouterr().err

@@ -6,6 +6,10 @@ stage keeps the previous rate in its (formerly strided) 3×3 convolution, the ot
 the new rate — the layout under which the dilated network, sampled every ``s`` pixels,
 reproduces the strided one, and the one torchvision's DeepLabV3 checkpoints were trained with.
 
+``num_stages`` < 4 cuts the network after an earlier stage (``layer2`` ends at stride 8 with a
+99-pixel receptive field for ResNet-18): a backbone whose context is local, so that context has to
+come from the head — the regime of a deep backbone on full-resolution Cityscapes frames.
+
 ``multi_grid`` (DeepLabv3 §3.2.1) sets the unit rates of the last stage (block4): unit ``i``
 uses ``rate · multi_grid[i]``, e.g. ``(1, 2, 4)`` at output stride 16 gives rates (2, 4, 8).
 """
@@ -54,10 +58,11 @@ class ResNetBackbone(Backbone):
         arch: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``resnet101``.
         output_stride: 8, 16 or 32.
         multi_grid: unit rates of ``layer4`` (block4), one per unit, or ``None``.
+        num_stages: keep ``layer1`` … ``layer{num_stages}`` (1–4); the last one is the head's input.
         pretrained: see :mod:`atrous.models.backbones.weights`.
         frozen: freeze parameters and BatchNorm statistics.
 
-    Features ``layer1`` … ``layer4`` (strides 4, 8, 16, 32 at output stride 32).
+    Features ``layer1`` … ``layer{num_stages}`` (strides 4, 8, 16, 32 at output stride 32).
     Shapes: ``(N, 3, H, W)`` → ``layer4``: ``(N, 2048 or 512, ⌈H/os⌉, ⌈W/os⌉)``.
     """
 
@@ -67,6 +72,7 @@ class ResNetBackbone(Backbone):
         *,
         output_stride: int = 16,
         multi_grid: Sequence[int] | None = None,
+        num_stages: int = 4,
         pretrained: bool | str | None = False,
         frozen: bool = False,
     ) -> None:
@@ -77,7 +83,14 @@ class ResNetBackbone(Backbone):
         self.arch = arch
         # torchvision's module names, so torchvision (and its DeepLabV3) state dicts map 1:1.
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        if num_stages not in (1, 2, 3, 4):
+            raise ValueError(f"num_stages must be 1, 2, 3 or 4, got {num_stages!r}")
+        if multi_grid is not None and num_stages != 4:
+            raise ValueError("multi_grid sets the rates of layer4: it needs num_stages: 4")
+        self.num_stages = num_stages
+        self.stage_names = [f"layer{i}" for i in range(1, num_stages + 1)]
+        for name in self.stage_names:
+            setattr(self, name, getattr(net, name))
         if multi_grid is not None:
             multi_grid = tuple(int(r) for r in multi_grid)
             if len(multi_grid) != len(self.layer4) or min(multi_grid) < 1:
@@ -87,28 +100,28 @@ class ResNetBackbone(Backbone):
                 )
         self.multi_grid = multi_grid
         expansion = 4 if isinstance(net.layer1[0], Bottleneck) else 1
-        self._channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        self._channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion][:num_stages]
         # stem (conv1 + maxpool) 4, layer1 1 (folded into the stem), layer2..4 2 each.
-        self.stage_strides = [4, 2, 2, 2]
+        self.stage_strides = [4, 2, 2, 2][:num_stages]
         self.set_output_stride(output_stride)
         if frozen:
             self.freeze()
 
     def _apply_plan(self, plans: list[StagePlan]) -> None:
-        stages = [self.layer2, self.layer3, self.layer4]
-        for stage, plan in zip(stages, plans[1:], strict=True):
+        for name, plan in zip(self.stage_names[1:], plans[1:], strict=True):
+            stage = getattr(self, name)
             rates = [plan.dilation] * len(stage)
             first = plan.input_dilation
-            if stage is self.layer4 and self.multi_grid is not None:
+            if name == "layer4" and self.multi_grid is not None:
                 rates = [plan.dilation * g for g in self.multi_grid]
                 first = rates[0]
             set_unit_rates(stage, plan.stride, rates, first)
-        self._declare_features(["layer1", "layer2", "layer3", "layer4"], self._channels, plans)
+        self._declare_features(self.stage_names, self._channels, plans)
 
     def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
-        for name in ("layer1", "layer2", "layer3", "layer4"):
+        for name in self.stage_names:
             x = getattr(self, name)(x)
             out[name] = x
         return out
