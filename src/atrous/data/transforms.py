@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import functional as F
 # name → (mean, std) per RGB channel, for images scaled to [0, 1].
 NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    # The official DenseASPP code's Cityscapes statistics (DenseASPP/cfgs, "MEAN"/"STD").
+    # The official DenseASPP code's Cityscapes statistics (DenseASPP inference.py, data_transforms).
     "cityscapes": ((0.290101, 0.328081, 0.286964), (0.182954, 0.186566, 0.184475)),
 }
 

@@ -37,13 +37,15 @@ _DENSENET_OLD_KEY = re.compile(
 )
 
 
-def remap_legacy_densenet_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def legacy_densenet_key(key: str) -> str:
     """``features.denseblock1.denselayer1.norm.1.weight`` → ``...denselayer1.norm1.weight``."""
-    out = {}
-    for key, value in state_dict.items():
-        m = _DENSENET_OLD_KEY.match(key)
-        out[m.group(1) + m.group(2) if m else key] = value
-    return out
+    m = _DENSENET_OLD_KEY.match(key)
+    return m.group(1) + m.group(2) if m else key
+
+
+def remap_legacy_densenet_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Apply :func:`legacy_densenet_key` to every key of a state dict."""
+    return {legacy_densenet_key(key): value for key, value in state_dict.items()}
 
 
 def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
