@@ -18,8 +18,10 @@ from atrous.data.synthetic import (
     TRUCK,
     USED_CLASSES,
     VEHICLE_CLASSES,
+    Camera,
     SyntheticStreets,
 )
+from atrous.data.synthetic.objects import _vehicle
 from atrous.data.transforms import build_transforms
 
 
@@ -116,6 +118,21 @@ def test_buses_keep_to_the_kerb_lane_and_trucks_avoid_the_leftmost() -> None:
             if obj.class_id == TRUCK:
                 assert obj.lane > 0
     assert counts[BUS] > 10 and counts[TRUCK] > 10
+
+
+def test_from_behind_a_truck_is_a_bus() -> None:
+    """Same random draws, same place straight ahead: every part facing the camera (rear face,
+    glazing band, lights, tyres) is the same polygon in the same colour — only the extent along
+    the road, and the context, tell a truck from a bus."""
+    camera = Camera(focal=250.0, horizon=55.0, centre=128.0, height=1.5)
+
+    def rear(class_id: int) -> list:
+        thing = _vehicle(np.random.default_rng(7), class_id, 1, 0.0, 12.0, camera)
+        return [(points.round(6).tolist(), colour) for points, colour, _ in thing.parts if np.all(points[:, 2] == 12.0)]
+
+    assert len(rear(TRUCK)) >= 5
+    assert rear(TRUCK) == rear(BUS)
+    assert rear(TRUCK) != rear(CAR)
 
 
 def test_car_truck_and_bus_share_one_colour_distribution() -> None:

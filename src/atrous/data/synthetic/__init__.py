@@ -11,15 +11,17 @@ from ~6 px (5th percentile) to ~60 px (95th), trucks up to ~110 px.
 **Why a network needs context (the problem ASPP and DenseASPP address).**
 
 * *Car, truck and bus look the same locally.* Their body colour is drawn from one shared
-  distribution and they share one appearance vocabulary — body colour, a dark glass/stripe
-  band in the upper half, dark wheels, red rear lights, the same pixel noise — so their
-  per-instance mean colours agree within sampling noise. They differ in *shape relative to the
-  road*: a car is ≈0.45 lane widths tall and ≈1.3 long, with a cabin on a lower body; a truck
-  ≈1 lane width tall with a lower cab in front (a step in its outline); a bus ≈0.9 tall and
-  ≈3.3 long with a row of side windows. As pixel size varies ~10–20× with depth, absolute size
-  does not identify the class — a near car is as many pixels tall as a far bus. A pixel is
-  classified by relating the object's whole extent to the lane width at its base: a receptive
-  field covering the object *and* the road around it.
+  distribution and they share one appearance vocabulary — body colour, a dark glass band in the
+  upper half, dark wheels, red rear lights, the same pixel noise — so their per-instance mean
+  colours agree within sampling noise. Trucks and buses share their whole body: width, height
+  (≈1 lane width), rear face and side glazing band are drawn from one law, so from behind, or
+  through any window smaller than the vehicle, a truck *is* a bus. They differ only in extent
+  and context: a bus is ≈3.3 lane widths long, a truck's box ≈1.8 with a lower cab in front (a
+  step in its outline); a car is ≈0.45 lane widths tall with a cabin on a lower body. As pixel
+  size varies ~10–20× with depth, absolute size does not identify the class — a near car is as
+  many pixels tall as a far bus. A pixel is classified by relating the object's whole extent to
+  the lane width at its base, or by the bus stop beside it: a receptive field covering the
+  object *and* the street around it.
 * *Scene rules.* Buses stand only in the kerb (rightmost) lane just past a bus stop (a short pole
   with a square yellow sign); trucks never use the leftmost lane; cars go anywhere.
 * *Road and sidewalk share one colour distribution and the same noise.* The kerb stone, lane

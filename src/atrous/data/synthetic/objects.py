@@ -37,15 +37,17 @@ from .street import _Street
 def _vehicle(rng: np.random.Generator, class_id: int, lane: int, x: float, z: float, camera: Camera) -> _Thing:
     """A car, truck or bus: rear at depth ``z`` centred at lateral ``x``, the side the camera sees.
 
-    All three share the body-colour law, glass, wheels and lights; they differ in shape."""
+    All three share the body-colour law, glass, wheels and lights. Trucks and buses share their
+    body too — width, height, rear face and side glazing band — and differ only in length and the
+    truck's lower cab in front: seen from behind, or through a window smaller than the vehicle,
+    they are the same thing."""
     body = VEHICLE_COLOURS[rng.choice(len(VEHICLE_COLOURS), p=VEHICLE_COLOUR_WEIGHTS)] * rng.uniform(0.85, 1.15)
     glass, rear, side = _rgb(GLASS * rng.uniform(0.7, 1.3)), _rgb(body), _rgb(body, 0.85)
     if class_id == CAR:
         width, height, length, wheel = rng.uniform(1.7, 1.9), rng.uniform(1.4, 1.6), rng.uniform(4.0, 4.8), 0.33
-    elif class_id == TRUCK:
-        width, height, length, wheel = rng.uniform(2.3, 2.5), rng.uniform(3.2, 3.7), rng.uniform(5.5, 7.5), 0.5
-    else:
-        width, height, length, wheel = rng.uniform(2.45, 2.55), rng.uniform(2.9, 3.2), rng.uniform(10.5, 12.5), 0.5
+    else:  # trucks and buses share one body: width, height, rear face, glazing band
+        width, height, wheel = rng.uniform(2.4, 2.55), rng.uniform(3.0, 3.5), 0.5
+        length = rng.uniform(5.5, 7.5) if class_id == TRUCK else rng.uniform(10.5, 12.5)
     x0, x1, z1 = x - width / 2, x + width / 2, z + length
     parts: list[Part] = [(_flat(x0 - 0.2, x1 + 0.2, z - 0.2, z1), SHADOW, False)]
     side_x = x0 if x0 > 0 else (x1 if x1 < 0 else None)  # the side the camera sees, if any
@@ -61,16 +63,15 @@ def _vehicle(rng: np.random.Generator, class_id: int, lane: int, x: float, z: fl
                       (z1 - 1.7, height - 0.07), (z1 - 1.2, shoulder + 0.06)]
             parts += [(_plane_x(cabin_x, cabin), side, True), (_plane_x(cabin_x, window), glass, False)]
             wheels = (z + 0.8, z1 - 0.9)
-        elif class_id == TRUCK:  # cargo box with a stripe, and a lower cab in front: a step in the outline
-            cab_height, cab0, cab1 = height * rng.uniform(0.72, 0.82), z1 + 0.15, z1 + 2.3
-            parts.append((_side(side_x, z + 0.3, z1 - 0.3, height * 0.62, height * 0.8), glass, False))
-            parts.append((_side(side_x, cab0, cab1, 0, cab_height), side, True))
-            parts.append((_side(side_x, cab0 + 0.9, cab1 - 0.1, cab_height * 0.55, cab_height * 0.9), glass, False))
-            wheels = (z + 1.0, z1 - 1.1, cab1 - 0.8)
-        else:  # a bus: one long box with a row of windows
-            for start in np.arange(z + 0.4, z1 - 1.4, 1.4):
-                parts.append((_side(side_x, start, start + 1.0, height * 0.6, height * 0.85), glass, False))
-            wheels = (z + 2.3, z1 - 2.5)
+        else:  # the same glazing band along the box; a truck adds a lower cab in front
+            parts.append((_side(side_x, z + 0.4, z1 - 0.4, height * 0.6, height * 0.85), glass, False))
+            if class_id == TRUCK:  # a step in the outline, at the far end of the vehicle
+                cab_height, cab0, cab1 = height * rng.uniform(0.72, 0.82), z1 + 0.15, z1 + 2.3
+                parts.append((_side(side_x, cab0, cab1, 0, cab_height), side, True))
+                parts.append((_side(side_x, cab0 + 0.9, cab1 - 0.1, cab_height * 0.55, cab_height * 0.9), glass, False))
+                wheels = (z + 1.0, z1 - 1.1, cab1 - 0.8)
+            else:
+                wheels = (z + 2.3, z1 - 2.5)
         parts += [(_wheel(side_x, wheel_z, wheel), TYRE, False) for wheel_z in wheels]
     if class_id == CAR:  # cabin roof and sloped rear window
         inner0, inner1 = x0 + 0.12, x1 - 0.12
@@ -83,11 +84,8 @@ def _vehicle(rng: np.random.Generator, class_id: int, lane: int, x: float, z: fl
     elif height < camera.height:
         parts.append((_flat(x0, x1, z, z1, height), _rgb(body, 1.08), True))
     parts.append((_front(x0, x1, 0.0, shoulder, z), rear, True))
-    if class_id == TRUCK:  # stripe and a door seam
-        parts.append((_front(x0 + 0.1, x1 - 0.1, height * 0.58, height * 0.8, z), glass, False))
-        parts.append((_front(x - 0.03, x + 0.03, 0.4, height - 0.1, z), glass, False))
-    elif class_id == BUS:  # rear window
-        parts.append((_front(x0 + 0.2, x1 - 0.2, height * 0.6, height * 0.86, z), glass, False))
+    if class_id != CAR:  # one rear face for trucks and buses: a glazing band
+        parts.append((_front(x0 + 0.2, x1 - 0.2, height * 0.6, height * 0.85, z), glass, False))
     for left in (True, False):  # lights and tyres, in proportion to the rear face
         light_x = x0 + 0.04 * width if left else x1 - 0.18 * width
         parts.append((_front(light_x, light_x + 0.14 * width, 0.3 * height, 0.37 * height, z), LIGHT, False))
@@ -152,13 +150,13 @@ def _sample_objects(
     things: list[_Thing] = []
     stop_x = street.road_right + rng.uniform(0.4, 0.9)
     in_view = camera.focal * stop_x / (0.95 * width - camera.centre)  # nearest depth with the sign in view
-    bus_stop = rng.uniform(max(nearest, 0.6 * in_view), 60.0) if rng.random() < 0.55 else None
+    bus_stop = rng.uniform(max(nearest, 0.6 * in_view), 60.0) if rng.random() < 0.75 else None
     if bus_stop is not None:
         things += _pole(rng, stop_x, bus_stop, bus_stop=True)
     for lane in range(street.lanes):
         centre = street.road_left + (lane + 0.5) * street.lane_width
         taken: list[tuple[float, float]] = []
-        if lane == street.lanes - 1 and bus_stop is not None and rng.random() < 0.8:
+        if lane == street.lanes - 1 and bus_stop is not None and rng.random() < 0.9:
             z = bus_stop + rng.uniform(0.5, 6.0)  # just past the stop, so the sign stays in view
             things.append(_vehicle(rng, BUS, lane, centre + rng.uniform(-0.2, 0.2), z, camera))
             taken.append((z - 2.0, z + 14.0))
