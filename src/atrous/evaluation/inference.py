@@ -1,0 +1,249 @@
+"""Test-time strategies: multi-scale inputs, left-right flips, sliding windows and an
+output-stride switch, as pure functions over a segmentation model.
+
+* **Multi-scale inputs and flips** (DeepLabv3 §4.3, Tables 4 and 6, "MS" and "Flip"): the input
+  is resized by each scale, the model runs on it (and on its left-right mirror image, whose
+  prediction is mirrored back), the logits are resized to the input size and softmaxed, and the
+  probabilities are averaged. The official DenseASPP ``inference.py`` does the same with its own
+  scales and averages *log*-probabilities (``average="log_probabilities"``).
+* **Sliding window**: images larger than the training crop (full 1024×2048 Cityscapes frames for
+  a model trained on 512×1024 crops) are covered by overlapping windows of the crop size; the
+  probabilities of overlapping windows are averaged. With multi-scale inputs every resized image
+  is itself processed window by window.
+* **Output stride** (DeepLabv3 §4.3, Table 4: train at 16, evaluate at 8, +1.39% mIoU): the model
+  is re-dilated in place for the prediction and restored afterwards, even on error.
+
+``model`` is any module mapping a normalised batch ``(N, 3, h, w)`` to logits ``(N, C, h, w)``
+(an :class:`atrous.models.Segmentor`, or a hand-made one in the tests). Images must already be
+on the model's device and normalised as in training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AVERAGES = ("probabilities", "log_probabilities")
+
+# Named test-time strategies: keyword arguments of predict_probabilities / predict.
+TTA_PRESETS: dict[str, dict[str, Any]] = {
+    "none": {"scales": (1.0,), "flip": False},
+    # DeepLabv3 §4.3 ("Inference strategy on val set", Tables 4 and 6): "multi-scale inputs (with
+    # scales = {0.5, 0.75, 1.0, 1.25, 1.5, 1.75}) and also left-right flipped images [...] we
+    # compute as the final result the average probabilities from each scale and flipped images".
+    "deeplabv3": {"scales": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), "flip": True},
+    # Official DenseASPP inference.py (DeepMotionAIResearch/DenseASPP, since commit 435d01d "fix
+    # bug in multiscale inference"): inf_scales = [0.5, 0.75, 1.0, 1.25, 1.5, 1.8], each scale and
+    # its left-right flip, the mean of F.log_softmax over the twelve predictions. (It resizes the
+    # uint8 image with PIL's bicubic filter; here the normalised tensor is resized bilinearly.)
+    "denseaspp-official": {
+        "scales": (0.5, 0.75, 1.0, 1.25, 1.5, 1.8), "flip": True, "average": "log_probabilities",
+    },
+}
+
+
+@contextmanager
+def output_stride(model: nn.Module, stride: int | None) -> Iterator[nn.Module]:
+    """Switch ``model`` to output stride ``stride`` inside the block, restore it afterwards (also
+    when the block raises). Weights are untouched: the backbone is re-dilated in place and ASPP
+    rates scale with the stride (:meth:`atrous.models.Segmentor.set_output_stride`). ``None``
+    leaves the model as it is.
+
+    >>> # with output_stride(model, 8): logits = model(images)   # trained at 16, evaluated at 8
+    """
+    if stride is None:
+        yield model
+        return
+    if not hasattr(model, "set_output_stride"):
+        raise ValueError(f"{type(model).__name__} has no set_output_stride(); cannot switch its output stride")
+    original = model.output_stride
+    try:
+        model.set_output_stride(stride)
+        yield model
+    finally:
+        model.set_output_stride(original)
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Offsets of windows of length ``window`` tiling ``[0, size)``: a step of
+    ``⌊window·(1 − overlap)⌋`` (so neighbours overlap by at least ``overlap``), the last window
+    aligned to the border. One window at 0 when the image is no longer than the window.
+
+    >>> window_starts(1024, 512, 1 / 3), window_starts(2048, 1024, 0.0), window_starts(300, 512, 0.5)
+    ([0, 341, 512], [0, 1024], [0])
+    """
+    if size <= window:
+        return [0]
+    step = max(1, math.floor(window * (1 - overlap)))
+    return [*range(0, size - window, step), size - window]
+
+
+def predict_probabilities(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    window: tuple[int, int] | None = None,
+    overlap: float = 1 / 3,
+    output_stride: int | None = None,
+    num_classes: int | None = None,
+    average: str = "probabilities",
+) -> torch.Tensor:
+    """Class probabilities at input resolution with test-time strategies.
+
+    Args:
+        model: maps ``(N, 3, h, w)`` → logits ``(N, C, h, w)``; run in eval mode (its mode is
+            restored afterwards).
+        images: normalised float batch ``(N, 3, H, W)`` on the model's device.
+        scales: input scale factors, e.g. ``TTA_PRESETS["deeplabv3"]["scales"]``; each scaled
+            image is ``round(H·s) × round(W·s)`` (bilinear, antialiased when shrinking).
+        flip: also predict the left-right mirrored input and mirror the prediction back.
+        window: ``(h, w)`` sliding-window size (the training crop); ``None`` predicts whole images.
+            Images smaller than the window are padded with zeros (the mean colour after
+            normalisation, as DeepLab pads with the mean pixel) and the padding is cropped away.
+        overlap: fraction ``[0, 1)`` by which neighbouring windows overlap.
+        output_stride: evaluate at this output stride (see :func:`output_stride`).
+        num_classes: expected ``C``; a model giving another number of channels is an error.
+        average: ``"probabilities"`` (arithmetic mean over scales and flips, DeepLabv3) or
+            ``"log_probabilities"`` (mean of log-probabilities, official DenseASPP; the result is
+            the renormalised geometric mean, whose argmax is theirs).
+
+    Returns:
+        float32 ``(N, C, H, W)`` probabilities summing to one over ``C``, computed under
+        ``torch.inference_mode()`` (no autograd), one scale and flip at a time, summed in place.
+    """
+    scales = _check_arguments(model, images, scales, window, overlap, output_stride, average)
+    log = average == "log_probabilities"
+    total: torch.Tensor | None = None
+    with _switch_output_stride(model, output_stride), _eval_mode(model), torch.inference_mode():
+        for scale in scales:
+            scaled = _resize_image(images, scale)
+            for mirrored in (False, True) if flip else (False,):
+                x = scaled.flip(-1) if mirrored else scaled
+                view = _predict_view(model, x, images.shape[-2:], window, overlap, num_classes, log)
+                view = view.flip(-1) if mirrored else view
+                total = view if total is None else total.add_(view)
+        assert total is not None
+        total /= len(scales) * (2 if flip else 1)
+        return total.softmax(1) if log else total
+
+
+def predict(model: nn.Module, images: torch.Tensor, **options: Any) -> torch.Tensor:
+    """Labels ``(N, H, W)`` int64: the argmax of :func:`predict_probabilities` (same options)."""
+    return predict_probabilities(model, images, **options).argmax(1)
+
+
+_switch_output_stride = output_stride  # the name is shadowed by predict_probabilities' argument
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def _check_arguments(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    window: tuple[int, int] | None,
+    overlap: float,
+    stride: int | None,
+    average: str,
+) -> tuple[float, ...]:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a normalised float tensor (N, 3, H, W), got {shape}")
+    scales = tuple(float(s) for s in scales)
+    if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
+        raise ValueError(f"scales must be positive numbers, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), got {scales}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be a fraction in [0, 1), e.g. 1/3, got {overlap}")
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+    if window is not None:
+        model_stride = stride if stride is not None else getattr(model, "output_stride", 1)
+        if len(window) != 2 or not all(isinstance(w, int) and w >= model_stride for w in window):
+            raise ValueError(
+                f"window must be (height, width), integers of at least the model's output stride "
+                f"{model_stride}, e.g. the training crop (512, 1024); got {window}"
+            )
+    return scales
+
+
+def _resize_image(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(N, 3, H, W)`` → ``(N, 3, round(H·s), round(W·s))``, bilinear (antialiased when shrinking)."""
+    if scale == 1.0:
+        return images
+    h, w = images.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+
+
+def _predict_view(
+    model: nn.Module,
+    x: torch.Tensor,
+    size: torch.Size,
+    window: tuple[int, int] | None,
+    overlap: float,
+    num_classes: int | None,
+    log: bool,
+) -> torch.Tensor:
+    """(Log-)probabilities ``(N, C, *size)`` of one scaled (maybe mirrored) batch ``x``.
+
+    Whole images: logits → resized to ``size`` → softmax (DeepLabv3). Sliding windows: the
+    window-averaged probabilities at ``x``'s resolution are resized to ``size``.
+    """
+    align_corners = getattr(model, "align_corners", False)
+    if window is None:
+        logits = _logits(model, x, num_classes)
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
+        return logits.log_softmax(1) if log else logits.softmax(1)
+    probs = _sliding_window(model, x, window, overlap, num_classes)
+    if probs.shape[-2:] != size:
+        probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=align_corners)
+    return probs.clamp_min_(torch.finfo(probs.dtype).tiny).log_() if log else probs
+
+
+def _sliding_window(
+    model: nn.Module, x: torch.Tensor, window: tuple[int, int], overlap: float, num_classes: int | None
+) -> torch.Tensor:
+    """Probabilities ``(N, C, h, w)`` of ``x`` ``(N, 3, h, w)``, window by window, overlaps averaged."""
+    n, _, h, w = x.shape
+    win_h, win_w = window
+    x = F.pad(x, (0, max(win_w - w, 0), 0, max(win_h - h, 0)))  # zeros: the mean colour
+    padded_h, padded_w = x.shape[-2:]
+    probs: torch.Tensor | None = None
+    count = x.new_zeros(1, 1, padded_h, padded_w)
+    for top in window_starts(padded_h, win_h, overlap):
+        for left in window_starts(padded_w, win_w, overlap):
+            rows, cols = slice(top, top + win_h), slice(left, left + win_w)
+            logits = _logits(model, x[..., rows, cols], num_classes)
+            if probs is None:
+                probs = x.new_zeros(n, logits.shape[1], padded_h, padded_w)
+            probs[..., rows, cols] += logits.softmax(1)
+            count[..., rows, cols] += 1
+    assert probs is not None
+    return probs.div_(count)[..., :h, :w]
+
+
+def _logits(model: nn.Module, x: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+    logits = model(x)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 4 or logits.shape[0] != x.shape[0] or logits.shape[-2:] != x.shape[-2:]:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"the model must map (N, 3, h, w) to logits (N, C, h, w); got {got} for input {tuple(x.shape)}")
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(f"the model gives {logits.shape[1]} classes, expected num_classes={num_classes}")
+    return logits.float()
