@@ -4,14 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo experiment-context experiment-context-shallow lint clean
+.PHONY: install test demo figures experiment-context experiment-context-shallow lint clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,export]"
 	touch $(STAMP)
 
 test: install
@@ -19,6 +19,11 @@ test: install
 
 demo: install
 	$(BIN)/atrous demo
+
+# The README's analysis figures (docs/analysis/*.png + *.json) from the model `make demo` trains.
+figures: install
+	@test -f runs/demo/checkpoints/best.ckpt || { echo "no runs/demo/checkpoints/best.ckpt: run make demo first"; exit 1; }
+	$(BIN)/atrous analyze all --checkpoint runs/demo/checkpoints/best.ckpt --output docs/analysis
 
 # FCN vs ASPP vs DenseASPP on the synthetic streets (about 30 minutes on 2 CPU cores).
 experiment-context: install

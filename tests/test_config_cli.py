@@ -282,7 +282,7 @@ class PatchBackbone(Backbone):
         self.feature_info = [FeatureInfo("patches", channels, 8)]
         self._last_dilation = 1
 
-    def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def _features(self, x: torch.Tensor, keep: frozenset[str] | None = None) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict(patches=self.conv(x))
 
 

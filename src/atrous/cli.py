@@ -1,4 +1,5 @@
-"""The ``atrous`` command line: fit, validate, test, info, zoo, demo.
+"""The ``atrous`` command line: fit, validate, test, info, zoo, convert, predict, analyze, export,
+benchmark, benchmark-data, demo.
 
 Every command that reads a config takes overrides of any config value, either as trailing
 ``key.path=value`` items or with ``--set``: ``atrous fit --config C train.max_epochs=2``.
@@ -76,7 +77,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, stage: str) -> int:
     from .training.runner import evaluate, format_table, write_metrics
 
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(args.config, _overrides(args)) if args.config else _stored_config(args)
     out_dir = _output_dir(cfg)
     checkpoint = Path(args.checkpoint) if args.checkpoint else out_dir / "checkpoints" / "best.ckpt"
     metrics = evaluate(cfg, checkpoint, stage=stage)
@@ -92,7 +93,7 @@ def _evaluate(args: argparse.Namespace, stage: str) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from .training.compare import compare, markdown_table
 
-    results = compare([Path(c) for c in args.configs], Path(args.output), args.classes, args.set)
+    results = compare([Path(c) for c in args.configs], Path(args.output), args.classes, args.set, args.seeds)
     if _is_rank_zero():
         print(markdown_table(results, args.classes))
         print(f"Wrote {args.output}/results.md and results.json")
@@ -121,6 +122,107 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stored_config(args: argparse.Namespace) -> dict:
+    """The config a checkpoint stores (``atrous fit`` and ``atrous convert`` write it), overridden."""
+    from .config import apply_overrides
+    from .models.checkpoint import read_checkpoint
+
+    if not args.checkpoint:
+        raise ConfigError("pass --config, or a --checkpoint that stores its config")
+    stored = (read_checkpoint(args.checkpoint).get("hyper_parameters") or {}).get("config")
+    if not stored:
+        raise ConfigError(f"{args.checkpoint} stores no config; pass --config")
+    return apply_overrides(stored, _overrides(args))
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .models.convert import convert_checkpoint
+
+    done = convert_checkpoint(args.source_format, args.file, args.config, args.output, args.set)
+    print(f"Converted {done['file']} ({done['tensors']} tensors, {done['params']:,} parameters)")
+    print(f"Wrote {done['output']}: atrous validate --checkpoint {done['output']}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .evaluation.inference import TTA_PRESETS
+    from .evaluation.predict import run_predict
+
+    tta = dict(TTA_PRESETS[args.tta])
+    if args.scales:
+        tta["scales"] = tuple(args.scales)
+    if args.flip:
+        tta["flip"] = True
+    result = run_predict(
+        checkpoint=args.checkpoint, inputs=args.inputs, output=args.output, config=args.config,
+        overrides=args.set, tta=tta, window=tuple(args.window) if args.window else None,
+        overlap=args.overlap, stride=args.output_stride, probabilities=args.probabilities,
+        cityscapes_submission=args.cityscapes_submission, overlay_video=args.overlay_video,
+        device=args.device, progress=not args.no_progress,
+    )
+    print(f"Wrote {len(result.written)} files to {args.output}")
+    if result.failed:
+        print(f"atrous predict: {len(result.failed)} input(s) could not be read: "
+              + ", ".join(str(path) for path, _ in result.failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .deploy.export import export_checkpoint
+
+    cfg = load_config(args.config, _overrides(args)) if args.config else _stored_config(args)
+    result, folded = export_checkpoint(
+        args.checkpoint, args.output, args.format, config=cfg, fold_bn=args.fold_bn,
+        image_size=tuple(args.image_size), opset=args.opset, dynamic=not args.static,
+    )
+    if folded:
+        print(folded)
+    shape = "(N, 3, H, W) dynamic" if result.dynamic else f"{result.example_shape} fixed"
+    opset = f", opset {result.opset}" if result.opset else ""
+    print(f"Wrote {result.path} ({result.format}{opset}; input {shape})")
+    if result.max_abs_diff is not None:
+        print(f"max |exported - PyTorch| = {result.max_abs_diff:.2e} on a new batch size and image size")
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from .deploy import benchmark
+    from .io import atomic_write
+
+    if bool(args.config) == args.peers:
+        raise ConfigError("give either --config CONFIG or --peers")
+    settings = benchmark.BenchmarkSettings(
+        device=args.device, image_size=tuple(args.image_size), batch=args.batch,
+        train_image_size=tuple(args.train_image_size) if args.train_image_size else None,
+        train_batch=args.train_batch, precision=args.precision, channels_last=args.channels_last,
+        compile=args.compile, fold_bn=args.fold_bn, repeats=args.repeats, warmup=args.warmup,
+        phases=tuple(args.phases), threads=args.threads,
+    )
+    if args.peers:
+        report = benchmark.benchmark_peers(settings)
+    else:
+        report = benchmark.benchmark_config(args.config, settings, _overrides(args))
+    print(benchmark.format_report(report))
+    if args.output:
+        atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+        print(f"Wrote {args.output}")
+    return 0
+
+
+def _benchmark_data(args: argparse.Namespace) -> int:
+    from .deploy.data_benchmark import benchmark_data, format_data_report, train_images_per_s_from
+    from .io import atomic_write
+
+    train, source = train_images_per_s_from(args.train_results) if args.train_results else (None, None)
+    report = benchmark_data(args.root, frames=args.frames, repeats=args.repeats, train_images_per_s=train)
+    print(format_data_report(report, source))
+    if args.output:
+        atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+        print(f"Wrote {args.output}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -131,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="atrous", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", required=True, help="YAML config file")
+    def with_config(p: argparse.ArgumentParser, required: bool = True) -> argparse.ArgumentParser:
+        stored = "" if required else " (default: the config the --checkpoint stores)"
+        p.add_argument("--config", required=required, help="YAML config file" + stored)
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config values")
         p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
         return p
@@ -142,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="resume from the run's last.ckpt (or the given checkpoint)")
     fit.set_defaults(func=_fit)
     for stage, name in (("val", "validate"), ("test", "test")):
-        ev = with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"))
+        ev = with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"), required=False)
         ev.add_argument("--checkpoint", help="checkpoint (default: the run's best.ckpt)")
         ev.add_argument("--output", help="folder for metrics.json (default: <output_dir>/" + name + ")")
         ev.set_defaults(func=lambda a, s=stage: _evaluate(a, s))
@@ -157,10 +260,84 @@ def main(argv: list[str] | None = None) -> int:
     cmp_.add_argument("--output", required=True, help="folder for the runs and results.md")
     cmp_.add_argument("--classes", nargs="*", default=[], help="classes whose IoU gets a column")
     cmp_.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override values in every config")
+    cmp_.add_argument("--seeds", nargs="*", type=int, default=[], help="train every config once per seed (train.seed)")
     cmp_.set_defaults(func=_compare)
 
     zoo = sub.add_parser("zoo", help="print the model zoo as a markdown table")
     zoo.set_defaults(func=_zoo)
+
+    conv = sub.add_parser("convert", help="convert official DenseASPP or torchvision DeepLabV3 weights")
+    conv.add_argument("--from", dest="source_format", required=True, choices=["denseaspp-official", "torchvision-deeplabv3"])
+    conv.add_argument("file", nargs="?", help="the weights (torchvision: default torch.hub's cache, downloaded if missing)")
+    conv.add_argument("--config", required=True, help="YAML config of the same network")
+    conv.add_argument("--output", required=True, help="atrous checkpoint to write (.ckpt)")
+    conv.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+    conv.set_defaults(func=_convert)
+
+    pred = sub.add_parser("predict", help="segment images, folders and videos with a checkpoint")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) and videos")
+    pred.add_argument("--checkpoint", required=True, help="atrous checkpoint (.ckpt)")
+    pred.add_argument("--config", help="YAML config (default: the config the checkpoint stores)")
+    pred.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+    pred.add_argument("--output", required=True, help="output folder (outside the inputs)")
+    pred.add_argument("--tta", default="none", choices=["none", "deeplabv3", "denseaspp-official"],
+                      help="test-time strategy preset; --scales and --flip override it")
+    pred.add_argument("--scales", nargs="+", type=float, metavar="S", help="input scales, e.g. 0.5 0.75 1 1.25 1.5 1.75")
+    pred.add_argument("--flip", action="store_true", help="also predict left-right flipped inputs")
+    pred.add_argument("--window", nargs=2, type=int, metavar=("H", "W"), help="sliding-window size (the training crop)")
+    pred.add_argument("--overlap", type=float, default=1 / 3, help="overlap of neighbouring windows (default 1/3)")
+    pred.add_argument("--output-stride", type=int, help="evaluate at this output stride (e.g. 8 for a model trained at 16)")
+    pred.add_argument("--probabilities", action="store_true", help="also write <name>_probs.npz (float16, C×H×W)")
+    pred.add_argument("--cityscapes-submission", action="store_true",
+                      help="write only Cityscapes label-id PNGs named for the benchmark")
+    pred.add_argument("--overlay-video", action="store_true", help="for videos, also write <name>_overlay.mp4")
+    pred.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    pred.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pred.set_defaults(func=_predict)
+
+    from .analysis.commands import add_parser as add_analyze_parser
+
+    add_analyze_parser(sub)  # atrous analyze <name>: the papers' figures (PNG) and numbers (JSON)
+
+    exp = with_config(sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a torch.export program"),
+                      required=False)
+    exp.add_argument("--checkpoint", required=True, help="atrous checkpoint (.ckpt)")
+    exp.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program"])
+    exp.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
+    exp.add_argument("--image-size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"),
+                     help="example input for tracing (shapes stay dynamic unless --static)")
+    exp.add_argument("--opset", type=int, help="ONNX opset (18 or later; default: the exporter's)")
+    exp.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convolutions first")
+    exp.add_argument("--static", action="store_true", help="fix batch and image size to the example's")
+    exp.set_defaults(func=_export)
+
+    bench = with_config(sub.add_parser("benchmark", help="latency, throughput, memory and TFLOP/s (inference and training)"),
+                        required=False)
+    bench.add_argument("--peers", action="store_true",
+                       help="instead of --config: atrous vs torchvision DeepLabv3-ResNet-50 and vs a plain DenseASPP-121")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    bench.add_argument("--image-size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"))
+    bench.add_argument("--batch", type=int, default=1, help="inference batch size")
+    bench.add_argument("--train-image-size", nargs=2, type=int, metavar=("H", "W"), help="training step size (default: --image-size)")
+    bench.add_argument("--train-batch", type=int, help="training batch size (default: max(2, --batch))")
+    bench.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    bench.add_argument("--channels-last", action="store_true")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up absorbs compilation)")
+    bench.add_argument("--fold-bn", action="store_true", help="fold BatchNorm for inference")
+    bench.add_argument("--repeats", type=int, default=10, help="timed runs per phase")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    bench.add_argument("--phases", nargs="+", default=["inference", "train"], choices=["inference", "train"])
+    bench.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 is steadier on a busy machine)")
+    bench.add_argument("--output", help="write the results as JSON")
+    bench.set_defaults(func=_benchmark)
+
+    bdata = sub.add_parser("benchmark-data", help="Cityscapes-sized samples decoded and augmented per second per worker")
+    bdata.add_argument("--root", help="a Cityscapes root (default: synthetic 1024x2048 frames in a temporary folder)")
+    bdata.add_argument("--frames", type=int, default=4, help="synthetic frames to write")
+    bdata.add_argument("--repeats", type=int, default=2, help="passes over the frames")
+    bdata.add_argument("--train-results", help="an `atrous benchmark --output` JSON: compare with its training images/s")
+    bdata.add_argument("--output", help="write the results as JSON")
+    bdata.set_defaults(func=_benchmark_data)
 
     demo = sub.add_parser("demo", help="run the main job on the built-in data")
     demo.add_argument("--output", default="runs/demo", help="output folder")

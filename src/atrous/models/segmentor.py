@@ -7,6 +7,8 @@ checkpoints (the official DenseASPP) were trained with corner-aligned bilinear u
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,12 +112,17 @@ class Segmentor(nn.Module):
     def _upsample(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(N, 3, H, W)`` → head output ``(N, C, H/os, W/os)`` and the backbone's features."""
+    def forward_features(
+        self, x: torch.Tensor, keep: Collection[str] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(N, 3, H, W)`` → head output ``(N, C, H/os, W/os)`` and the backbone's features:
+        all of them, or the last one and those named in ``keep`` (the others are not held while
+        later stages run, see :meth:`Backbone.forward`)."""
         if not torch.compiler.is_compiling():
             self._check_input(x)
-        features = self.backbone(x)
-        y = next(reversed(features.values()))
+        last = self.backbone.feature_info[-1].name
+        features = self.backbone(x, None if keep is None else {last, *keep})
+        y = features[last]
         if self.feature_upsample > 1:
             h, w = y.shape[-2:]
             y = self._upsample(y, (h * self.feature_upsample, w * self.feature_upsample))
@@ -123,7 +130,7 @@ class Segmentor(nn.Module):
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(N, K, H, W)`` and auxiliary logits ``(N, K, H, W)`` (``None`` without aux head)."""
-        y, features = self.forward_features(x)
+        y, features = self.forward_features(x, keep=[self.aux_feature] if self.aux_head is not None else [])
         logits = self._upsample(self.classifier(self.dropout(y)), x.shape[-2:])
         aux = None
         if self.aux_head is not None:
@@ -132,5 +139,5 @@ class Segmentor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` → logits ``(N, K, H, W)``."""
-        y, _ = self.forward_features(x)
+        y, _ = self.forward_features(x, keep=())
         return self._upsample(self.classifier(self.dropout(y)), x.shape[-2:])

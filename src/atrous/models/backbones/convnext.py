@@ -102,10 +102,10 @@ class ConvNeXtBackbone(Backbone):
                 set_conv(block.block[0], dilation=plan.dilation)
         self._declare_features([f"stage{i}" for i in range(1, 5)], self._channels, plans)
 
-    def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def _features(self, x: torch.Tensor, keep: frozenset[str] | None = None) -> OrderedDict[str, torch.Tensor]:
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for index, module in enumerate(self.features):
             x = module(x)
-            if index % 2 == 1:
+            if index % 2 == 1 and (keep is None or f"stage{index // 2 + 1}" in keep):
                 out[f"stage{index // 2 + 1}"] = x
         return out

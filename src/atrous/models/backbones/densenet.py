@@ -120,14 +120,16 @@ class DenseNetBackbone(Backbone):
         names = [f"block{i}" for i in range(1, self.num_blocks + 1)]
         self._declare_features(names, self._channels, plans)
 
-    def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def _features(self, x: torch.Tensor, keep: frozenset[str] | None = None) -> OrderedDict[str, torch.Tensor]:
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         last = f"block{self.num_blocks}"
         for name, module in self.features.named_children():
             x = module(x)
             if name.startswith("denseblock") and name != f"denseblock{self.num_blocks}":
-                out[f"block{name[-1]}"] = x
-        out[last] = x
+                if keep is None or f"block{name[-1]}" in keep:
+                    out[f"block{name[-1]}"] = x
+        if keep is None or last in keep:
+            out[last] = x
         return out
 
 

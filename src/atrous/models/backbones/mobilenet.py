@@ -89,14 +89,15 @@ class MobileNetV3Backbone(Backbone):
             feature_plans += [plan] * (len(blocks) + 1)
         self._declare_features(names, channels, feature_plans)
 
-    def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def _features(self, x: torch.Tensor, keep: frozenset[str] | None = None) -> OrderedDict[str, torch.Tensor]:
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         stage = 0
         for index, block in enumerate(self.features):
             x = block(x)
-            if index in self.return_blocks:
+            if index in self.return_blocks and (keep is None or f"block{index}" in keep):
                 out[f"block{index}"] = x
             if index == _STAGE_ENDS[stage]:
                 stage += 1
-                out[f"stage{stage}"] = x
+                if keep is None or f"stage{stage}" in keep:
+                    out[f"stage{stage}"] = x
         return out

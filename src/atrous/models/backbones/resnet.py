@@ -118,10 +118,11 @@ class ResNetBackbone(Backbone):
             set_unit_rates(stage, plan.stride, rates, first)
         self._declare_features(self.stage_names, self._channels, plans)
 
-    def _features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def _features(self, x: torch.Tensor, keep: frozenset[str] | None = None) -> OrderedDict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for name in self.stage_names:
             x = getattr(self, name)(x)
-            out[name] = x
+            if keep is None or name in keep:
+                out[name] = x
         return out

@@ -1,0 +1,217 @@
+"""Export a trained segmentor to ONNX, TorchScript or a ``torch.export`` ExportedProgram.
+
+Every format keeps the batch size, height and width dynamic: the segmentor accepts any input
+at least as large as its output stride (odd sizes included; the logits are upsampled to the
+input size), and the artifacts do too. The image-pooling branch of ASPP (global average pool
+→ 1×1 conv → bilinear upsampling to the dynamic feature size) exports as ``ReduceMean`` /
+``GlobalAveragePool`` + ``Resize`` with a size computed from the input's shape.
+
+* ``onnx``: ``torch.onnx.export(..., dynamo=True)`` (needs ``onnxscript``), input ``image``
+  ``(N, 3, H, W)`` float32, output ``logits`` ``(N, K, H, W)``. Runs in onnxruntime.
+* ``torchscript``: ``torch.jit.trace`` (``torch.jit.script`` cannot compile the model). Sizes
+  are traced as ``aten::size`` ops, so the trace stays shape-generic; the input check of
+  :meth:`Segmentor.forward` is not part of the trace. Deprecated upstream in favour of
+  ``torch.export``; load with ``torch.jit.load``.
+* ``exported-program``: ``torch.export.export`` with ``torch.export.Dim`` dynamic shapes, saved
+  with ``torch.export.save`` (``.pt2``); load with ``torch.export.load(f).module()``. Inputs
+  smaller than the output stride are rejected by the program's shape guards.
+
+None of the artifacts needs atrous to load or run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..io import atomic_write
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+MIN_OPSET = 18  # the oldest opset torch.onnx's dynamo exporter implements
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote and how closely the artifact reproduces the model."""
+
+    path: Path
+    format: str
+    example_shape: tuple[int, ...]
+    dynamic: bool
+    max_abs_diff: float | None  # artifact vs eager model on a second input; None if not checked
+    opset: int | None = None
+
+
+def dynamic_shapes(*, dynamic: bool = True) -> tuple[dict[int, Any], ...] | None:
+    """``torch.export`` dynamic shapes for the input ``(N, 3, H, W)``.
+
+    N ≥ 1 is declared; H and W are ``Dim.DYNAMIC``: export infers their valid range (it assumes
+    dynamic sizes are never 0 or 1, so feature maps must be at least 2×2 wherever an op would
+    broadcast a size-1 dimension; in practice: images larger than twice the output stride) and
+    fails instead of silently fixing them to the example's size.
+    """
+    if not dynamic:
+        return None
+    return ({0: torch.export.Dim("batch", min=1), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC},)
+
+
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    format: str,
+    *,
+    image_size: tuple[int, int] = (512, 1024),
+    batch: int = 2,
+    opset: int | None = None,
+    dynamic: bool = True,
+    verify: bool = True,
+) -> ExportResult:
+    """Export ``model`` (put in eval mode) to ``path``, written atomically.
+
+    Args:
+        model: the segmentor, ``(N, 3, H, W)`` → ``(N, K, H, W)``.
+        path: output file (suffix free; ``.onnx`` / ``.pt`` / ``.pt2`` are conventional).
+        format: one of :data:`FORMATS`.
+        image_size: ``(H, W)`` of the example input used for tracing.
+        batch: batch size of the example input (2: a batch of 1 invites specialisation).
+        opset: ONNX opset (default: the exporter's); ONNX only.
+        dynamic: keep N, H, W dynamic (default), else fix them to the example's (ONNX and
+            exported program; a TorchScript trace records sizes as ops and stays generic).
+        verify: run the artifact on a *different* batch size and image size (when dynamic) and
+            report the largest absolute difference from the eager model.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose from {list(FORMATS)}")
+    if opset is not None and format != "onnx":
+        raise ValueError("--opset applies to the onnx format only")
+    if opset is not None and opset < MIN_OPSET:
+        raise ValueError(f"the ONNX exporter (torch.onnx, dynamo) writes opset {MIN_OPSET} or later, got --opset {opset}")
+    path = Path(path)
+    if format == "exported-program" and path.suffix != ".pt2":
+        raise ValueError(f"an exported program is a .pt2 archive (torch.export.save/load need the suffix), got {path}")
+    model = model.eval()
+    example = torch.randn(batch, 3, *image_size, generator=torch.Generator().manual_seed(0))
+    writers = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported-program": _write_program}
+    with torch.no_grad():
+        opset_used = writers[format](model, example, path, dynamic=dynamic, opset=opset)
+    diff = None
+    if verify:
+        check = verification_input(model, example, dynamic)
+        with torch.no_grad():
+            expected = model(check)
+        actual = run_artifact(path, format, check)
+        diff = float((actual - expected).abs().max()) if actual is not None else None
+    return ExportResult(path, format, tuple(example.shape), dynamic, diff, opset_used)
+
+
+def verification_input(model: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.Tensor:
+    """An input of another batch size and odd image size than ``example`` (if shapes are dynamic)."""
+    if not dynamic:
+        return torch.randn(example.shape, generator=torch.Generator().manual_seed(1))
+    stride = int(getattr(model, "output_stride", 1))
+    h, w = example.shape[-2:]
+    size = (max(2 * stride + 1, h // 2 + 1), max(2 * stride + 3, w // 2 - 3))
+    return torch.randn(example.shape[0] + 1, 3, *size, generator=torch.Generator().manual_seed(1))
+
+
+def run_artifact(path: str | Path, format: str, x: torch.Tensor) -> torch.Tensor | None:
+    """Run an exported file on ``x`` (CPU). ONNX needs onnxruntime; ``None`` if it is missing."""
+    path = Path(path)
+    if format == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            return None
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
+    with torch.no_grad():
+        if format == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+                return torch.jit.load(str(path), map_location="cpu")(x)
+        return torch.export.load(str(path)).module()(x)
+
+
+# -- writers ------------------------------------------------------------------------------
+def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None) -> int:
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError as err:
+        raise RuntimeError("ONNX export needs onnx and onnxscript: pip install onnx onnxscript onnxruntime") from err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic_shapes(dynamic=dynamic),
+            opset_version=opset,
+            verbose=False,
+        )
+    written = int(program.model.opset_imports[""])
+    if opset is not None and written != opset:
+        raise RuntimeError(f"the ONNX exporter could not write opset {opset} (it produced {written}); use --opset {written}")
+    atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
+    return written
+
+
+def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None) -> None:
+    with warnings.catch_warnings():
+        # Deprecation of torch.jit, and TracerWarnings from the Python-side input check of
+        # Segmentor.forward (a check, not a computation: leaving it out of the trace is intended).
+        warnings.simplefilter("ignore", (FutureWarning, torch.jit.TracerWarning))
+        traced = torch.jit.trace(model, example, check_trace=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+    return None
+
+
+def _write_program(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None) -> None:
+    program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes(dynamic=dynamic))
+    atomic_write(path, lambda tmp: torch.export.save(program, tmp))
+    return None
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    output: str | Path,
+    format: str,
+    *,
+    config: dict[str, Any] | None = None,
+    fold_bn: bool = False,
+    **options: Any,
+) -> tuple[ExportResult, str | None]:
+    """Load a checkpoint (with ``config`` overriding the stored one), optionally fold its
+    BatchNorms (:func:`atrous.deploy.batchnorm.fold_batchnorm`) and export it.
+
+    Returns the :class:`ExportResult` and the folding summary (``None`` without ``fold_bn``).
+    Refuses to write over the checkpoint.
+    """
+    from ..config import ConfigError, apply_overrides
+    from ..models.checkpoint import load_segmentor
+    from .batchnorm import fold_batchnorm, plan_batchnorm_folding
+
+    checkpoint, output = Path(checkpoint), Path(output)
+    if output.resolve() == checkpoint.resolve() or (output.exists() and output.samefile(checkpoint)):
+        raise ConfigError(f"--output {output} is the checkpoint itself; choose another file (e.g. model{SUFFIXES.get(format, '')})")
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a folder; give a file name (e.g. {output}/model{SUFFIXES.get(format, '')})")
+    if config is not None:  # the checkpoint holds every weight: no ImageNet download
+        config = apply_overrides(config, ["model.backbone.pretrained=false"])
+    model, _ = load_segmentor(checkpoint, config)
+    summary = None
+    if fold_bn:
+        plan = plan_batchnorm_folding(model)
+        model = fold_batchnorm(model, plan=plan, inplace=True)
+        summary = plan.summary()
+    return export_model(model, output, format, **options), summary

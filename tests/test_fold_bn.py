@@ -1,0 +1,121 @@
+"""BatchNorm folding: the folded model computes the original function with fewer BatchNorms,
+exactly the conv → BN pairs fold (ResNet, DenseNet, DenseASPP, ASPP), and training mode is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from atrous.analysis.complexity import count_parameters
+from atrous.config import load_config
+from atrous.deploy.batchnorm import count_batchnorms, fold_batchnorm, plan_batchnorm_folding
+from atrous.models import build_model
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# config (+ overrides) → (folded, kept) BatchNorm counts, derived from the architecture:
+CASES = {
+    # ResNet-18: stem + 2 per BasicBlock × 8 + 3 downsample = 20; DenseASPP: each layer's norm2
+    # (after conv1) folds, its norm1 normalises the input/concatenation and stays.
+    "demo/denseaspp_resnet18_small.yaml": ((), 25, 5),
+    # DenseNet-121: norm0 + 58 dense layers' norm2 + norm5 (after the official transition4 conv)
+    # + 5 head norm2 = 65 fold; 58 norm1 + 4 transition norms + 4 head norm1 (after concats) stay.
+    "denseaspp/denseaspp121_cityscapes.yaml": ((), 65, 66),
+    # ResNet-50 bottlenecks (53) + ASPP: 4 branches, image pooling, projection, refine = 60, all fold.
+    "torchvision/deeplabv3_resnet50.yaml": (("model.aux_head=null",), 60, 0),
+    # ResNet-18 (20) + ASPP with image pooling (6).
+    "experiments/synthetic_context/aspp.yaml": ((), 26, 0),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test machine's 2 cores are shared: one thread avoids OpenMP spin-waiting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _randomized(model: nn.Module) -> nn.Module:
+    """Eval-mode model with non-trivial BatchNorm statistics and affine parameters."""
+    g = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
+            module.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+            with torch.no_grad():
+                module.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                module.bias.copy_(torch.randn(c, generator=g) * 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_folded_model_equals_original_with_fewer_batchnorms(name):
+    overrides, folded_count, kept_count = CASES[name]
+    model = _randomized(build_model(load_config(CONFIGS / name, [*overrides, "model.backbone.pretrained=false"])))
+    plan = plan_batchnorm_folding(model)
+    assert (len(plan.pairs), len(plan.kept)) == (folded_count, kept_count), plan.summary()
+    folded = fold_batchnorm(model, plan=plan)
+
+    assert count_batchnorms(folded) == kept_count < count_batchnorms(model) == folded_count + kept_count
+    # Parameters: each folded BN loses γ, β (2C); a conv without bias gains one (C).
+    modules = dict(model.named_modules())
+    expected = count_parameters(model)[0] - sum(
+        2 * modules[bn].num_features - (modules[conv].bias is None) * modules[conv].out_channels
+        for conv, bn in plan.pairs
+    )
+    assert count_parameters(folded)[0] == expected
+
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference, actual = model(x), folded(x)
+    scale = reference.abs().max()
+    assert (actual - reference).abs().max() <= 1e-5 * scale
+    assert count_batchnorms(model) == folded_count + kept_count, "the original is left untouched"
+
+
+def test_only_batchnorms_fed_solely_by_a_convolution_fold():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn_shared = nn.BatchNorm2d(4)
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.bn_reread = nn.BatchNorm2d(4)
+            self.conv_ok = nn.Conv2d(4, 4, 1, bias=False)
+            self.bn_ok = nn.BatchNorm2d(4)
+            self.bn_unused = nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.bn_shared(self.shared(x)) + self.shared(x)  # conv called twice
+            y = self.conv(x)
+            b = self.bn_reread(y) + y  # conv output also read by the residual
+            return self.bn_ok(self.conv_ok(a + b))
+
+    net = _randomized(Net())
+    plan = plan_batchnorm_folding(net, torch.zeros(1, 3, 8, 8))
+    assert plan.pairs == [("conv_ok", "bn_ok")]
+    assert plan.kept == {
+        "bn_shared": "its convolution is called more than once",
+        "bn_reread": "its convolution's output is also read elsewhere",
+        "bn_unused": "not called by forward",
+    }
+    folded = fold_batchnorm(net, torch.zeros(1, 3, 8, 8))
+    assert isinstance(folded.bn_ok, nn.Identity) and folded.conv_ok.bias is not None
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_training_mode_is_refused():
+    model = build_model(load_config(CONFIGS / "demo/denseaspp_resnet18_small.yaml"))
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(model.train())
+    model.eval()
+    model.head.layers[0].norm2.train()  # one BatchNorm left in training mode
+    with pytest.raises(ValueError, match=r"head\.layers\.0\.norm2"):
+        fold_batchnorm(model)
