@@ -23,7 +23,7 @@ from atrous.data.cityscapes import CLASSES_19, CLASSES_20
 from atrous.data.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from atrous.data.transforms import NORMALIZATIONS
 from atrous.evaluation.inference import TTA_PRESETS, predict, predict_probabilities
-from atrous.evaluation.predict import cityscapes_lut, collect_inputs
+from atrous.evaluation.prediction import cityscapes_lut, collect_inputs
 from atrous.models import build_model
 
 # Label ids of the ground truth below: void (0) and seven classes; the twelve other evaluated

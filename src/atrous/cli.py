@@ -146,7 +146,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from .evaluation.inference import TTA_PRESETS
-    from .evaluation.predict import run_predict
+    from .evaluation.prediction import run_predict
 
     tta = dict(TTA_PRESETS[args.tta])
     if args.scales:

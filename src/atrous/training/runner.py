@@ -36,8 +36,11 @@ def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[
         callbacks += [
             ModelCheckpoint(
                 dirpath=out / "checkpoints", filename="best", monitor="val/mIoU", mode="max", save_top_k=1,
-                save_last=True, auto_insert_metric_name=False, enable_version_counter=False,
+                auto_insert_metric_name=False, enable_version_counter=False,
             ),
+            # A separate, unmonitored callback: `save_last=True` on the one above writes last.ckpt
+            # only when best.ckpt improves, so an epoch without a new best would be lost on resume.
+            ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False),
             LearningRateMonitor(logging_interval="step"),
         ]
         loggers = [
