@@ -23,3 +23,13 @@ def _seed() -> None:
 @pytest.fixture
 def repo_root() -> Path:
     return CONFIG_ROOT.parent
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: the test machine's 2 cores are shared, and OpenMP spin-waiting on busy
+    cores makes multi-threaded timing runs erratic."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from helpers_models import randomized_batchnorm
 
 from atrous.analysis.complexity import count_flops, count_parameters
 from atrous.cli import main
@@ -32,23 +32,7 @@ from atrous.models import build_model
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo" / "denseaspp_resnet18_small.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine's 2 cores are shared: one thread avoids OpenMP spin-waiting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _randomized(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            c = module.num_features
-            module.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-            module.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_benchmark_json_has_the_figures(tmp_path, capsys):
@@ -82,7 +66,7 @@ def test_benchmark_json_has_the_figures(tmp_path, capsys):
 
 
 def test_plain_denseaspp121_is_the_same_network():
-    model = _randomized(build_model(load_config(DENSEASPP121_CONFIG)))
+    model = randomized_batchnorm(build_model(load_config(DENSEASPP121_CONFIG)))
     plain = PlainDenseASPP121(num_classes=19)
     assert count_parameters(plain) == count_parameters(model) == (8_280_851, 8_280_851)
     plain.load_state_dict(atrous_to_plain_keys(model.state_dict()))  # strict: every key maps
@@ -95,7 +79,7 @@ def test_plain_denseaspp121_is_the_same_network():
 
 def test_torchvision_peer_has_the_atrous_architecture():
     cfg = load_config(TORCHVISION_CONFIG, [*TORCHVISION_OVERRIDES, "model.backbone.pretrained=false"])
-    model = _randomized(build_model(cfg))
+    model = randomized_batchnorm(build_model(cfg))
     peer = torchvision_deeplabv3_resnet50(num_classes=21)
     assert count_parameters(peer)[0] == count_parameters(model)[0] == 39_638_869
     peer.load_state_dict(atrous_to_torchvision_keys(model.state_dict()))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_models import randomized_batchnorm
 
 from atrous.cli import main
 from atrous.config import load_config
@@ -25,30 +26,14 @@ TRACE_SIZE = (64, 128)
 CHECKS = [(1, 64, 128), (3, 40, 88), (1, 37, 71), (3, 64, 128)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine's 2 cores are shared: one thread avoids OpenMP spin-waiting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(config: Path) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model(load_config(config))
-    _randomize_batchnorm(model)
+    randomized_batchnorm(model, seed=1)
     return model.eval()
-
-
-def _randomize_batchnorm(model: torch.nn.Module) -> None:
-    """Non-trivial BN statistics, so that exporting them wrongly would show."""
-    g = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            c = module.num_features
-            module.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-            module.running_var.copy_(torch.rand(c, generator=g) + 0.5)
 
 
 def _save_checkpoint(model: torch.nn.Module, config: Path, path: Path) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_models import randomized_batchnorm
 from torch import nn
 
 from atrous.analysis.complexity import count_parameters
@@ -30,33 +31,13 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine's 2 cores are shared: one thread avoids OpenMP spin-waiting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _randomized(model: nn.Module) -> nn.Module:
-    """Eval-mode model with non-trivial BatchNorm statistics and affine parameters."""
-    g = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            c = module.num_features
-            module.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-            module.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-            with torch.no_grad():
-                module.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                module.bias.copy_(torch.randn(c, generator=g) * 0.2)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_folded_model_equals_original_with_fewer_batchnorms(name):
     overrides, folded_count, kept_count = CASES[name]
-    model = _randomized(build_model(load_config(CONFIGS / name, [*overrides, "model.backbone.pretrained=false"])))
+    model = randomized_batchnorm(build_model(load_config(CONFIGS / name, [*overrides, "model.backbone.pretrained=false"])))
     plan = plan_batchnorm_folding(model)
     assert (len(plan.pairs), len(plan.kept)) == (folded_count, kept_count), plan.summary()
     folded = fold_batchnorm(model, plan=plan)
@@ -96,7 +77,7 @@ def test_only_batchnorms_fed_solely_by_a_convolution_fold():
             b = self.bn_reread(y) + y  # conv output also read by the residual
             return self.bn_ok(self.conv_ok(a + b))
 
-    net = _randomized(Net())
+    net = randomized_batchnorm(Net())
     plan = plan_batchnorm_folding(net, torch.zeros(1, 3, 8, 8))
     assert plan.pairs == [("conv_ok", "bn_ok")]
     assert plan.kept == {
