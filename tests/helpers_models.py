@@ -1,4 +1,4 @@
-"""Model helpers shared by the deployment tests (export, BN folding, benchmarks)."""
+"""Model helpers shared by the tests (export, BN folding, benchmarks, conversion, analysis)."""
 
 from __future__ import annotations
 

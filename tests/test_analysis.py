@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers_models import randomized_batchnorm
 from torch import nn
 
 from atrous.analysis.block_removal import block_removal, denseaspp_head
@@ -58,20 +59,11 @@ TINY_CONFIG = {
 }
 
 
-def _randomize_bn(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-
-
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
     model = build_model(TINY_MODEL)
-    _randomize_bn(model)
+    randomized_batchnorm(model)
     return model.eval()
 
 
@@ -136,7 +128,7 @@ def test_erf_of_stacked_atrous_convs_fills_exactly_the_theoretical_field():
 def test_erf_of_a_segmentor_is_zero_outside_its_theoretical_field():
     torch.manual_seed(3)
     model = build_model({"num_classes": 5, "backbone": {"name": "resnet18", "output_stride": 32}, "head": {"name": "fcn"}})
-    _randomize_bn(model)
+    randomized_batchnorm(model)
     theory = theoretical_receptive_field(model, (64, 512))
     # ResNet-18: 7×7/2 conv, 3×3/2 pool, 16 3×3 convs at input strides 4…32 = 435; + one step of 32 to upsample.
     assert theory["backbone"] == 435 and theory["input_pixels"] == 467
@@ -183,7 +175,7 @@ def test_removing_top_layers_equals_zeroing_their_outputs(concat_order):
     torch.manual_seed(4)
     head = DenseASPPHead(16, (3, 6, 12, 18), growth_channels=4, bottleneck_channels=8, concat_order=concat_order,
                          input_relu=True)
-    _randomize_bn(head)
+    randomized_batchnorm(head)
     head.eval()
     x = torch.randn(2, 16, 12, 14)
     full = head(x)

@@ -21,6 +21,7 @@ import pytest
 import torch
 from cityscapesscripts.helpers.labels import labels as cityscapes_labels
 from fixtures_data import write_cityscapes
+from helpers_models import randomized_batchnorm
 from PIL import Image
 from torch import nn
 from torchvision.models.segmentation import (
@@ -156,17 +157,6 @@ class OfficialDenseASPP(nn.Module):
         return self.classification(feature)
 
 
-def randomize(model: nn.Module) -> nn.Module:
-    """Random BatchNorm statistics and affine parameters (convolutions keep their random init)."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model.eval()
-
-
 def conv_geometry(model: nn.Module) -> list[tuple]:
     """Kernel, stride, padding, dilation and groups of every convolution, in module order (the
     same order in both models): checks rates a small test input cannot reach."""
@@ -201,7 +191,7 @@ def save_like_pytorch_03(state: dict[str, torch.Tensor], path: Path) -> None:
 @pytest.fixture(scope="module")
 def official121() -> OfficialDenseASPP:
     torch.manual_seed(1)
-    return randomize(OfficialDenseASPP("121"))
+    return randomized_batchnorm(OfficialDenseASPP("121"))
 
 
 def test_official_tree_has_the_official_key_names(official121):
@@ -296,7 +286,7 @@ def test_convert_then_validate_from_the_cli_reproduces_the_official_predictions(
     root = write_cityscapes(tmp_path / "cityscapes", cities=("aachen",), per_city=2, size=(64, 128), splits=("val",))
     images = sorted((root / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))
     torch.manual_seed(2)
-    official = randomize(OfficialDenseASPP("121"))
+    official = randomized_batchnorm(OfficialDenseASPP("121"))
     # BatchNorm statistics of the network's own activations: its predictions follow the input.
     batch = torch.stack([official_preprocess(p) for p in images])
     for m in official.modules():
@@ -333,7 +323,7 @@ def test_convert_then_validate_from_the_cli_reproduces_the_official_predictions(
     ("name", "builder"), [("resnet50", deeplabv3_resnet50), ("mobilenet_v3_large", deeplabv3_mobilenet_v3_large)]
 )
 def test_torchvision_deeplabv3_converted_reproduces_out_and_aux(name, builder, tmp_path):
-    reference = randomize(builder(weights=None, weights_backbone=None, aux_loss=True, num_classes=21))
+    reference = randomized_batchnorm(builder(weights=None, weights_backbone=None, aux_loss=True, num_classes=21))
     path = tmp_path / f"deeplabv3_{name}.pth"
     torch.save(reference.state_dict(), path)
     out = tmp_path / f"deeplabv3_{name}.ckpt"
@@ -350,7 +340,7 @@ def test_torchvision_deeplabv3_converted_reproduces_out_and_aux(name, builder, t
 
 
 def test_torchvision_deeplabv3_without_aux_classifier(tmp_path):
-    reference = randomize(deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False))
+    reference = randomized_batchnorm(deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False))
     path = tmp_path / "no_aux.pth"
     torch.save(reference.state_dict(), path)
     config = TORCHVISION["mobilenet_v3_large"]
