@@ -30,16 +30,16 @@ figures: install
 # each on 2 CPU cores). SEEDS=0 for a single round.
 SEEDS ?= 0 1 2
 experiment-context: install
-	$(BIN)/atrous compare configs/experiments/synthetic_context_local/fcn.yaml \
-		configs/experiments/synthetic_context_local/aspp.yaml \
-		configs/experiments/synthetic_context_local/denseaspp.yaml \
+	$(BIN)/atrous compare experiments/synthetic_context_local/fcn \
+		experiments/synthetic_context_local/aspp \
+		experiments/synthetic_context_local/denseaspp \
 		--output runs/synthetic_context_local --classes car truck bus person --seeds $(SEEDS)
 
 # The same heads on the demo's full ResNet-18, whose own receptive field covers the image.
 experiment-context-deep: install
-	$(BIN)/atrous compare configs/experiments/synthetic_context/fcn.yaml \
-		configs/experiments/synthetic_context/aspp.yaml \
-		configs/experiments/synthetic_context/denseaspp.yaml \
+	$(BIN)/atrous compare experiments/synthetic_context/fcn \
+		experiments/synthetic_context/aspp \
+		experiments/synthetic_context/denseaspp \
 		--output runs/synthetic_context --classes car truck bus person --seeds $(SEEDS)
 
 lint: install

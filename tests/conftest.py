@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from atrous.config import CONFIG_ROOT, list_configs
+from atrous.config import config_name, list_configs
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
 ZOO = list_configs()
-ZOO_IDS = [p.relative_to(CONFIG_ROOT).as_posix() for p in ZOO]
+ZOO_IDS = [config_name(p) for p in ZOO]
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def _seed() -> None:
 
 @pytest.fixture
 def repo_root() -> Path:
-    return CONFIG_ROOT.parent
+    return Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ clear errors, and the data-loading benchmark on Cityscapes-layout files."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from helpers_models import randomized_batchnorm
 
 from atrous.analysis.complexity import count_flops, count_parameters
 from atrous.cli import main
-from atrous.config import load_config
+from atrous.config import CONFIG_ROOT, load_config
 from atrous.data.cityscapes import Cityscapes
 from atrous.deploy.benchmark import paired_ratio
 from atrous.deploy.data_benchmark import benchmark_data, write_cityscapes_frames
@@ -29,7 +28,7 @@ from atrous.deploy.peers import (
 )
 from atrous.models import build_model
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo" / "denseaspp_resnet18_small.yaml"
+DEMO = CONFIG_ROOT / "demo" / "denseaspp_resnet18_small.yaml"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,15 +17,15 @@ from torch import nn
 from atrous import ConfigError, build_model, load_config
 from atrous.analysis.complexity import count_flops, count_parameters
 from atrous.cli import main
-from atrous.config import apply_overrides
+from atrous.config import CONFIG_ROOT, apply_overrides, list_configs
 from atrous.models import Segmentor
 from atrous.models.backbones import Backbone, FeatureInfo
 from atrous.models.heads import FCNHead
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-DEMO = CONFIGS / "demo" / "denseaspp_resnet18_small.yaml"
-MODEL4 = CONFIGS / "seed" / "table1_model4.yaml"
+
+DEMO = CONFIG_ROOT / "demo" / "denseaspp_resnet18_small.yaml"
+MODEL4 = CONFIG_ROOT / "seed" / "table1_model4.yaml"
 
 
 def small_model_cfg(**changes: object) -> dict:
@@ -147,7 +147,7 @@ def test_error_from_a_file_names_the_file(tmp_path):
 
 def test_missing_config_file_names_the_path(tmp_path):
     path = tmp_path / "nope" / "missing.yaml"
-    with pytest.raises(ConfigError, match=re.escape(f"config file {path} does not exist")):
+    with pytest.raises(ConfigError, match=re.escape(f"neither a file ({path}) nor the name of a config shipped")):
         load_config(path)
     with pytest.raises(ConfigError, match=re.escape(str(path))):
         build_model(path)
@@ -376,7 +376,7 @@ def test_cli_missing_config_exit_code_2(capsys, tmp_path, monkeypatch):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("atrous: error: ")
-    assert "nonexistent.yaml" in captured.err and "does not exist" in captured.err
+    assert "nonexistent.yaml" in captured.err and "atrous zoo" in captured.err
 
 
 def test_cli_bad_value_exit_code_2(capsys):
@@ -421,7 +421,7 @@ def test_python_dash_m(tmp_path):
 
 
 def test_cli_user_errors_exit_2_without_traceback(repo_root, capsys, monkeypatch, tmp_path):
-    config = str(repo_root / "configs" / "demo" / "denseaspp_resnet18_small.yaml")
+    config = "demo/denseaspp_resnet18_small"
     assert main(["info", "--config", config, "--image-size", "4", "4"]) == 2
     assert "output stride" in capsys.readouterr().err
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
@@ -434,7 +434,7 @@ def test_cli_user_errors_exit_2_without_traceback(repo_root, capsys, monkeypatch
     err = capsys.readouterr().err
     assert "put the file at" in err and str(tmp_path) in err
     assert main(["info", "--config", config, "--set", "model.head.bogus=1"]) == 2
-    assert "denseaspp_resnet18_small.yaml" in capsys.readouterr().err
+    assert "demo/denseaspp_resnet18_small" in capsys.readouterr().err
 
 
 def test_base_configs_merge_and_switch_components(tmp_path):
@@ -458,3 +458,43 @@ def test_base_configs_merge_and_switch_components(tmp_path):
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="loops"):
         load_config(tmp_path / "loop.yaml")
+
+
+# -- configs are package data: names resolve from any folder ---------------------------------
+def test_packaged_config_names_resolve_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    by_name = load_config("seed/table1_model4")
+    assert load_config("seed/table1_model4.yaml") == by_name
+    assert load_config(CONFIG_ROOT / "seed" / "table1_model4.yaml") == by_name
+    assert count_parameters(build_model(load_config("seed/table1_model4", ["model.backbone.pretrained=false"])))[1] == 2_252_820
+
+
+def test_a_file_on_disk_wins_over_a_packaged_name(tmp_path, monkeypatch):
+    (tmp_path / "seed").mkdir()
+    (tmp_path / "seed" / "table1_model4.yaml").write_text(
+        "model:\n  num_classes: 3\n  backbone: {name: resnet18}\n  head: {name: fcn}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("seed/table1_model4.yaml")["model"]["num_classes"] == 3
+    assert load_config("seed/table1_model4")["model"]["num_classes"] == 20  # no such file: the packaged one
+
+
+def test_a_user_config_may_base_a_packaged_one_by_name(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: seed/table1_model4\nmodel:\n  num_classes: 7\n")
+    cfg = load_config(mine)
+    assert cfg["model"]["num_classes"] == 7
+    assert cfg["model"]["head"] == load_config("seed/table1_model4")["model"]["head"]
+    (tmp_path / "bad.yaml").write_text("base: seed/no_such_config\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: base config 'seed/no_such_config' is neither"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_an_empty_zoo_is_an_error_not_an_empty_table(tmp_path, monkeypatch, capsys):
+    import atrous.config
+
+    with pytest.raises(ConfigError, match="lacks its package data"):
+        list_configs(tmp_path)
+    monkeypatch.setattr(atrous.config, "CONFIG_ROOT", tmp_path / "missing")
+    monkeypatch.setattr(list_configs, "__defaults__", (tmp_path / "missing",))
+    assert main(["zoo"]) == 2
+    assert "lacks its package data" in capsys.readouterr().err

@@ -268,7 +268,7 @@ def test_official_variant_in_the_wrong_config_is_named():
     with pytest.raises(ConversionError, match="shapes differ"):
         convert_denseaspp_official(state, load_config(DENSEASPP["121"]))
     hint = describe_state_dict(f"module.{k}" for k in state)
-    assert "DenseASPP161" in hint and "configs/denseaspp/denseaspp161_cityscapes.yaml" in hint
+    assert "DenseASPP161" in hint and "--config denseaspp/denseaspp161_cityscapes" in hint
 
 
 def official_preprocess(image_path: Path) -> torch.Tensor:
@@ -394,14 +394,14 @@ def test_torchvision_file_given_as_denseaspp_official_names_the_right_format(tmp
         convert_checkpoint("denseaspp-official", path, DENSEASPP["121"], tmp_path / "out.ckpt")
     message = str(err.value)
     assert str(path) in message and "fit no weight" in message and "backbone.conv1.weight" in message
-    assert "--from torchvision-deeplabv3" in message and "configs/torchvision/deeplabv3_resnet50.yaml" in message
+    assert "--from torchvision-deeplabv3" in message and "--config torchvision/deeplabv3_resnet50" in message
     assert not (tmp_path / "out.ckpt").exists()
 
 
 def test_official_file_given_as_torchvision_names_the_right_format(official121, tmp_path):
     path = tmp_path / "denseASPP121.pkl"
     torch.save({f"module.{k}": v for k, v in official121.state_dict().items()}, path)
-    with pytest.raises(ConversionError, match=r"--from denseaspp-official --config configs/denseaspp/denseaspp121"):
+    with pytest.raises(ConversionError, match=r"--from denseaspp-official --config denseaspp/denseaspp121_cityscapes"):
         convert_checkpoint("torchvision-deeplabv3", path, TORCHVISION["resnet50"], tmp_path / "out.ckpt")
 
 

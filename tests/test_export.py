@@ -14,13 +14,13 @@ import torch
 from helpers_models import randomized_batchnorm
 
 from atrous.cli import main
-from atrous.config import load_config
+from atrous.config import CONFIG_ROOT, load_config
 from atrous.deploy.export import export_model, run_artifact
 from atrous.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "configs" / "demo" / "denseaspp_resnet18_small.yaml"  # ResNet-18 + DenseASPP
-ASPP = REPO / "configs" / "experiments" / "synthetic_context" / "aspp.yaml"  # + ASPP with image pooling
+DEMO = CONFIG_ROOT / "demo" / "denseaspp_resnet18_small.yaml"  # ResNet-18 + DenseASPP
+ASPP = CONFIG_ROOT / "experiments" / "synthetic_context" / "aspp.yaml"  # + ASPP with image pooling
 TRACE_SIZE = (64, 128)
 # (batch, H, W) that differ from the traced (2, 64, 128): other batch sizes, odd sizes.
 CHECKS = [(1, 64, 128), (3, 40, 88), (1, 37, 71), (3, 64, 128)]

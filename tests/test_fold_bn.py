@@ -3,19 +3,16 @@ exactly the conv → BN pairs fold (ResNet, DenseNet, DenseASPP, ASPP), and trai
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from helpers_models import randomized_batchnorm
 from torch import nn
 
 from atrous.analysis.complexity import count_parameters
-from atrous.config import load_config
+from atrous.config import CONFIG_ROOT, load_config
 from atrous.deploy.batchnorm import count_batchnorms, fold_batchnorm, plan_batchnorm_folding
 from atrous.models import build_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # config (+ overrides) → (folded, kept) BatchNorm counts, derived from the architecture:
 CASES = {
     # ResNet-18: stem + 2 per BasicBlock × 8 + 3 downsample = 20; DenseASPP: each layer's norm2
@@ -37,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name", list(CASES))
 def test_folded_model_equals_original_with_fewer_batchnorms(name):
     overrides, folded_count, kept_count = CASES[name]
-    model = randomized_batchnorm(build_model(load_config(CONFIGS / name, [*overrides, "model.backbone.pretrained=false"])))
+    model = randomized_batchnorm(build_model(load_config(CONFIG_ROOT / name, [*overrides, "model.backbone.pretrained=false"])))
     plan = plan_batchnorm_folding(model)
     assert (len(plan.pairs), len(plan.kept)) == (folded_count, kept_count), plan.summary()
     folded = fold_batchnorm(model, plan=plan)
@@ -93,7 +90,7 @@ def test_only_batchnorms_fed_solely_by_a_convolution_fold():
 
 
 def test_training_mode_is_refused():
-    model = build_model(load_config(CONFIGS / "demo/denseaspp_resnet18_small.yaml"))
+    model = build_model(load_config(CONFIG_ROOT / "demo/denseaspp_resnet18_small.yaml"))
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(model.train())
     model.eval()

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import CONFIG_ROOT, ConfigError, list_configs, load_config
+from .config import ConfigError, config_name, list_configs, load_config
 from .data.base import DatasetError
 from .models.backbones.weights import PretrainedWeightsError
 
@@ -110,7 +110,7 @@ def _zoo(args: argparse.Namespace) -> int:
         model = build_model(cfg)
         total, trainable = count_parameters(model)
         ref = cfg.get("reference", {}) or {}
-        name = path.relative_to(CONFIG_ROOT).as_posix()
+        name = config_name(path)
         rows.append(
             (name, cfg["model"]["backbone"]["name"], cfg["model"]["head"]["name"], model.output_stride,
              model.receptive_field, total, trainable, ref.get("source", ""))

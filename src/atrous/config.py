@@ -4,8 +4,13 @@ A config file is a mapping with a ``model`` section (the arguments of
 :func:`atrous.models.build.build_model`) and, optionally, ``reference`` (the numbers the
 paper reports for it, checked by the tests) and the training/data sections.
 
-``base: other.yaml`` (relative to the file) starts from another config: mappings merge key by
-key, anything else replaces — except that a component mapping whose ``name`` differs from the
+A config is named by a path on disk or by the name of a config shipped with atrous (package
+data under ``atrous/configs/``): ``seed/table1_model4`` or ``seed/table1_model4.yaml`` resolve
+from any folder, inside the checkout or from an installed wheel. A path that exists wins.
+
+``base: other.yaml`` starts from another config (a path relative to the file, else a packaged
+name, so a user's own config may ``base: seed/table1_model4``): mappings merge key by key,
+anything else replaces — except that a component mapping whose ``name`` differs from the
 base's (another head, dataset or optimizer) replaces the base's mapping as a whole.
 """
 
@@ -18,20 +23,17 @@ from typing import Any
 
 import yaml
 
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+from .errors import ConfigError
+
+__all__ = ["CONFIG_ROOT", "ConfigError", "config_name", "list_configs", "load_config", "resolve_config"]
+
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"  # package data: ships in the wheel
 TOP_LEVEL_KEYS = ("base", "model", "reference", "data", "train", "evaluate")
-
-
-class ConfigError(ValueError):
-    """A config file or value is wrong; the message says where and what to do."""
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = (), *, _chain: set[Path] | None = None) -> dict[str, Any]:
     """Read a YAML config and apply ``key.path=value`` overrides (values parsed as YAML)."""
-    path = Path(path)
-    if not path.is_file():
-        hint = f" Configs shipped with atrous live in {CONFIG_ROOT}." if CONFIG_ROOT.is_dir() else ""
-        raise ConfigError(f"config file {path} does not exist.{hint}")
+    path = resolve_config(path)
     try:
         cfg = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -42,7 +44,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, _chain: set[
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; allowed: {list(TOP_LEVEL_KEYS)}")
     if "base" in cfg:
-        base_path = path.parent / str(cfg.pop("base"))
+        base_path = resolve_config(str(cfg.pop("base")), relative_to=path.parent, referrer=path)
         if _chain is not None and base_path.resolve() in _chain:
             raise ConfigError(f"{path}: 'base' chain loops back to {base_path}")
         chain = (_chain or set()) | {path.resolve()}
@@ -89,6 +91,41 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     return out
 
 
+def resolve_config(
+    ref: str | Path, *, relative_to: Path | None = None, referrer: Path | None = None
+) -> Path:
+    """The file a config reference names: an existing path (relative to ``relative_to`` if
+    given, else to the working directory), else a config shipped with atrous by its name
+    (``seed/table1_model4``, ``.yaml`` optional)."""
+    ref = str(ref)
+    path = (relative_to / ref) if relative_to is not None else Path(ref).expanduser()
+    if path.is_file():
+        return path
+    name = ref.removesuffix(".yaml").removesuffix(".yml")
+    packaged = CONFIG_ROOT / f"{name}.yaml"
+    if not Path(name).is_absolute() and packaged.is_file():
+        return packaged
+    where = f"{referrer}: base config" if referrer is not None else "config"
+    raise ConfigError(
+        f"{where} {ref!r} is neither a file ({path}) nor the name of a config shipped with atrous; "
+        "`atrous zoo` lists the shipped names (e.g. seed/table1_model4)"
+    )
+
+
+def config_name(path: Path) -> str:
+    """``…/atrous/configs/seed/table1_model4.yaml`` → ``seed/table1_model4`` (else the path)."""
+    try:
+        return path.resolve().relative_to(CONFIG_ROOT).with_suffix("").as_posix()
+    except ValueError:
+        return str(path)
+
+
 def list_configs(root: Path = CONFIG_ROOT) -> list[Path]:
-    """Every config shipped in ``configs/``, sorted."""
-    return sorted(root.rglob("*.yaml"))
+    """Every config shipped with atrous, sorted. An installation without them is broken: say so."""
+    found = sorted(root.rglob("*.yaml")) if root.is_dir() else []
+    if not found:
+        raise ConfigError(
+            f"no configs found in {root}: this atrous installation lacks its package data; "
+            "reinstall it (pip install --force-reinstall atrous) or install from a wheel built with `pip wheel .`"
+        )
+    return found

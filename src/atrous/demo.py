@@ -1,6 +1,6 @@
 """``make demo``: train the small CPU model on the built-in synthetic streets and report.
 
-Runs ``atrous fit`` with ``configs/demo/denseaspp_resnet18_small.yaml`` (about ten minutes on 2
+Runs ``atrous fit`` with the packaged config ``demo/denseaspp_resnet18_small`` (about ten minutes on 2
 CPU cores, no downloads), then writes into the output folder (default ``runs/demo``):
 
 * ``metrics.json`` — validation metrics of the best checkpoint (mIoU, per-class IoU, ...);
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .analysis.curves import plot_training_curves
 from .analysis.overlays import save_overlays
-from .config import CONFIG_ROOT, load_config
+from .config import CONFIG_ROOT, config_name, load_config
 from .data.build import build_dataset
 from .models.checkpoint import load_segmentor
 
@@ -30,7 +30,7 @@ def run_demo(output: Path, overrides: list[str] | None = None, num_overlays: int
 
     cfg = load_config(DEMO_CONFIG, [f"train.output_dir={output}", *(overrides or [])])
     resume = (output / "checkpoints" / "last.ckpt").is_file()
-    print(f"atrous demo: training {DEMO_CONFIG.relative_to(CONFIG_ROOT.parent)} on the built-in synthetic streets"
+    print(f"atrous demo: training {config_name(DEMO_CONFIG)} on the built-in synthetic streets"
           + (" (resuming the previous run)" if resume else ""))
     metrics = fit(cfg, resume=resume)
     best = output / "checkpoints" / "best.ckpt"

@@ -24,8 +24,10 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from ..errors import UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError, ValueError):
     """A dataset on disk is missing, mislaid or corrupt; the message names the file and the fix."""
 
 

@@ -2,15 +2,15 @@
 atrous config, built independently:
 
 * torchvision's ``deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=False)``
-  against ``configs/torchvision/deeplabv3_resnet50.yaml`` with ``model.aux_head=null`` (ResNet-50
+  against ``torchvision/deeplabv3_resnet50`` with ``model.aux_head=null`` (ResNet-50
   at output stride 8 without multi-grid, ASPP (12, 24, 36) + image pooling + torchvision's 3×3
-  refine conv, 21 classes). ``configs/deeplabv3/aspp_resnet50_os8.yaml`` is *not* this network:
+  refine conv, 21 classes). ``deeplabv3/aspp_resnet50_os8`` is *not* this network:
   it follows the paper (multi-grid (1, 2, 4) in block4, no refine conv, 39,048,533 parameters
   against torchvision's 39,638,869);
 * :class:`PlainDenseASPP121`, the official DenseASPP-121 written out plainly — torchvision's
   DenseNet-121 features with two pools removed and dilated convolutions, then a loop of
   BN-ReLU-1×1-BN-ReLU-3×3 layers and ``torch.cat`` — against
-  ``configs/denseaspp/denseaspp121_cityscapes.yaml``.
+  ``denseaspp/denseaspp121_cityscapes``.
 
 Both peers take the atrous model's weights by a fixed renaming of state-dict keys (the tests
 check that outputs then agree), so the benchmark times identical computations.
@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.models import densenet121
 from torchvision.models.segmentation import deeplabv3_resnet50
 
-from ..config import CONFIG_ROOT
+from ..config import CONFIG_ROOT, config_name
 
 TORCHVISION_CONFIG = CONFIG_ROOT / "torchvision" / "deeplabv3_resnet50.yaml"
 TORCHVISION_OVERRIDES = ("model.aux_head=null",)  # torchvision's aux_loss=False
@@ -145,6 +145,6 @@ def peer_pairs() -> list[tuple[str, dict[str, nn.Module]]]:
         model = build_model(cfg)
         peer = make_peer(num_classes=cfg["model"]["num_classes"])
         peer.load_state_dict(rename(model.state_dict()))
-        name = " ".join(["atrous", config.relative_to(CONFIG_ROOT).as_posix(), *overrides])
+        name = " ".join(["atrous", config_name(config), *overrides])
         pairs.append((f"{name} vs {peer_name}", {name: model, peer_name: peer}))
     return pairs

@@ -5,7 +5,7 @@ a config builds; every key of the file must be used and every weight of the mode
 
 * ``denseaspp-official``: the official DenseASPP Cityscapes models (DeepMotionAIResearch/DenseASPP,
   ``models/DenseASPP.py``; PyTorch 0.3 state dicts saved from ``nn.DataParallel``) for the
-  configs ``configs/denseaspp/denseaspp{121,161,169,201}_cityscapes.yaml``::
+  packaged configs ``denseaspp/denseaspp{121,161,169,201}_cityscapes``::
 
       module.                                    → (dropped)
       features.denseblock*.denselayer*.norm.1.*  → backbone.features.denseblock*.denselayer*.norm1.*
@@ -15,7 +15,7 @@ a config builds; every key of the file must be used and every weight of the mode
 
 * ``torchvision-deeplabv3``: torchvision's ``deeplabv3_resnet50/101`` and
   ``deeplabv3_mobilenet_v3_large`` (``torchvision/models/segmentation/deeplabv3.py``) for the
-  configs ``configs/torchvision/deeplabv3_*.yaml``::
+  packaged configs ``torchvision/deeplabv3_*``::
 
       backbone.{i}.*          → backbone.features.{i}.*   (MobileNetV3: the ``features`` blocks)
       backbone.*              → backbone.*                (ResNet: same names)
@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, load_config
+from ..errors import UserError
 from ..io import atomic_write
 from .backbones.weights import (
     PretrainedWeightsError,
@@ -82,7 +83,7 @@ _TORCHVISION_RULES = (
 StateDict = dict[str, torch.Tensor]
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A file cannot be converted: unreadable, or its weights do not fit the config's model."""
 
 
@@ -213,7 +214,7 @@ def describe_state_dict(keys: Iterable[str]) -> str | None:
         # Dense layers are numbered from 1: the largest number is the count.
         layers = tuple(_largest(keys, rf"features\.denseblock{b}\.denselayer(\d+)\.") for b in (3, 4))
         variant = _OFFICIAL_VARIANTS.get(layers)
-        config = f"configs/denseaspp/denseaspp{variant}_cityscapes.yaml" if variant else "configs/denseaspp/"
+        config = f"denseaspp/denseaspp{variant}_cityscapes" if variant else "denseaspp/denseaspp161_cityscapes"
         return f"It looks like an official DenseASPP{variant or ''} checkpoint: use --from denseaspp-official --config {config}."
     if any(k.startswith("classifier.0.convs.") for k in keys):
         if any(k.startswith("backbone.16.") for k in keys):
@@ -227,7 +228,7 @@ def describe_state_dict(keys: Iterable[str]) -> str | None:
             aux, no_aux = "without", " --set model.aux_head=null"
         return (
             f"It looks like a torchvision DeepLabV3 ({arch}) state dict {aux} an auxiliary classifier: "
-            f"use --from torchvision-deeplabv3 --config configs/torchvision/deeplabv3_{arch}.yaml{no_aux}."
+            f"use --from torchvision-deeplabv3 --config torchvision/deeplabv3_{arch}{no_aux}."
         )
     if any(k.startswith(("model.head.", "head.")) for k in keys):
         return "It is already an atrous checkpoint: use it directly (atrous validate --checkpoint FILE)."
@@ -250,7 +251,7 @@ def torchvision_weights(config: Mapping[str, Any]) -> Any:
     if backbone not in _TORCHVISION_BUILDERS:
         raise ConversionError(
             f"torchvision has DeepLabV3 weights for backbones {sorted(_TORCHVISION_BUILDERS)}, "
-            f"not {backbone!r}: use a config from configs/torchvision/"
+            f"not {backbone!r}: use a packaged config torchvision/deeplabv3_* (atrous zoo lists them)"
         )
     return get_model_weights(_TORCHVISION_BUILDERS[backbone]).DEFAULT
 

@@ -26,8 +26,10 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum, get_model_weights
 
+from ...errors import UserError
 
-class PretrainedWeightsError(RuntimeError):
+
+class PretrainedWeightsError(UserError, RuntimeError):
     """Pretrained weights could not be found, downloaded or loaded."""
 
 
