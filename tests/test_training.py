@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from atrous.config import ConfigError
+from atrous.errors import CheckpointError
 from atrous.training.runner import evaluate, fit
 
 
@@ -139,7 +140,7 @@ def test_checkpoint_from_another_model_is_refused(tmp_path):
     fit(tiny_config(tmp_path / "a", max_epochs=1))
     other = tiny_config(tmp_path / "b")
     other["model"]["head"]["growth_channels"] = 4
-    with pytest.raises(ConfigError, match="different model"):
+    with pytest.raises(CheckpointError, match="different model"):
         evaluate(other, tmp_path / "a" / "checkpoints" / "best.ckpt")
 
 

@@ -22,10 +22,8 @@ def _info(args: argparse.Namespace) -> int:
     from .models import build_model
 
     cfg = load_config(args.config, _overrides(args))
-    if not any(o.startswith("model.backbone.pretrained=") for o in _overrides(args)):
-        cfg["model"]["backbone"]["pretrained"] = False  # the architecture is enough here
     try:
-        model = build_model(cfg)
+        model = build_model(cfg, pretrained_backbone=False)  # the architecture is enough here
     except ConfigError as err:
         raise ConfigError(f"{args.config}: {err}") from err
     info = model_info(model, tuple(args.image_size))
@@ -106,8 +104,8 @@ def _zoo(args: argparse.Namespace) -> int:
 
     rows = []
     for path in list_configs():
-        cfg = load_config(path, ["model.backbone.pretrained=false"])
-        model = build_model(cfg)
+        cfg = load_config(path)
+        model = build_model(cfg, pretrained_backbone=False)
         total, trainable = count_parameters(model)
         ref = cfg.get("reference", {}) or {}
         name = config_name(path)
@@ -124,15 +122,11 @@ def _zoo(args: argparse.Namespace) -> int:
 
 def _stored_config(args: argparse.Namespace) -> dict:
     """The config a checkpoint stores (``atrous fit`` and ``atrous convert`` write it), overridden."""
-    from .config import apply_overrides
-    from .models.checkpoint import read_checkpoint
+    from .models.checkpoint import checkpoint_config, read_checkpoint
 
     if not args.checkpoint:
         raise ConfigError("pass --config, or a --checkpoint that stores its config")
-    stored = (read_checkpoint(args.checkpoint).get("hyper_parameters") or {}).get("config")
-    if not stored:
-        raise ConfigError(f"{args.checkpoint} stores no config; pass --config")
-    return apply_overrides(stored, _overrides(args))
+    return checkpoint_config(read_checkpoint(args.checkpoint), args.checkpoint, None, _overrides(args))
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -344,10 +344,10 @@ def benchmark_config(config: str | Path, settings: BenchmarkSettings, overrides:
     from ..config import load_config
     from ..models import build_model
 
-    cfg = load_config(config, [*overrides, "model.backbone.pretrained=false"])
+    cfg = load_config(config, overrides)
     device = resolve_device(settings.device)
     torch.manual_seed(0)
-    models = {f"atrous {Path(config).name}": build_model(cfg)}
+    models = {f"atrous {Path(config).name}": build_model(cfg, pretrained_backbone=False)}
     return _report(benchmark_models(models, settings), [], settings, device)
 
 

@@ -65,8 +65,12 @@ def build_head(cfg: Mapping[str, Any], backbone: Backbone) -> nn.Module:
     return cls(**derived, **kwargs)
 
 
-def build_model(config: str | Path | Mapping[str, Any]) -> Segmentor:
+def build_model(config: str | Path | Mapping[str, Any], *, pretrained_backbone: bool = True) -> Segmentor:
     """Build a :class:`Segmentor` from a config file path, a full config or its ``model`` mapping.
+
+    ``pretrained_backbone=False`` builds the architecture only, ignoring
+    ``backbone.pretrained``: for a model whose every weight comes from a checkpoint next (no
+    ImageNet download), or whose parameters are only counted.
 
     >>> model = build_model({"num_classes": 19, "backbone": {"name": "resnet18"}, "head": {"name": "fcn"}})
     >>> model.output_stride, model.classifier.out_channels
@@ -86,7 +90,10 @@ def build_model(config: str | Path | Mapping[str, Any]) -> Segmentor:
         for key in ("num_classes", "backbone", "head"):
             if key not in cfg:
                 raise ConfigError(f"model: missing required key {key!r}")
-        backbone = build_backbone(cfg["backbone"])
+        backbone_cfg = cfg["backbone"]
+        if not pretrained_backbone and isinstance(backbone_cfg, Mapping):
+            backbone_cfg = {**backbone_cfg, "pretrained": False}
+        backbone = build_backbone(backbone_cfg)
         feature_upsample = int(cfg.get("feature_upsample", 1))
         head = build_head(cfg["head"], backbone)
         aux_head = aux_feature = None

@@ -102,7 +102,8 @@ def fit(
     cfg = TrainConfig.from_mapping(config.get("train"))
     _seed(cfg)
     data = SegmentationDataModule(config.get("data"), seed=cfg.seed)
-    task = SegmentationTask(config, data.classes.names, data.classes.ignore_index)
+    from_checkpoint = bool(resume) or bool(cfg.init_checkpoint)
+    task = SegmentationTask(config, data.classes.names, data.classes.ignore_index, pretrained_backbone=not from_checkpoint)
     ckpt_path = None
     if resume:
         ckpt_path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if resume is True else Path(resume)
@@ -132,7 +133,9 @@ def evaluate(
     if data is None or stage not in data.splits:
         data = SegmentationDataModule(config.get("data"), stages=(stage,))
     if task is None:
-        task = SegmentationTask(config, data.classes.names, data.classes.ignore_index)
+        task = SegmentationTask(
+            config, data.classes.names, data.classes.ignore_index, pretrained_backbone=checkpoint is None
+        )
     if checkpoint is not None:
         load_weights(task, checkpoint)
     trainer = build_trainer(cfg, for_fit=False)
