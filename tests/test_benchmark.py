@@ -10,7 +10,6 @@ import pytest
 import torch
 from helpers_models import randomized_batchnorm
 
-from atrous.analysis.complexity import count_flops, count_parameters
 from atrous.cli import main
 from atrous.config import CONFIG_ROOT, load_config
 from atrous.data.cityscapes import Cityscapes
@@ -27,6 +26,7 @@ from atrous.deploy.peers import (
     torchvision_deeplabv3_resnet50,
 )
 from atrous.models import build_model
+from atrous.models.complexity import count_flops, count_parameters
 
 DEMO = CONFIG_ROOT / "demo" / "denseaspp_resnet18_small.yaml"
 

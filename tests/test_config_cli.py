@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from atrous import ConfigError, build_model, load_config
-from atrous.analysis.complexity import count_flops, count_parameters
 from atrous.cli import main
 from atrous.config import CONFIG_ROOT, apply_overrides, list_configs
 from atrous.models import Segmentor
 from atrous.models.backbones import Backbone, FeatureInfo
+from atrous.models.complexity import count_flops, count_parameters
 from atrous.models.heads import FCNHead
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ import torch
 from helpers_models import randomized_batchnorm
 from torch import nn
 
-from atrous.analysis.complexity import count_parameters
 from atrous.config import CONFIG_ROOT, load_config
 from atrous.deploy.batchnorm import count_batchnorms, fold_batchnorm, plan_batchnorm_folding
 from atrous.models import build_model
+from atrous.models.complexity import count_parameters
 
 # config (+ overrides) → (folded, kept) BatchNorm counts, derived from the architecture:
 CASES = {

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 
-from atrous.analysis.receptive_field import ConvSpec, layer_receptive_field, stacked_receptive_field
 from atrous.models import build_model
 from atrous.models.heads import ASPPHead, CascadeHead, DenseASPPHead, FCNHead
 from atrous.models.heads.cascade import cascade_plan
+from atrous.models.receptive_field import ConvSpec, layer_receptive_field, stacked_receptive_field
 
 
 def _randomize_bn(module: torch.nn.Module) -> None:
@@ -130,12 +130,12 @@ def test_cascade_plan_and_rates():
     head = CascadeHead(256, num_blocks=3, output_stride=16, input_stride=16, input_dilation=2, multi_grid=(1, 2, 1))
     rates = [[unit.conv2.dilation[0] for unit in block] for block in head.blocks]
     assert rates == [[4, 8, 4], [8, 16, 8], [16, 32, 16]]
-    assert head.stride_factor == 1
+    assert head.extra_stride == 1
 
 
 def test_cascade_striding_blocks_reduce_resolution():
     head = CascadeHead(256, num_blocks=2, output_stride=128, input_stride=32, input_dilation=1).eval()
-    assert head.stride_factor == 4
+    assert head.extra_stride == 4
     assert head(torch.randn(1, 256, 16, 12)).shape == (1, 256, 4, 3)
 
 
@@ -211,4 +211,4 @@ def test_cascade_model_output_stride_switch():
     assert [u.conv2.dilation[0] for u in model.backbone.layer4] == [4, 8, 4]
     assert [u.conv2.dilation[0] for u in model.head.blocks[0]] == [8, 16, 8]
     model.set_output_stride(64)
-    assert model.output_stride == 64 and model.head.stride_factor == 2
+    assert model.output_stride == 64 and model.head.extra_stride == 2

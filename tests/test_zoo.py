@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import ZOO, ZOO_IDS
 
-from atrous.analysis.complexity import count_parameters
 from atrous.config import load_config
 from atrous.data.build import dataset_arguments
 from atrous.data.transforms import transforms_from_config
 from atrous.models import build_model
+from atrous.models.complexity import count_parameters
 from atrous.training.config import TrainConfig
 from atrous.training.datamodule import DATA_KEYS
 

@@ -18,8 +18,8 @@ from .models.backbones.weights import PretrainedWeightsError
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .analysis.complexity import model_info
     from .models import build_model
+    from .models.complexity import model_info
 
     cfg = load_config(args.config, _overrides(args))
     try:
@@ -99,8 +99,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from .analysis.complexity import count_parameters
     from .models import build_model
+    from .models.complexity import count_parameters
 
     rows = []
     for path in list_configs():

@@ -37,14 +37,13 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from ..analysis.overlays import overlay
 from ..config import ConfigError
 from ..data.base import ClassInfo, DatasetError
 from ..data.build import dataset_class
 from ..data.cityscapes import CLASSES_19, CLASSES_20, trainid_to_labelid
 from ..data.folder import CLASSES_FILES, generated_palette, read_classes_file
 from ..data.io import read_image
-from ..data.palettes import colorize
+from ..data.palettes import colorize, overlay
 from ..data.transforms import transforms_from_config
 from ..io import atomic_write
 from ..models.checkpoint import load_segmentor

@@ -18,11 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from ..config import ConfigError, load_config
 from .backbones import BACKBONES, Backbone
-from .heads import HEADS, AuxHead, CascadeHead
+from .heads import HEADS, AuxHead, Head
 from .segmentor import Segmentor
 
 MODEL_KEYS = ("num_classes", "backbone", "head", "aux_head", "classifier_dropout", "feature_upsample", "align_corners")
@@ -54,13 +52,11 @@ def build_backbone(cfg: Mapping[str, Any]) -> Backbone:
     return cls(**fixed, **kwargs)
 
 
-def build_head(cfg: Mapping[str, Any], backbone: Backbone) -> nn.Module:
+def build_head(cfg: Mapping[str, Any], backbone: Backbone) -> Head:
     """``{name: denseaspp, ...}`` → a head fed by ``backbone``'s last feature map."""
     name, kwargs = _split_name("model.head", cfg, HEADS)
     cls = HEADS[name]
-    derived = {"in_channels": backbone.out_channels}
-    if cls is CascadeHead:
-        derived |= {"input_stride": backbone.output_stride, "input_dilation": backbone.last_dilation}
+    derived = cls.backbone_arguments(backbone)
     _check_keys(f"model.head ({name})", kwargs, cls, tuple(derived))
     return cls(**derived, **kwargs)
 

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..analysis.complexity import model_info
 from ..config import load_config
 from ..io import atomic_write
 from ..models import build_model
+from ..models.complexity import model_info
 from .runner import fit
 
 
