@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "weights", None) and args.command != "weights":
+        if getattr(args, "weights", None):  # --weights NAME: the converted checkpoint, then as --checkpoint
             from .models.pretrained import resolve_checkpoint
 
             args.checkpoint = str(resolve_checkpoint(args.weights, progress=not getattr(args, "no_progress", False)))

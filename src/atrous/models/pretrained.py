@@ -56,8 +56,11 @@ def cache_status(entry: PublishedWeights | str) -> str:
 
 def sha256_of(path: Path) -> str:
     """Hex sha256 digest of a file, read in chunks."""
+    digest = hashlib.sha256()
     with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _where_to_place(entry: PublishedWeights) -> str:
