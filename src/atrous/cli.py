@@ -1,5 +1,5 @@
-"""The ``atrous`` command line: fit, validate, test, info, zoo, convert, predict, analyze, export,
-benchmark, benchmark-data, demo.
+"""The ``atrous`` command line: fit, validate, test, info, zoo, weights, convert, predict, analyze,
+export, benchmark, benchmark-data, demo.
 
 Every command that reads a config takes overrides of any config value, either as trailing
 ``key.path=value`` items or with ``--set``: ``atrous fit --config C train.max_epochs=2``.
@@ -120,6 +120,18 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(args: argparse.Namespace) -> int:
+    from .models.pretrained import resolve_checkpoint, weights_table
+
+    if args.name is None:
+        print(weights_table())
+        return 0
+    path = resolve_checkpoint(args.name, progress=not args.no_progress)
+    print(f"{args.name}: {path}")
+    print(f"Use it with --weights {args.name} (or --checkpoint {path}), e.g. atrous predict --weights {args.name} IMAGE --output OUT")
+    return 0
+
+
 def _stored_config(args: argparse.Namespace) -> dict:
     """The config a checkpoint stores (``atrous fit`` and ``atrous convert`` write it), overridden."""
     from .models.checkpoint import checkpoint_config, read_checkpoint
@@ -234,13 +246,20 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
         return p
 
+    def checkpoint_or_weights(p: argparse.ArgumentParser, required: bool,
+                              checkpoint_help: str = "atrous checkpoint (.ckpt)") -> None:
+        group = p.add_mutually_exclusive_group(required=required)
+        group.add_argument("--checkpoint", help=checkpoint_help)
+        group.add_argument("--weights", metavar="NAME",
+                           help="published weights by name instead (atrous weights lists them; downloaded once)")
+
     fit = with_config(sub.add_parser("fit", help="train a model"))
     fit.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                      help="resume from the run's last.ckpt (or the given checkpoint)")
     fit.set_defaults(func=_fit)
     for stage, name in (("val", "validate"), ("test", "test")):
         ev = with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"), required=False)
-        ev.add_argument("--checkpoint", help="checkpoint (default: the run's best.ckpt)")
+        checkpoint_or_weights(ev, required=False, checkpoint_help="checkpoint (default: the run's best.ckpt)")
         ev.add_argument("--output", help="folder for metrics.json (default: <output_dir>/" + name + ")")
         ev.set_defaults(func=lambda a, s=stage: _evaluate(a, s))
 
@@ -260,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     zoo = sub.add_parser("zoo", help="print the model zoo as a markdown table")
     zoo.set_defaults(func=_zoo)
 
+    weights = sub.add_parser("weights", help="list published weights (--weights NAME), or fetch and convert one")
+    weights.add_argument("name", nargs="?", help="download (once) and convert these weights; print the checkpoint")
+    weights.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    weights.set_defaults(func=_weights)
+
     conv = sub.add_parser("convert", help="convert official DenseASPP or torchvision DeepLabV3 weights")
     conv.add_argument("--from", dest="source_format", required=True, choices=["denseaspp-official", "torchvision-deeplabv3"])
     conv.add_argument("file", nargs="?", help="the weights (torchvision: default torch.hub's cache, downloaded if missing)")
@@ -270,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pred = sub.add_parser("predict", help="segment images, folders and videos with a checkpoint")
     pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) and videos")
-    pred.add_argument("--checkpoint", required=True, help="atrous checkpoint (.ckpt)")
+    checkpoint_or_weights(pred, required=True)
     pred.add_argument("--config", help="YAML config (default: the config the checkpoint stores)")
     pred.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
     pred.add_argument("--output", required=True, help="output folder (outside the inputs)")
@@ -295,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     exp = with_config(sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a torch.export program"),
                       required=False)
-    exp.add_argument("--checkpoint", required=True, help="atrous checkpoint (.ckpt)")
+    checkpoint_or_weights(exp, required=True)
     exp.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program"])
     exp.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
     exp.add_argument("--image-size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"),
@@ -340,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "weights", None):  # --weights NAME: the converted checkpoint, then as --checkpoint
+            from .models.pretrained import resolve_checkpoint
+
+            args.checkpoint = str(resolve_checkpoint(args.weights, progress=not getattr(args, "no_progress", False)))
         return args.func(args)
     except (ConfigError, DatasetError, PretrainedWeightsError, ValueError) as err:
         print(f"atrous: error: {err}", file=sys.stderr)
