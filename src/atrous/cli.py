@@ -1,5 +1,5 @@
-"""The ``atrous`` command line: fit, validate, test, info, zoo, weights, convert, predict, analyze,
-export, benchmark, benchmark-data, demo.
+"""The ``atrous`` command line: fit, validate, test, info, zoo, weights, convert, predict,
+evaluate-cityscapes, analyze, export, benchmark, benchmark-data, demo.
 
 Every command that reads a config takes overrides of any config value, either as trailing
 ``key.path=value`` items or with ``--set``: ``atrous fit --config C train.max_epochs=2``.
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import ConfigError, config_name, list_configs, load_config
 from .data.base import DatasetError
+from .errors import UserError
 from .models.backbones.weights import PretrainedWeightsError
 
 
@@ -174,6 +175,18 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_cityscapes(args: argparse.Namespace) -> int:
+    from .evaluation.cityscapes_eval import evaluate_cityscapes, format_scores, write_scores
+
+    scores = evaluate_cityscapes(args.results, args.gt, split=args.split)
+    print(format_scores(scores))
+    print(f"{scores['images']} images of gtFine/{args.split} scored by {scores['evaluator']}")
+    if args.output:
+        write_scores(args.output, scores)
+        print(f"Wrote {args.output}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from .deploy.export import export_checkpoint
 
@@ -313,6 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--no-progress", action="store_true", help="no progress bar")
     pred.set_defaults(func=_predict)
 
+    cs = sub.add_parser("evaluate-cityscapes",
+                        help="score label-id PNGs with cityscapesScripts' own evaluator (IoU/iIoU, class/category)")
+    cs.add_argument("results", help="folder of label-id PNGs (atrous predict --cityscapes-submission)")
+    cs.add_argument("--gt", required=True, metavar="ROOT", help="Cityscapes root holding gtFine/<split>/<city>/")
+    cs.add_argument("--split", default="val", help="gtFine split to score against (default: val)")
+    cs.add_argument("--output", help="also write the scores as JSON to this file")
+    cs.set_defaults(func=_evaluate_cityscapes)
+
     from .analysis.commands import add_parser as add_analyze_parser
 
     add_analyze_parser(sub)  # atrous analyze <name>: the papers' figures (PNG) and numbers (JSON)
@@ -369,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
 
             args.checkpoint = str(resolve_checkpoint(args.weights, progress=not getattr(args, "no_progress", False)))
         return args.func(args)
-    except (ConfigError, DatasetError, PretrainedWeightsError, ValueError) as err:
+    except (ConfigError, DatasetError, PretrainedWeightsError, UserError, ValueError) as err:
         print(f"atrous: error: {err}", file=sys.stderr)
         return 2
 

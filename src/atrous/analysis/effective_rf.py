@@ -1,7 +1,7 @@
 """Theoretical and effective receptive fields (seed §4.1; Luo et al., NIPS 2016 for the ERF).
 
 *Theoretical.* Per atrous layer the seed's ``R = (d − 1)(K − 1) + K``; along a stack the fields
-add minus one (:mod:`atrous.analysis.receptive_field`). DenseASPP(3, 6, 12, 18, 24) reaches
+add minus one (:mod:`atrous.models.receptive_field`). DenseASPP(3, 6, 12, 18, 24) reaches
 ``R_max = 127`` feature-map pixels, and because every layer sees every lower layer, each of the
 ``2^L − 1`` subsets of layers is a path: the head samples many scales, not ``L``
 (:func:`dense_path_fields`). For a whole model the field in *input* pixels is the backbone's

@@ -16,7 +16,7 @@ most tensor memory a step holds beyond what existed before it (CUDA: ``max_memor
 CPU: a dispatch-mode count of live tensors), plus the resident-set increase on CPU.
 
 FLOPs come from ``torch.utils.flop_counter`` on a meta-device copy (inference as in
-:func:`atrous.analysis.complexity.count_flops`; training counts forward and backward);
+:func:`atrous.models.complexity.count_flops`; training counts forward and backward);
 achieved TFLOP/s = FLOPs / median latency.
 """
 
