@@ -116,13 +116,16 @@ def test_lock_is_released_on_exceptions(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
-def test_lock_of_a_live_process_is_refused_and_a_dead_ones_taken_over(tmp_path):
+def test_lock_of_a_live_process_is_refused_and_a_dead_ones_taken_over(tmp_path, capsys):
     lock = tmp_path / LOCK_NAME
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock.write_text(json.dumps({"pid": live.pid, "host": socket.gethostname()}))
         with pytest.raises(OutputExistsError, match=f"PID {live.pid}"), RunLock(tmp_path):
             pass
+        config = _write_config(tmp_path / "small.yaml", small_config(tmp_path))
+        assert main(["fit", "--config", str(config)]) == 2  # another `atrous fit` process holds the folder
+        assert f"in use by another training run (PID {live.pid}" in capsys.readouterr().err
         assert lock.is_file(), "a live run's lock stays"
     finally:
         live.kill()
