@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, config_name, list_configs, load_config
-from .data.base import DatasetError
 from .errors import UserError
-from .models.backbones.weights import PretrainedWeightsError
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -64,7 +62,7 @@ def _fit(args: argparse.Namespace) -> int:
     from .training.runner import fit, format_table
 
     cfg = load_config(args.config, _overrides(args))
-    metrics = fit(cfg, resume=args.resume or False)
+    metrics = fit(cfg, resume=args.resume or False, overwrite=args.overwrite)
     out = _output_dir(cfg)
     if not _is_rank_zero():
         return 0
@@ -268,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
 
     fit = with_config(sub.add_parser("fit", help="train a model"))
     fit.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-                     help="resume from the run's last.ckpt (or the given checkpoint)")
+                     help="continue the run in train.output_dir from its last.ckpt (or from the given checkpoint)")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="start afresh in a train.output_dir that holds a previous run (its outputs are moved "
+                          "aside into <output_dir>/replaced-<time>/)")
     fit.set_defaults(func=_fit)
     for stage, name in (("val", "validate"), ("test", "test")):
         ev = with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"), required=False)
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
             args.checkpoint = str(resolve_checkpoint(args.weights, progress=not getattr(args, "no_progress", False)))
         return args.func(args)
-    except (ConfigError, DatasetError, PretrainedWeightsError, UserError, ValueError) as err:
+    except (UserError, ValueError) as err:
         print(f"atrous: error: {err}", file=sys.stderr)
         return 2
 

@@ -46,7 +46,7 @@ def compare(
             extra = [] if seed is None else [f"train.seed={seed}"]
             cfg = cfgs[path] = load_config(path, [*overrides, *extra, f"train.output_dir={run_dir}"])
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-            metrics = fit(cfg, resume=resume)
+            metrics = fit(cfg, resume=resume, overwrite=not resume)  # the comparison owns its run folders
             runs[path].append({"seed": cfg["train"].get("seed", 0), "mIoU": metrics["mIoU"],
                                "pixel_accuracy": metrics["pixel_accuracy"], "per_class_iou": metrics["per_class_iou"]})
     results = []
