@@ -3,6 +3,7 @@
 # Usage: scripts/wheel_smoke.sh VENV_BIN   (the bin/ folder of a virtualenv the wheel is installed in)
 set -euo pipefail
 BIN="$(cd "$1" && pwd)"
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
@@ -35,3 +36,23 @@ test -f run/checkpoints/last.ckpt
 "$BIN/atrous" predict street.png --checkpoint run/checkpoints/last.ckpt --output pred --no-progress --device cpu
 test -f pred/street_labels.png
 echo "wheel: fit (2 steps) and predict ran outside the checkout"
+
+# The other README commands that need no dataset (the synthetic streets are built in).
+"$BIN/atrous" validate --checkpoint run/checkpoints/last.ckpt --output val data.val.length=2 train.progress_bar=false > validate.log
+test -f val/metrics.json
+"$BIN/atrous" export --checkpoint run/checkpoints/last.ckpt --format torchscript --output model.pt --image-size 64 128 > export.log
+"$BIN/atrous" benchmark --config demo/denseaspp_resnet18_small --phases inference --repeats 1 --warmup 0 \
+    --image-size 64 128 > benchmark.log
+"$BIN/atrous" weights > weights.md
+grep -q deeplabv3-resnet50-coco-voc weights.md
+echo "wheel: validate, export, benchmark and weights ran outside the checkout"
+
+# The README's Python examples, with the installed package, from this folder.
+"$BIN/python" - "$REPO/README.md" <<'PY'
+import re, sys
+blocks = re.findall(r"```python\n(.*?)```", open(sys.argv[1]).read(), flags=re.S)
+namespace = {}
+for block in blocks:
+    exec(compile(block, "README.md", "exec"), namespace)
+print(f"wheel: the README's {len(blocks)} Python examples ran outside the checkout")
+PY
