@@ -189,6 +189,9 @@ def test_predict_skips_an_oversized_image_and_max_pixels_raises_the_limit(checkp
     assert sorted(tree(tmp_path / "out")) == ["small_color.png", "small_labels.png", "small_overlay.png"]
     assert predict(checkpoint, str(tmp_path / "in"), "--output", str(tmp_path / "out2"), "--max-pixels", "640") == 0
     assert (tmp_path / "out2" / "large_labels.png").is_file()
+    capsys.readouterr()
+    assert predict(checkpoint, str(tmp_path / "in"), "--output", str(tmp_path / "out3"), "--max-pixels", "-1") == 2
+    assert "whole number of pixels" in capsys.readouterr().err and not (tmp_path / "out3").exists()
 
 
 def test_datasets_take_the_limit_from_the_config(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
 
+from ..errors import InputError
 from .base import DatasetError
 
 # EXIF orientations (tag 0x0112) that swap width and height: 5 transpose, 6 rotate 90° clockwise,
@@ -44,7 +45,7 @@ def pixel_limit(max_pixels: int | None) -> int | None:
     if max_pixels is None:
         return Image.MAX_IMAGE_PIXELS
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
-        raise DatasetError(f"max_image_pixels must be a whole number of pixels (0: no limit), got {max_pixels!r}")
+        raise InputError(f"the pixel limit must be a whole number of pixels (0: no limit), got {max_pixels!r}")
     return max_pixels or None
 
 
