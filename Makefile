@@ -36,7 +36,7 @@ demo: install
 # The README's analysis figures (docs/analysis/*.png + *.json) from the model `make demo` trains.
 figures: install
 	@test -f runs/demo/checkpoints/best.ckpt || { echo "no runs/demo/checkpoints/best.ckpt: run make demo first"; exit 1; }
-	$(BIN)/atrous analyze all --checkpoint runs/demo/checkpoints/best.ckpt --output docs/analysis
+	$(BIN)/atrous analyze all --checkpoint runs/demo/checkpoints/best.ckpt --output docs/analysis --overwrite
 
 # FCN vs ASPP vs DenseASPP on the synthetic streets with a local backbone (ResNet-18 cut after
 # layer2), so that context has to come from the head; one run per head and seed (about 8 minutes

@@ -143,7 +143,7 @@ def _stored_config(args: argparse.Namespace) -> dict:
 def _convert(args: argparse.Namespace) -> int:
     from .models.convert import convert_checkpoint
 
-    done = convert_checkpoint(args.source_format, args.file, args.config, args.output, args.set)
+    done = convert_checkpoint(args.source_format, args.file, args.config, args.output, args.set, overwrite=args.overwrite)
     print(f"Converted {done['file']} ({done['tensors']} tensors, {done['params']:,} parameters)")
     print(f"Wrote {done['output']}: atrous validate --checkpoint {done['output']}")
     return 0
@@ -163,12 +163,13 @@ def _predict(args: argparse.Namespace) -> int:
         overrides=args.set, tta=tta, window=tuple(args.window) if args.window else None,
         overlap=args.overlap, stride=args.output_stride, probabilities=args.probabilities,
         cityscapes_submission=args.cityscapes_submission, overlay_video=args.overlay_video,
-        device=args.device, progress=not args.no_progress,
+        overwrite=args.overwrite, max_pixels=args.max_pixels, device=args.device, progress=not args.no_progress,
     )
     print(f"Wrote {len(result.written)} files to {args.output}")
     if result.failed:
-        print(f"atrous predict: {len(result.failed)} input(s) could not be read: "
-              + ", ".join(str(path) for path, _ in result.failed), file=sys.stderr)
+        print(f"atrous predict: skipped {len(result.failed)} input(s), the others were predicted:", file=sys.stderr)
+        for path, reason in result.failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
         return 1
     return 0
 
@@ -190,8 +191,9 @@ def _export(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, _overrides(args)) if args.config else _stored_config(args)
     result, folded = export_checkpoint(
-        args.checkpoint, args.output, args.format, config=cfg, fold_bn=args.fold_bn,
-        image_size=tuple(args.image_size), opset=args.opset, dynamic=not args.static,
+        args.checkpoint, args.output, args.format, config=cfg, fold_bn=args.fold_bn, overwrite=args.overwrite,
+        inputs=[_config_file(args.config)], image_size=tuple(args.image_size), opset=args.opset,
+        dynamic=not args.static,
     )
     if folded:
         print(folded)
@@ -203,12 +205,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_file(config: str | None) -> str | None:
+    """The file a ``--config`` names, when it is a path rather than a packaged name."""
+    return config if config and Path(config).is_file() else None
+
+
 def _benchmark(args: argparse.Namespace) -> int:
     from .deploy import benchmark
-    from .io import atomic_write
+    from .io import atomic_write, check_output
 
     if bool(args.config) == args.peers:
         raise ConfigError("give either --config CONFIG or --peers")
+    if args.output:  # before minutes of measuring
+        check_output(args.output, inputs=[_config_file(args.config)], overwrite=args.overwrite)
     settings = benchmark.BenchmarkSettings(
         device=args.device, image_size=tuple(args.image_size), batch=args.batch,
         train_image_size=tuple(args.train_image_size) if args.train_image_size else None,
@@ -222,20 +231,24 @@ def _benchmark(args: argparse.Namespace) -> int:
         report = benchmark.benchmark_config(args.config, settings, _overrides(args))
     print(benchmark.format_report(report))
     if args.output:
-        atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+        text = json.dumps(report, indent=2) + "\n"
+        atomic_write(args.output, lambda tmp: tmp.write_text(text), overwrite=args.overwrite)
         print(f"Wrote {args.output}")
     return 0
 
 
 def _benchmark_data(args: argparse.Namespace) -> int:
     from .deploy.data_benchmark import benchmark_data, format_data_report, train_images_per_s_from
-    from .io import atomic_write
+    from .io import atomic_write, check_output
 
+    if args.output:  # before minutes of measuring
+        check_output(args.output, inputs=[args.train_results], overwrite=args.overwrite)
     train, source = train_images_per_s_from(args.train_results) if args.train_results else (None, None)
     report = benchmark_data(args.root, frames=args.frames, repeats=args.repeats, train_images_per_s=train)
     print(format_data_report(report, source))
     if args.output:
-        atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+        text = json.dumps(report, indent=2) + "\n"
+        atomic_write(args.output, lambda tmp: tmp.write_text(text), overwrite=args.overwrite)
         print(f"Wrote {args.output}")
     return 0
 
@@ -304,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--config", required=True, help="YAML config of the same network")
     conv.add_argument("--output", required=True, help="atrous checkpoint to write (.ckpt)")
     conv.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+    conv.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never an input)")
     conv.set_defaults(func=_convert)
 
     pred = sub.add_parser("predict", help="segment images, folders and videos with a checkpoint")
@@ -323,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--cityscapes-submission", action="store_true",
                       help="write only Cityscapes label-id PNGs named for the benchmark")
     pred.add_argument("--overlay-video", action="store_true", help="for videos, also write <name>_overlay.mp4")
+    pred.add_argument("--overwrite", action="store_true",
+                      help="replace output files that exist (default: refuse before predicting; never an input)")
+    pred.add_argument("--max-pixels", type=int, metavar="N",
+                      help="skip images of more pixels (default: Pillow's decompression-bomb limit, 89478485; 0: none)")
     pred.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pred.add_argument("--no-progress", action="store_true", help="no progress bar")
     pred.set_defaults(func=_predict)
@@ -349,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--opset", type=int, help="ONNX opset (18 or later; default: the exporter's)")
     exp.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convolutions first")
     exp.add_argument("--static", action="store_true", help="fix batch and image size to the example's")
+    exp.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never an input)")
     exp.set_defaults(func=_export)
 
     bench = with_config(sub.add_parser("benchmark", help="latency, throughput, memory and TFLOP/s (inference and training)"),
@@ -369,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--phases", nargs="+", default=["inference", "train"], choices=["inference", "train"])
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 is steadier on a busy machine)")
     bench.add_argument("--output", help="write the results as JSON")
+    bench.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never an input)")
     bench.set_defaults(func=_benchmark)
 
     bdata = sub.add_parser("benchmark-data", help="Cityscapes-sized samples decoded and augmented per second per worker")
@@ -377,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     bdata.add_argument("--repeats", type=int, default=2, help="passes over the frames")
     bdata.add_argument("--train-results", help="an `atrous benchmark --output` JSON: compare with its training images/s")
     bdata.add_argument("--output", help="write the results as JSON")
+    bdata.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never an input)")
     bdata.set_defaults(func=_benchmark_data)
 
     demo = sub.add_parser("demo", help="run the main job on the built-in data")
@@ -391,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
 
             args.checkpoint = str(resolve_checkpoint(args.weights, progress=not getattr(args, "no_progress", False)))
         return args.func(args)
-    except (UserError, ValueError) as err:
+    except (UserError, ValueError) as err:  # UserError: ConfigError, DatasetError, OutputExistsError, ...
         print(f"atrous: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,23 +1,179 @@
-"""Atomic file writes: outputs appear complete or not at all, never half-written."""
+"""Writing output files safely: complete or not at all, never over a file the command did not write.
+
+* :func:`atomic_write` writes into a temporary file beside the target and renames it over the
+  target, so a crash never leaves a half-written checkpoint, image or JSON. The file gets the
+  mode a plain ``open(path, "w")`` would create it with (``0o666 & ~umask``), not ``mkstemp``'s
+  0600. The temporary file is named ``.<name>.atrous-tmp-<host>-<pid>-<random><suffix>``; one
+  left behind by a killed process (SIGKILL, out of memory, power loss) is removed the next time
+  atrous writes into that folder, once its writer (same host, that pid) is no longer running.
+* :func:`check_output` is what every ``--output`` goes through first: an output equal to one of
+  the command's inputs is refused always, an existing file unless ``--overwrite``
+  (:class:`~atrous.errors.OutputExistsError`, naming the file).
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import socket
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .errors import OutputExistsError
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file over ``path``."""
+TEMPORARY_MARK = ".atrous-tmp-"
+# .<name>.atrous-tmp-<host>-<pid>-<8 random characters of mkstemp><suffix>
+TEMPORARY_NAME = re.compile(r"^\..+\.atrous-tmp-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[a-z0-9_]{8}")
+
+_umask_lock = threading.Lock()
+_cleaned_folders: set[Path] = set()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
+    """Call ``write(tmp_path)``, then rename the temporary file to ``path``.
+
+    Args:
+        path: the file to write; its folder is created if missing.
+        write: writes the complete file at the path it is given (same folder and suffix as
+            ``path``, so writers that look at the suffix keep working).
+        overwrite: replace an existing ``path`` (checkpoints a run updates); with ``False`` an
+            existing file is left alone and :class:`OutputExistsError` raised, decided at the
+            moment of the rename (``os.link`` does not replace), so no file that appeared
+            meanwhile is lost either.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    remove_orphaned_temporaries(path.parent)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=path.suffix)
     os.close(fd)
+    tmp = Path(name)
     try:
-        write(Path(tmp))
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _rename_no_replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def temporary_prefix(path: Path, pid: int | None = None) -> str:
+    """``.<name>.atrous-tmp-<host>-<pid>-``: the start of :func:`atomic_write`'s temporary names."""
+    return f".{path.name}{TEMPORARY_MARK}{_host()}-{os.getpid() if pid is None else pid}-"
+
+
+def _rename_no_replace(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists (hard link + unlink: atomic and exclusive)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another output") from None
+    except OSError as err:  # file systems without hard links (FAT, some network shares)
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+        if path.exists():
+            raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another output") from None
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def current_umask() -> int:
+    """The process's umask (Linux: read from /proc, elsewhere set and restored under a lock)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _host() -> str:
+    """This machine's name reduced to letters and digits (temporary names must parse back)."""
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
+def _pid_running(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid we could have written: leave the file alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_write` in ``folder`` whose writer, on this
+    host, is no longer running (once per folder and process). Returns the files removed."""
+    folder = Path(folder)
+    key = folder.resolve()
+    if key in _cleaned_folders:
+        return []
+    _cleaned_folders.add(key)
+    removed, host = [], _host()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        if TEMPORARY_MARK not in entry.name:
+            continue
+        match = TEMPORARY_NAME.match(entry.name)
+        if match is None or match["host"] != host or _pid_running(int(match["pid"])):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file: equal after resolving symlinks and ``..``, or hard
+    links of one file."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(
+    path: str | os.PathLike,
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    overwrite: bool = False,
+    option: str = "--output",
+) -> Path:
+    """Refuse an output that is one of ``inputs`` (always) or an existing file (unless
+    ``overwrite``), before any work is done. Returns ``path`` as a :class:`Path`.
+
+    Raises:
+        OutputExistsError: naming the file and what to do.
+    """
+    path = Path(path)
+    for source in inputs:
+        if source is not None and str(source) and same_file(path, source):
+            raise OutputExistsError(f"{option} {path} is the input {source}; choose another output file")
+    if path.is_dir():
+        raise OutputExistsError(f"{option} {path} is a folder; give a file name inside it")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputExistsError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another file")
     return path

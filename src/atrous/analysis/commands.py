@@ -1,6 +1,7 @@
 """``atrous analyze <name>``: the papers' analyses on a trained model, each writing
 ``<name>.png`` (the figure) and ``<name>.json`` (the numbers behind it, dashes in the name
-become underscores) into ``--output`` (default: ``<run>/analysis``).
+become underscores) into ``--output`` (default: ``<run>/analysis``). Files that exist there are
+refused before anything runs unless ``--overwrite``.
 
   receptive-field  head layers' per-layer/stacked fields (seed §4.1) + effective field
   valid-weights    valid taps of a 3×3 atrous filter vs rate (DeepLabv3 Fig. 4)
@@ -295,11 +296,11 @@ RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
 }
 
 
-def run_analysis(args: argparse.Namespace) -> int:
-    from .common import write_json
-
-    ctx = Context(args)
+def planned_analyses(ctx: Context) -> list[str]:
+    """The analyses to run (``all``: those that apply to this model and run), checked."""
+    args = ctx.args
     names = list(RUNNERS) if args.analysis == "all" else [args.analysis]
+    planned = []
     for name in names:
         if args.analysis == "all":
             if name == "curves" and ctx.run_dir is None and not args.run:
@@ -310,6 +311,36 @@ def run_analysis(args: argparse.Namespace) -> int:
                 continue
         if name in NEEDS_WEIGHTS and ctx.checkpoint is None:
             raise ConfigError(f"analyze {name}: needs a trained model; pass --checkpoint")
+        planned.append(name)
+    return planned
+
+
+def check_analysis_outputs(ctx: Context, names: list[str]) -> None:
+    """Refuse, before any analysis runs, outputs that are inputs or (without ``--overwrite``) exist."""
+    from ..errors import OutputExistsError
+    from ..io import check_output
+
+    inputs = [ctx.checkpoint, ctx.args.config if ctx.args.config and Path(ctx.args.config).is_file() else None]
+    existing = []
+    for name in names:
+        for suffix in (".png", ".json"):
+            path = ctx.output / (name.replace("-", "_") + suffix)
+            check_output(path, inputs=inputs, overwrite=True)  # an input: refused always
+            if path.exists() and not ctx.args.overwrite:
+                existing.append(path)
+    if existing:
+        raise OutputExistsError(
+            f"{', '.join(map(str, existing))} already exist(s); pass --overwrite to replace, or choose another --output"
+        )
+
+
+def run_analysis(args: argparse.Namespace) -> int:
+    from .common import write_json
+
+    ctx = Context(args)
+    names = planned_analyses(ctx)
+    check_analysis_outputs(ctx, names)
+    for name in names:
         result = RUNNERS[name](ctx)
         file = name.replace("-", "_")
         meta = {"analysis": name, "weights": ctx.weights if ctx.config is not None else None,
@@ -334,6 +365,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--num-images", type=int, default=None,
                        help=f"images to analyse (default: {images})" if images else "images to analyse")
         p.add_argument("--output", help="output folder (default: <run>/analysis for <run>/checkpoints/*.ckpt)")
+        p.add_argument("--overwrite", action="store_true", help="replace the figure and JSON if they exist")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
         if name in ("receptive-field", "all"):
             p.add_argument("--target", choices=("predicted", "sum"), default="predicted",

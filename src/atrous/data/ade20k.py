@@ -108,8 +108,8 @@ class ADE20K(SegmentationDataset):
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_path, label_path = self.images[index], self.labels[index]
-        image = read_image(image_path)
-        raw = read_label_png(label_path)
+        image = read_image(image_path, self.max_image_pixels)
+        raw = read_label_png(label_path, self.max_image_pixels)
         if raw.ndim != 2:
             raise DatasetError(
                 f"{label_path}: colour label image; ADEChallengeData2016 annotations are grey PNGs "

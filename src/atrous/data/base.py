@@ -68,6 +68,9 @@ class SegmentationDataset(Dataset):
     """Base class; subclasses implement ``__len__``, ``load`` and ``name``."""
 
     classes: ClassInfo
+    # Images of more pixels are refused (None: Pillow's decompression-bomb limit; 0: none);
+    # set from the config's ``data.dataset.max_image_pixels`` by ``build_dataset``.
+    max_image_pixels: int | None = None
 
     def __init__(self, transforms: Transforms | None = None) -> None:
         self.transforms = transforms

@@ -3,6 +3,7 @@
 ``data`` section::
 
     dataset: {name: cityscapes, root: data/cityscapes, variant: "19"}   # constructor arguments
+             # and max_image_pixels: refuse larger images (default: Pillow's limit; 0: none)
     train: {split: train, transforms: {...}, bootstrap: {classes: [bicycle], repeats: 1}}
     val:   {split: val, transforms: {...}}
     batch_size: 8
@@ -62,8 +63,13 @@ def dataset_arguments(
 
 def build_dataset(dataset_cfg: Mapping[str, Any], split_cfg: Mapping[str, Any] | None, *, train: bool) -> SegmentationDataset:
     """Build one split: ``dataset_cfg`` holds shared constructor arguments, ``split_cfg`` the split."""
+    dataset_cfg = dict(dataset_cfg or {"name": "synthetic"})
+    max_pixels = dataset_cfg.pop("max_image_pixels", None)
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0):
+        raise ConfigError(f"data.dataset.max_image_pixels: a whole number of pixels (0: no limit), got {max_pixels!r}")
     cls, kwargs = dataset_arguments(dataset_cfg, split_cfg)
     dataset = cls(**kwargs)
+    dataset.max_image_pixels = max_pixels
     # The transforms need the ignore index, which the dataset knows once it exists.
     transforms_cfg = (split_cfg or {}).get("transforms")
     dataset.transforms = transforms_from_config(transforms_cfg, train=train, ignore_index=dataset.classes.ignore_index)

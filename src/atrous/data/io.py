@@ -1,38 +1,166 @@
-"""Reading images and label maps with errors that name the file and the fix."""
+"""Reading images and label maps with errors that name the file and the fix.
+
+Images are read as an image viewer displays them (:func:`read_image_array`, the one place atrous
+decodes an image file; datasets and ``atrous predict`` both use it):
+
+* the EXIF orientation tag is applied (phone photos are stored sideways and tagged);
+* every mode becomes 8-bit RGB by scaling, never by clipping: 16-bit (``I;16*``, and ``I``
+  holding 0…65535) by ``round(v · 255 / 65535)``, so a 16-bit PNG keeps its contrast (PIL's
+  ``convert("RGB")`` would clip it to 255); ``F`` holding 0…1 by ``round(v · 255)``; ``1``,
+  ``L``, ``P`` (transparency included), ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` by PIL's
+  conversion; alpha is dropped (the stored colour is kept, as OpenCV and torchvision do). Other
+  modes and values outside those ranges are refused with a message;
+* an image of more pixels than ``max_pixels`` (default: Pillow's decompression-bomb limit,
+  ``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485) is refused with how to raise the limit
+  (``atrous predict --max-pixels``, the config's ``data.dataset.max_image_pixels``; 0: none).
+
+Label maps are read as stored: no orientation, no conversion of values.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
 
+from ..errors import InputError
 from .base import DatasetError
 
+# EXIF orientations (tag 0x0112) that swap width and height: 5 transpose, 6 rotate 90° clockwise,
+# 7 transverse, 8 rotate 90° counter-clockwise.
+SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+EXIF_ORIENTATION = 0x0112
+_pillow_limit_lock = threading.Lock()
 
-def read_image(path: Path) -> tv_tensors.Image:
-    """Decode an image file as RGB → ``tv_tensors.Image`` uint8 ``(3, H, W)``.
+
+def pixel_limit(max_pixels: int | None) -> int | None:
+    """The limit in force: ``max_pixels``, Pillow's ``MAX_IMAGE_PIXELS`` for ``None``, no
+    limit (``None``) for 0."""
+    if max_pixels is None:
+        return Image.MAX_IMAGE_PIXELS
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
+        raise InputError(f"the pixel limit must be a whole number of pixels (0: no limit), got {max_pixels!r}")
+    return max_pixels or None
+
+
+def read_image_array(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file as displayed → uint8 ``(H, W, 3)`` RGB (see the module docstring).
+
+    Raises:
+        DatasetError: naming the file: missing, undecodable, a mode that cannot be shown as
+            RGB, or more pixels than the limit.
+    """
+    path = Path(path)
+    try:
+        with open_image(path, max_pixels) as img:
+            if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+                return rgb_array(ImageOps.exif_transpose(img), path)
+            return rgb_array(img, path)
+    except FileNotFoundError as err:
+        raise DatasetError(f"{path}: image file not found") from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DatasetError(f"{path}: cannot decode this image ({err}); re-export or remove the file") from err
+    except DatasetError:
+        raise
+    except ValueError as err:
+        raise DatasetError(f"{path}: cannot decode this image ({err}); re-export or remove the file") from err
+
+
+@contextmanager
+def open_image(path: Path, max_pixels: int | None = None) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` with a pixel limit of our own in place of Pillow's (see
+    :func:`pixel_limit`), checked from the header before anything is decoded."""
+    limit = pixel_limit(max_pixels)
+    with _pillow_limit_lifted(), Image.open(path) as img:
+        width, height = img.size
+        if limit is not None and width * height > limit:
+            raise DatasetError(
+                f"{path}: {width}x{height} = {width * height:,} pixels is more than the limit of {limit:,} "
+                f"(a guard against decompression bombs; default: Pillow's); if you trust this file, raise it: "
+                f"atrous predict --max-pixels {width * height}, or data.dataset.max_image_pixels: "
+                f"{width * height} in the config (0: no limit)"
+            )
+        yield img
+
+
+def read_image(path: Path, max_pixels: int | None = None) -> tv_tensors.Image:
+    """Decode an image file as displayed → ``tv_tensors.Image`` uint8 ``(3, H, W)`` RGB.
 
     PIL decodes (torchvision 0.29 deprecates its own decoders in favour of torchcodec).
     """
+    array = read_image_array(path, max_pixels)
+    return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
+
+
+class _pillow_limit_lifted:
+    """Lift Pillow's own pixel limit while an image is opened and decoded (under a lock, and
+    restored after): :func:`read_image_array` applies its own, configurable one."""
+
+    def __enter__(self) -> None:
+        _pillow_limit_lock.acquire()
+        self.saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+
+    def __exit__(self, *exc: object) -> None:
+        Image.MAX_IMAGE_PIXELS = self.saved
+        _pillow_limit_lock.release()
+
+
+def rgb_array(img: Image.Image, path: Path) -> np.ndarray:
+    """A PIL image of any supported mode → uint8 ``(H, W, 3)``, scaling high bit depths."""
+    mode = img.mode
+    if mode == "RGB":
+        return np.array(img)
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(img)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DatasetError(
+                f"{path}: 32-bit integer image with values {values.min()}..{values.max()} (atrous reads 0..65535 "
+                f"as 16-bit); save it as an 8-bit or 16-bit image"
+            )
+        return _grey_to_rgb(((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float32)
+        if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            low, high = np.nanmin(values), np.nanmax(values)
+            raise DatasetError(
+                f"{path}: floating-point image with values {low:g}..{high:g} (atrous reads 0..1); save it as "
+                f"an 8-bit or 16-bit image"
+            )
+        return _grey_to_rgb(np.round(values * 255).astype(np.uint8))
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # the palette's colours; PIL warns on a direct conversion
     try:
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
-    except FileNotFoundError as err:
-        raise DatasetError(f"{path}: image file not found") from err
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DatasetError(f"{path}: cannot decode this image ({err}); re-export or remove the file") from err
-    return tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1))
+        return np.array(img.convert("RGB"))
+    except ValueError as err:
+        raise DatasetError(f"{path}: image mode {mode!r} cannot be read as RGB ({err}); save it as 8-bit RGB") from err
 
 
-def read_label_png(path: Path) -> np.ndarray:
+def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of an image file (1, upright, when absent or unreadable)."""
+    try:
+        with _pillow_limit_lifted(), Image.open(path) as img:
+            return int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - only an explanation depends on it
+        return 1
+
+
+def read_label_png(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """Read a label PNG as stored: ``(H, W)`` integers (palette index or grey value), or
     ``(H, W, 3)`` uint8 for colour-coded masks. PIL keeps palette indices (torchvision would
-    convert palette PNGs to RGB)."""
+    convert palette PNGs to RGB). No EXIF orientation; the pixel limit of images applies."""
     try:
-        with Image.open(path) as img:
+        with open_image(path, max_pixels) as img:
             if img.mode in ("P", "L", "I", "I;16"):
                 return np.array(img)
             if img.mode in ("RGB", "RGBA"):
@@ -59,8 +187,20 @@ def map_labels(raw: np.ndarray, lut: np.ndarray, path: Path, unknown: int = -1) 
 
 
 def check_same_size(image: tv_tensors.Image, mask: tv_tensors.Mask, image_path: Path, mask_path: Path) -> None:
-    if tuple(image.shape[-2:]) != tuple(mask.shape[-2:]):
-        raise DatasetError(
-            f"{mask_path}: label map is {tuple(mask.shape[-2:])} but its image {image_path} is "
-            f"{tuple(image.shape[-2:])} (H, W); labels must match their image pixel for pixel"
+    """Refuse a label map whose size differs from its image's (as displayed: after EXIF
+    orientation), saying so when the image's orientation tag explains the difference."""
+    image_size, mask_size = tuple(image.shape[-2:]), tuple(mask.shape[-2:])
+    if image_size == mask_size:
+        return
+    hint = ""
+    orientation = exif_orientation(image_path)
+    if orientation in SWAPPING_ORIENTATIONS and mask_size == image_size[::-1]:
+        hint = (
+            f"; the image is stored {mask_size} but its EXIF orientation tag ({orientation}) turns it by 90° "
+            f"and atrous reads images as they are displayed: rotate the label map to match, or re-save the "
+            f"image upright without the tag (PIL: ImageOps.exif_transpose(image).save(...))"
         )
+    raise DatasetError(
+        f"{mask_path}: label map is {mask_size} but its image {image_path} is {image_size} (H, W) as "
+        f"displayed; labels must match their image pixel for pixel{hint}"
+    )

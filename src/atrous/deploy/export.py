@@ -22,6 +22,7 @@ None of the artifacts needs atrous to load or run.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..io import atomic_write
+from ..errors import InputError, OutputExistsError
+from ..io import atomic_write, check_output, same_file
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -72,6 +74,7 @@ def export_model(
     opset: int | None = None,
     dynamic: bool = True,
     verify: bool = True,
+    overwrite: bool = True,
 ) -> ExportResult:
     """Export ``model`` (put in eval mode) to ``path``, written atomically.
 
@@ -86,21 +89,23 @@ def export_model(
             exported program; a TorchScript trace records sizes as ops and stays generic).
         verify: run the artifact on a *different* batch size and image size (when dynamic) and
             report the largest absolute difference from the eager model.
+        overwrite: replace an existing ``path``; with ``False`` it raises
+            :class:`~atrous.errors.OutputExistsError` instead (``atrous export`` without ``--overwrite``).
     """
     if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose from {list(FORMATS)}")
+        raise InputError(f"unknown export format {format!r}; choose from {list(FORMATS)}")
     if opset is not None and format != "onnx":
-        raise ValueError("--opset applies to the onnx format only")
+        raise InputError("--opset applies to the onnx format only")
     if opset is not None and opset < MIN_OPSET:
-        raise ValueError(f"the ONNX exporter (torch.onnx, dynamo) writes opset {MIN_OPSET} or later, got --opset {opset}")
+        raise InputError(f"the ONNX exporter (torch.onnx, dynamo) writes opset {MIN_OPSET} or later, got --opset {opset}")
     path = Path(path)
     if format == "exported-program" and path.suffix != ".pt2":
-        raise ValueError(f"an exported program is a .pt2 archive (torch.export.save/load need the suffix), got {path}")
+        raise InputError(f"an exported program is a .pt2 archive (torch.export.save/load need the suffix), got {path}")
     model = model.eval()
     example = torch.randn(batch, 3, *image_size, generator=torch.Generator().manual_seed(0))
     writers = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported-program": _write_program}
     with torch.no_grad():
-        opset_used = writers[format](model, example, path, dynamic=dynamic, opset=opset)
+        opset_used = writers[format](model, example, path, dynamic=dynamic, opset=opset, overwrite=overwrite)
     diff = None
     if verify:
         check = verification_input(model, example, dynamic)
@@ -140,7 +145,9 @@ def run_artifact(path: str | Path, format: str, x: torch.Tensor) -> torch.Tensor
 
 
 # -- writers ------------------------------------------------------------------------------
-def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None) -> int:
+def _write_onnx(
+    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool
+) -> int:
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError as err:
@@ -160,11 +167,13 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic:
     written = int(program.model.opset_imports[""])
     if opset is not None and written != opset:
         raise RuntimeError(f"the ONNX exporter could not write opset {opset} (it produced {written}); use --opset {written}")
-    atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
+    atomic_write(path, lambda tmp: program.save(tmp, external_data=False), overwrite=overwrite)
     return written
 
 
-def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None) -> None:
+def _write_torchscript(
+    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool
+) -> None:
     with warnings.catch_warnings():
         # Deprecation of torch.jit, and TracerWarnings from the Python-side input check of
         # Segmentor.forward (a check, not a computation: leaving it out of the trace is intended).
@@ -172,13 +181,15 @@ def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, *, d
         traced = torch.jit.trace(model, example, check_trace=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+        atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)), overwrite=overwrite)
     return None
 
 
-def _write_program(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None) -> None:
+def _write_program(
+    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool
+) -> None:
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes(dynamic=dynamic))
-    atomic_write(path, lambda tmp: torch.export.save(program, tmp))
+    atomic_write(path, lambda tmp: torch.export.save(program, tmp), overwrite=overwrite)
     return None
 
 
@@ -189,27 +200,32 @@ def export_checkpoint(
     *,
     config: dict[str, Any] | None = None,
     fold_bn: bool = False,
+    overwrite: bool = False,
+    inputs: Sequence[str | Path | None] = (),
     **options: Any,
 ) -> tuple[ExportResult, str | None]:
     """Load a checkpoint (with ``config`` overriding the stored one), optionally fold its
     BatchNorms (:func:`atrous.deploy.batchnorm.fold_batchnorm`) and export it.
 
     Returns the :class:`ExportResult` and the folding summary (``None`` without ``fold_bn``).
-    Refuses to write over the checkpoint.
+    Refuses (:class:`~atrous.errors.OutputExistsError`, before loading anything) to write over
+    the checkpoint or another of ``inputs`` (e.g. the config file), and over an existing file
+    unless ``overwrite``.
     """
-    from ..config import ConfigError
     from ..models.checkpoint import load_segmentor
     from .batchnorm import fold_batchnorm, plan_batchnorm_folding
 
     checkpoint, output = Path(checkpoint), Path(output)
-    if output.resolve() == checkpoint.resolve() or (output.exists() and output.samefile(checkpoint)):
-        raise ConfigError(f"--output {output} is the checkpoint itself; choose another file (e.g. model{SUFFIXES.get(format, '')})")
+    example = f"model{SUFFIXES.get(format, '')}"
+    if same_file(output, checkpoint):
+        raise OutputExistsError(f"--output {output} is the checkpoint itself; choose another file (e.g. {example})")
     if output.is_dir():
-        raise ConfigError(f"--output {output} is a folder; give a file name (e.g. {output}/model{SUFFIXES.get(format, '')})")
+        raise OutputExistsError(f"--output {output} is a folder; give a file name (e.g. {output}/{example})")
+    check_output(output, inputs=inputs, overwrite=overwrite)
     model, _ = load_segmentor(checkpoint, config)
     summary = None
     if fold_bn:
         plan = plan_batchnorm_folding(model)
         model = fold_batchnorm(model, plan=plan, inplace=True)
         summary = plan.summary()
-    return export_model(model, output, format, **options), summary
+    return export_model(model, output, format, overwrite=overwrite, **options), summary

@@ -15,26 +15,30 @@ those files per frame (``frame_000000_color.png``, ...) and, with ``overlay_vide
 ``evalPixelLevelSemanticLabeling`` expect (train ids → label ids; the seed's 20th class
 "background" → 0, "unlabeled").
 
-Images are predicted at full resolution, normalised as the model was trained (the config's
-``data.{val,test,train}.transforms.normalize``, ImageNet statistics by default). Inputs are never
-overwritten: an output folder equal to or inside an input folder, or an output file that is an
-input, is refused; every file is written atomically. Unreadable images and videos are skipped
-with a warning naming the file; :func:`predict_inputs` returns them (the CLI exits with 1).
+Images are read as displayed (EXIF orientation applied, 16-bit scaled to 8-bit; see
+:mod:`atrous.data.io`) and predicted at full resolution, normalised as the model was trained
+(the config's ``data.{val,test,train}.transforms.normalize``, ImageNet statistics by default).
+
+No file the command did not write is replaced: an output folder equal to or inside an input
+folder, and an output that is an input, are refused; outputs that already exist are refused
+(unless ``overwrite=True``) before anything is predicted, so a refused run writes nothing. Every
+file is written atomically. Unreadable images and videos, images too small for the output stride
+and images over the pixel limit are skipped with a warning naming the file; the rest is
+predicted and :func:`predict_inputs` returns the skipped ones (the CLI exits with 1). Input
+discovery, output names and these checks live in :mod:`atrous.evaluation.prediction_files`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 
 from ..config import ConfigError
@@ -42,29 +46,25 @@ from ..data.base import ClassInfo, DatasetError
 from ..data.build import dataset_class
 from ..data.cityscapes import CLASSES_19, CLASSES_20, trainid_to_labelid
 from ..data.folder import CLASSES_FILES, generated_palette, read_classes_file
-from ..data.io import read_image
+from ..data.io import pixel_limit, read_image_array
 from ..data.palettes import colorize, overlay
 from ..data.transforms import transforms_from_config
-from ..io import atomic_write
+from ..errors import InputError
 from ..models.checkpoint import load_segmentor
 from ..models.segmentor import Segmentor
 from .inference import output_stride, predict_probabilities
+from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ...: part of this module's API)
+    CITYSCAPES_NAME,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    Source,
+    Writer,
+    check_output_folder,
+    check_outputs,
+    collect_inputs,
+    output_names,
+)
 from .video import VideoWriter, read_video
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
-# cityscapesScripts matches a prediction to <city>_<seq>_<frame>_gtFine_labelIds.png by the
-# file-name pattern "<city>_<seq>_<frame>*.png" (evalPixelLevelSemanticLabeling.getPrediction).
-CITYSCAPES_NAME = re.compile(r"^(?P<core>[^_]+_\d{6}_\d{6})(_|$)")
-
-
-@dataclass(frozen=True)
-class Source:
-    """One input file and the output sub-path (no suffix) its results are named after."""
-
-    path: Path
-    relative: Path
-    is_video: bool
 
 
 @dataclass
@@ -73,105 +73,6 @@ class PredictResult:
 
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
-# -- inputs and outputs -----------------------------------------------------------------------
-
-def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Source]:
-    """Image and video files of ``inputs`` (files, or folders searched recursively, sorted),
-    each with its path relative to the inputs' common folder (without suffix)."""
-    if not inputs:
-        raise ValueError("no inputs: pass image files, folders or videos")
-    paths = [Path(os.path.abspath(p)) for p in inputs]
-    for path in paths:
-        if not path.exists():
-            raise ValueError(f"{path}: input not found")
-    common = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in paths]))
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if _is_media(p))
-            if not found:
-                raise ValueError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) or videos ({', '.join(VIDEO_EXTENSIONS)}) in this folder")
-            files += found
-        else:
-            files.append(path)
-    sources, seen = [], {}
-    for file in dict.fromkeys(files):  # the same file twice is predicted once
-        relative = file.relative_to(common).with_suffix("")
-        if relative in seen:
-            raise ValueError(f"{seen[relative]} and {file} would write the same outputs ({relative}_*); rename one")
-        seen[relative] = file
-        sources.append(Source(file, relative, file.suffix.lower() in VIDEO_EXTENSIONS))
-    return sources
-
-
-def _is_media(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    return path.is_file() and not path.name.startswith(".") and suffix in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
-
-
-def check_output_folder(output: Path, inputs: Sequence[str | os.PathLike], sources: Sequence[Source]) -> set[Path]:
-    """Refuse an output folder equal to or inside an input folder; return the resolved input
-    files (which no output may replace)."""
-    out = output.resolve()
-    for path in map(Path, inputs):
-        folder = path.resolve()
-        if path.is_dir() and (out == folder or folder in out.parents):
-            raise ValueError(
-                f"output folder {output} is inside the input folder {path}; choose an output folder "
-                f"outside the inputs (predictions are never written next to the images)"
-            )
-    return {s.path.resolve() for s in sources}
-
-
-def output_names(name: Path, *, probabilities: bool = False, submission: bool = False) -> dict[str, Path]:
-    """Output paths (relative to the output folder) of the image whose results are named ``name``."""
-    if submission:
-        match = CITYSCAPES_NAME.match(name.name)
-        if match is None:
-            raise ValueError(
-                f"{name.name}: --cityscapes-submission needs Cityscapes file names "
-                "<city>_<seq>_<frame>_leftImg8bit.png (the evaluator matches <city>_<seq>_<frame>)"
-            )
-        names = {"submission": name.with_name(f"{match['core']}_leftImg8bit.png")}
-    else:
-        names = {kind: Path(f"{name}_{kind}.png") for kind in ("labels", "color", "overlay")}
-    if probabilities:
-        names["probs"] = Path(f"{name}_probs.npz")
-    return names
-
-
-def check_outputs(sources: Sequence[Source], output: Path, protected: set[Path], **naming: bool) -> None:
-    """Fail before predicting anything if an image's output would replace an input (or, for a
-    submission, a name or a video does not fit)."""
-    for source in sources:
-        if source.is_video:
-            if naming.get("submission"):
-                raise ValueError(f"{source.path}: --cityscapes-submission takes images, not videos")
-            continue
-        for relative in output_names(source.relative, **naming).values():
-            if (output / relative).resolve() in protected:
-                raise ValueError(f"refusing to overwrite the input {output / relative}; choose another output folder")
-
-
-class Writer:
-    """Writes output files atomically, refusing to replace any input file."""
-
-    def __init__(self, output: Path, protected: set[Path]) -> None:
-        self.output, self.protected = output, protected
-        self.written: list[Path] = []
-
-    def write(self, relative: Path | str, write: Callable[[Path], None]) -> Path:
-        path = self.output / relative
-        if path.resolve() in self.protected:
-            raise ValueError(f"refusing to overwrite the input {path}; choose another output folder")
-        atomic_write(path, write)
-        self.written.append(path)
-        return path
-
-    def png(self, relative: Path | str, array: np.ndarray) -> Path:
-        return self.write(relative, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 # -- model, normalisation, classes ------------------------------------------------------------
@@ -231,7 +132,7 @@ def cityscapes_lut(classes: ClassInfo) -> np.ndarray:
         return trainid_to_labelid
     if classes.names == CLASSES_20.names:
         return np.concatenate([trainid_to_labelid, np.zeros(1, np.uint8)])
-    raise ValueError(
+    raise InputError(
         f"--cityscapes-submission needs a model of the 19 Cityscapes classes (or the seed's 20), "
         f"this one predicts {list(classes.names)[:5]}..."
     )
@@ -253,7 +154,26 @@ class Predictor:
         self.transform = transforms_from_config({"normalize": self.normalize}, train=False, ignore_index=255)
         self.model.to(self.device)
 
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse (:class:`InputError`) an image that some scale makes smaller than the model's
+        output stride (with a sliding window, small images are padded to the window instead)."""
+        if self.options.get("window"):
+            return
+        stride = int(getattr(self.model, "output_stride", 1))
+        scales = self.options.get("scales") or (1.0,)
+        if not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+            return  # predict_probabilities names the bad option
+        for scale in scales:
+            h, w = max(1, round(height * scale)), max(1, round(width * scale))
+            if min(h, w) < stride:
+                at = f" (at scale {scale:g}: {h}x{w})" if scale != 1 else ""
+                raise InputError(
+                    f"image of {height}x{width} pixels{at} is smaller than the model's output stride {stride}; "
+                    f"pad or resize it to at least {stride}x{stride}" + (" at every scale" if at else "")
+                )
+
     def __call__(self, image: np.ndarray) -> torch.Tensor:
+        self.check_size(*image.shape[:2])
         x = self.transform(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)))
         probs = predict_probabilities(self.model, x.unsqueeze(0).to(self.device), **self.options)
         return probs[0].cpu()
@@ -296,18 +216,24 @@ def predict_inputs(
     probabilities: bool = False,
     cityscapes_submission: bool = False,
     overlay_video: bool = False,
+    overwrite: bool = False,
+    max_pixels: int | None = None,
     progress: bool = True,
 ) -> PredictResult:
-    """Predict every image and video of ``inputs`` into ``output``. Unreadable files are skipped
-    with a warning and listed in the result."""
+    """Predict every image and video of ``inputs`` into ``output``. Files that cannot be read or
+    predicted (undecodable, too small for the output stride, more pixels than ``max_pixels``:
+    see :func:`atrous.data.io.read_image_array`) are skipped with a warning and listed in the
+    result; existing outputs are refused before anything is written unless ``overwrite``."""
     from tqdm import tqdm
 
     output = Path(output)
+    pixel_limit(max_pixels)  # a bad --max-pixels is an error before any input is read
     sources = collect_inputs(inputs)
     protected = check_output_folder(output, inputs, sources)
-    check_outputs(sources, output, protected, probabilities=probabilities, submission=cityscapes_submission)
+    check_outputs(sources, output, protected, overwrite=overwrite, overlay_video=overlay_video,
+                  probabilities=probabilities, submission=cityscapes_submission)
     lut = cityscapes_lut(classes) if cityscapes_submission else None
-    writer = Writer(output, protected)
+    writer = Writer(output, protected, overwrite)
     result = PredictResult(written=writer.written)
     options = {"probabilities": probabilities, "submission_lut": lut}
     for source in tqdm(sources, desc="predict", unit="file", disable=not progress, file=sys.stderr):
@@ -315,11 +241,12 @@ def predict_inputs(
             if source.is_video:
                 _predict_video(predictor, source, writer, classes, options, overlay_video)
             else:
-                image = read_image(source.path).permute(1, 2, 0).numpy()
+                image = read_image_array(source.path, max_pixels)
                 write_outputs(writer, source.relative, image, predictor(image), classes, **options)
-        except DatasetError as err:
-            tqdm.write(f"atrous predict: skipping {source.path}: {err}", file=sys.stderr)
-            result.failed.append((source.path, str(err)))
+        except (DatasetError, InputError) as err:  # this input only: skip it, predict the rest
+            reason = str(err).removeprefix(f"{source.path}: ")
+            tqdm.write(f"atrous predict: skipping {source.path}: {reason}", file=sys.stderr)
+            result.failed.append((source.path, reason))
     return result
 
 
@@ -362,6 +289,8 @@ def run_predict(
     probabilities: bool = False,
     cityscapes_submission: bool = False,
     overlay_video: bool = False,
+    overwrite: bool = False,
+    max_pixels: int | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> PredictResult:
@@ -379,5 +308,6 @@ def run_predict(
     with output_stride(model, stride):
         return predict_inputs(
             predictor, inputs, output, classes, probabilities=probabilities,
-            cityscapes_submission=cityscapes_submission, overlay_video=overlay_video, progress=progress,
+            cityscapes_submission=cityscapes_submission, overlay_video=overlay_video, overwrite=overwrite,
+            max_pixels=max_pixels, progress=progress,
         )

@@ -41,7 +41,7 @@ import torch
 
 from ..config import ConfigError, load_config
 from ..errors import UserError
-from ..io import atomic_write
+from ..io import atomic_write, check_output
 from .backbones.weights import (
     PretrainedWeightsError,
     hub_checkpoint_path,
@@ -304,6 +304,8 @@ def convert_checkpoint(
     config_path: str | os.PathLike,
     output: str | os.PathLike,
     overrides: Sequence[str] = (),
+    *,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Convert ``file`` (format ``source_format``) for the model of ``config_path`` and write an
     atrous checkpoint at ``output`` atomically, readable by ``atrous validate|test --checkpoint``
@@ -312,15 +314,21 @@ def convert_checkpoint(
     The checkpoint holds ``state_dict`` (keys ``model.…``) and ``hyper_parameters`` (``config``
     as given, ``class_names``, ``ignore_index``), as ``atrous fit`` writes.
     Returns a summary: ``output``, ``file``, ``tensors``, ``params``.
+
+    Raises:
+        OutputExistsError: ``output`` is the source weights or the config (always), or exists
+            and ``overwrite`` is false; checked before anything is read.
     """
     if source_format not in CONVERTERS:
         raise ConversionError(f"unknown source format {source_format!r}; choose from {list(FORMATS)}")
+    check_output(output, inputs=[file, config_path], overwrite=overwrite)
     config = load_config(config_path, overrides)
     try:  # a config error shows before a large file is read
         model = target_model(config)
     except ConfigError as err:
         raise ConfigError(f"{config_path}: {err}") from err
     path = locate_file(source_format, file, config)
+    check_output(output, inputs=[path], overwrite=overwrite)  # e.g. the torch.hub cache's file
     raw = read_state_dict(path)
     try:
         state = CONVERTERS[source_format](raw, model)
@@ -337,7 +345,7 @@ def convert_checkpoint(
         "hyper_parameters": {"config": config, "class_names": class_names, "ignore_index": ignore_index},
         "converted_from": {"format": source_format, "file": str(path)},
     }
-    written = atomic_write(output, lambda tmp: torch.save(checkpoint, tmp))
+    written = atomic_write(output, lambda tmp: torch.save(checkpoint, tmp), overwrite=overwrite)
     return {
         "output": str(written),
         "file": str(path),
