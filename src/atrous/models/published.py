@@ -17,23 +17,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ..data.palettes import CITYSCAPES_CLASSES
+from ..data.transforms import NORMALIZATIONS
+from ..data.voc import VOC_CLASSES
 from .backbones.weights import PretrainedWeightsError
 
-# Per RGB channel, for images scaled to [0, 1] (the same as atrous.data.transforms.NORMALIZATIONS).
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# The official DenseASPP inference.py (data_transforms): Cityscapes statistics.
-CITYSCAPES_MEAN, CITYSCAPES_STD = (0.290101, 0.328081, 0.286964), (0.182954, 0.186566, 0.184475)
-
-# Pascal VOC's 21 classes as atrous names them (torchvision's categories say "__background__").
-VOC_CLASS_NAMES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
-# Cityscapes' 19 evaluated classes in train-id order (cityscapesScripts helpers/labels.py).
-CITYSCAPES_CLASS_NAMES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)
+# One place for each: the label spaces and normalisations are the datasets' and transforms' own.
+IMAGENET_MEAN, IMAGENET_STD = NORMALIZATIONS["imagenet"]
+CITYSCAPES_MEAN, CITYSCAPES_STD = NORMALIZATIONS["cityscapes"]  # the official DenseASPP inference.py
+VOC_CLASS_NAMES = VOC_CLASSES  # torchvision's categories say "__background__" for "background"
+CITYSCAPES_CLASS_NAMES = CITYSCAPES_CLASSES  # train-id order (cityscapesScripts helpers/labels.py)
 
 TORCHVISION_RECIPES = "https://github.com/pytorch/vision/tree/main/references/segmentation"
 DENSEASPP_REPOSITORY = "https://github.com/DeepMotionAIResearch/DenseASPP"
