@@ -37,7 +37,7 @@ def test_values_map_to_train_ids_exactly(ade_root, split, count, prefix):
         image, mask = dataset.load(i)
         assert isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8
         assert image.shape == (3, *SIZE)
-        assert isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.int64
+        assert isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.uint8
         raw = ade20k_raw_label(split, i, SIZE)
         assert {0, 1, 150} <= set(np.unique(raw).tolist())  # the fixture covers the range's edges
         np.testing.assert_array_equal(mask.numpy(), _expected_train_ids(raw))
@@ -178,6 +178,6 @@ def test_data_loader_with_transforms(ade_root):
     dataset = ADE20K(ade_root, "train", transforms=to_float)
     images, masks = next(iter(DataLoader(dataset, batch_size=2, num_workers=0)))
     assert images.shape == (2, 3, *SIZE) and images.dtype == torch.float32
-    assert masks.shape == (2, *SIZE) and masks.dtype == torch.int64
+    assert masks.shape == (2, *SIZE) and masks.dtype == torch.uint8
     assert images.max() <= 1.0
     np.testing.assert_array_equal(masks[1].numpy(), _expected_train_ids(ade20k_raw_label("train", 1, SIZE)))

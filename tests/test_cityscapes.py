@@ -47,7 +47,7 @@ def test_label_ids_map_to_official_train_ids(root, split):
         image, mask = dataset.load(i)
         label_png = root / "gtFine" / split / dataset.name(i).split("_")[0] / f"{dataset.name(i)}_gtFine_labelIds.png"
         assert image.dtype == torch.uint8 and image.shape == (3, 32, 64)
-        assert mask.dtype == torch.int64 and mask.shape == (32, 64)
+        assert mask.dtype == torch.uint8 and mask.shape == (32, 64)
         np.testing.assert_array_equal(mask.numpy(), expected_train_ids(label_png, void=255))
         seen |= set(np.unique(np.array(Image.open(label_png))).tolist())
     assert seen == set(range(34))  # every label id of the table was exercised, void ids included
@@ -142,7 +142,7 @@ def test_dataloader_with_transforms(root):
     batches = list(DataLoader(dataset, batch_size=3, num_workers=0))
     images, masks = batches[0]
     assert images.shape == (3, 3, 32, 64) and images.dtype == torch.float32
-    assert masks.shape == (3, 16, 32) and masks.dtype == torch.int64
+    assert masks.shape == (3, 16, 32) and masks.dtype == torch.uint8
     assert sum(len(b[0]) for b in batches) == len(dataset)
 
 

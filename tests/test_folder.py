@@ -42,7 +42,7 @@ def test_masks_give_the_known_train_ids(tmp_path, mode):
         image, mask = dataset.load(i)
         assert isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8
         assert image.shape == (3, *SIZE)
-        assert isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.int64
+        assert isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.uint8
         np.testing.assert_array_equal(mask.numpy(), folder_label(i, SIZE))
         assert dataset.name(i) == folder_stem(i)
 
@@ -371,5 +371,5 @@ def test_data_loader_with_transforms(tmp_path):
     dataset = FolderDataset(write_folder(tmp_path, n=4, mode="color"), transforms=crop_to_float)
     batches = list(DataLoader(dataset, batch_size=3, num_workers=0))
     assert [b[0].shape for b in batches] == [(3, 3, 16, 16), (1, 3, 16, 16)]
-    assert batches[0][1].dtype == torch.int64
+    assert batches[0][1].dtype == torch.uint8
     np.testing.assert_array_equal(batches[1][1][0].numpy(), folder_label(3, SIZE)[:16, :16])

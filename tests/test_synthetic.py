@@ -56,7 +56,7 @@ def test_load_follows_the_dataset_contract() -> None:
     dataset = SyntheticStreets("val", image_size=(96, 160))
     image, mask = dataset.load(0)
     assert isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and image.shape == (3, 96, 160)
-    assert isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.int64 and mask.shape == (96, 160)
+    assert isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.uint8 and mask.shape == (96, 160)
     assert dataset.classes.num_classes == 19 and dataset.classes.ignore_index == 255
     assert dataset.image_path(0) is None
     with pytest.raises(IndexError):
@@ -165,7 +165,7 @@ def test_dataloader_with_workers_and_transforms() -> None:
     dataset = SyntheticStreets("train", length=8, transforms=transforms)
     images, masks = next(iter(DataLoader(dataset, batch_size=4, num_workers=2)))
     assert images.shape == (4, 3, 96, 96) and images.dtype == torch.float32
-    assert masks.shape == (4, 96, 96) and masks.dtype == torch.int64
+    assert masks.shape == (4, 96, 96) and masks.dtype == torch.uint8
     assert set(masks.unique().tolist()) <= set(USED_CLASSES) | {255}
     plain = SyntheticStreets("train", length=8)
     loaded = next(iter(DataLoader(plain, batch_size=4, num_workers=2)))[1]

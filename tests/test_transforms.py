@@ -145,14 +145,16 @@ def test_cityscapes_statistics_are_the_denseaspp_ones() -> None:
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_output_dtypes_and_shapes(train: bool) -> None:
+@pytest.mark.parametrize("mask_dtype", [torch.uint8, torch.int64])
+def test_output_dtypes_and_shapes(train: bool, mask_dtype: torch.dtype) -> None:
     image, mask = random_pair()
+    mask = tv_tensors.Mask(mask.to(mask_dtype))
     transform = build_transforms(
         train=train, resize=(40, 60), scale_range=(0.75, 1.25), crop_size=(32, 48), hflip=True, color_jitter=0.2
     )
     out_image, out_mask = transform(image, mask)
     assert type(out_image) is torch.Tensor and type(out_mask) is torch.Tensor
-    assert out_image.dtype == torch.float32 and out_mask.dtype == torch.int64
+    assert out_image.dtype == torch.float32 and out_mask.dtype == mask_dtype  # masks keep their dtype
     assert out_image.shape == ((3, 32, 48) if train else (3, 40, 60))
     assert out_mask.shape == out_image.shape[1:]
 

@@ -49,7 +49,7 @@ def test_palette_labels_are_read_as_indices_with_borders(voc):
         assert png.mode == "P"  # the fixture wrote a true palette PNG …
         np.testing.assert_array_equal(mask.numpy(), np.array(png))  # … read as its indices
         assert image.dtype == torch.uint8 and image.shape == (3, 40, 50)
-        assert mask.dtype == torch.int64 and mask.shape == (40, 50)
+        assert mask.dtype == torch.uint8 and mask.shape == (40, 50)
         values = set(mask.unique().tolist())
         assert 255 in values and values - {255} <= set(range(21)) and len(values) >= 3
 
@@ -119,7 +119,7 @@ def test_dataloader_with_transforms(voc):
     dataset = VOCSegmentation(voc, "train_aug", transforms=transforms)
     images, masks = next(iter(DataLoader(dataset, batch_size=4, num_workers=0)))
     assert images.shape == (4, 3, 40, 50) and images.dtype == torch.float32
-    assert masks.shape == (4, 32, 32) and masks.dtype == torch.int64
+    assert masks.shape == (4, 32, 32) and masks.dtype == torch.uint8
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -20,7 +20,8 @@ from torchvision import tv_tensors
 
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
 from .folder import generated_palette
-from .io import check_same_size, map_labels, read_image, read_label_png
+from .io import check_same_size, read_image, read_label_png
+from .label_maps import LabelLookup
 
 # The first name of each row of objectInfo150.csv (SceneParsing devkit), in train-id order.
 ADE20K_CLASSES = (
@@ -53,8 +54,9 @@ _FOLDER = "ADEChallengeData2016"
 _IGNORE_INDEX = 255
 
 # Raw value → train id: 0 → ignore, v → v − 1. Values beyond 150 fall off the end of the lut and
-# map_labels reports them as unknown.
+# the lookup reports them as unknown.
 _LUT = np.concatenate([[_IGNORE_INDEX], np.arange(len(ADE20K_CLASSES))]).astype(np.int64)
+_LOOKUP = LabelLookup(_LUT)
 
 
 class ADE20K(SegmentationDataset):
@@ -116,7 +118,7 @@ class ADE20K(SegmentationDataset):
                 "of class values 0..150 (the colour-coded *_seg.png of the full ADE20K release "
                 "are not supported)"
             )
-        mask = map_labels(raw, _LUT, label_path)
+        mask = _LOOKUP(raw, label_path)
         check_same_size(image, mask, image_path, label_path)
         return image, mask
 

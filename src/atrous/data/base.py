@@ -3,9 +3,15 @@
 An item is ``(image, mask)`` after the dataset's joint ``transforms``:
 
 * ``load(i)`` returns the raw pair: ``tv_tensors.Image`` uint8 ``(3, H, W)`` and
-  ``tv_tensors.Mask`` int64 ``(H, W)`` holding *train ids* ``0 … K−1`` and ``ignore_index``;
+  ``tv_tensors.Mask`` uint8 ``(H, W)`` holding *train ids* ``0 … K−1`` and ``ignore_index``
+  (int64 only where the label space does not fit uint8: a folder dataset with more than 256
+  classes or ``ignore_index`` above 255);
 * ``__getitem__(i)`` applies ``transforms(image, mask)`` (see :mod:`atrous.data.transforms`),
-  giving a float image ``(3, h, w)`` normalised and an int64 mask ``(h, w)``.
+  giving a float image ``(3, h, w)`` normalised and the mask ``(h, w)``, still uint8.
+
+Masks stay uint8 through the DataLoader (an eighth of int64's bytes to copy between processes
+and to the device); the loss casts them to int64 on the device, the metrics accept them as
+they are. Label maps are mapped to train ids by a uint8 look-up table (:mod:`.label_maps`).
 
 ``classes`` describes the label space (names, colours, ignore index); ``name(i)`` is a stable id
 used to name outputs (e.g. ``frankfurt_000000_000294``); ``image_path(i)`` the source file if any.

@@ -34,7 +34,8 @@ from cityscapesscripts.helpers.labels import labels as _OFFICIAL_LABELS
 from torchvision import tv_tensors
 
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
-from .io import check_same_size, map_labels, read_image, read_label_png
+from .io import check_same_size, read_image, read_label_png
+from .label_maps import LabelLookup
 from .palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
 SPLITS = ("train", "val", "test")
@@ -70,6 +71,8 @@ def _labelid_to_trainid(void: int) -> np.ndarray:
 
 
 LABELID_TO_TRAINID = {"19": _labelid_to_trainid(void=IGNORE_INDEX), "20": _labelid_to_trainid(void=19)}
+# The same tables as uint8 look-ups (what load() uses; see atrous.data.label_maps).
+TRAINID_LOOKUPS = {variant: LabelLookup(table, unknown=UNKNOWN) for variant, table in LABELID_TO_TRAINID.items()}
 
 # Train id (0…18) → official label id, to write the label-id PNGs the benchmark evaluates.
 trainid_to_labelid: np.ndarray = np.array(
@@ -116,7 +119,7 @@ class Cityscapes(SegmentationDataset):
         self.variant = variant
         self.coarse = coarse
         self.classes = CLASSES_19 if variant == "19" else CLASSES_20
-        self._lut = LABELID_TO_TRAINID[variant]
+        self._lookup = TRAINID_LOOKUPS[variant]
         if not self.root.is_dir():
             raise DatasetError(
                 f"{self.root}: Cityscapes root not found; expected a folder holding leftImg8bit/ "
@@ -152,7 +155,7 @@ class Cityscapes(SegmentationDataset):
         image_path, label_path = self._samples[index]
         image = read_image(image_path, self.max_image_pixels)
         if label_path is None:  # test split: no labels, everything ignored
-            mask = torch.full(tuple(image.shape[-2:]), IGNORE_INDEX, dtype=torch.int64)
+            mask = torch.full(tuple(image.shape[-2:]), IGNORE_INDEX, dtype=torch.uint8)
             return image, tv_tensors.Mask(mask)
         mask = self._read_mask(label_path)
         check_same_size(image, mask, image_path, label_path)
@@ -175,7 +178,7 @@ class Cityscapes(SegmentationDataset):
                 f"{path}: expected a single-channel label-id PNG (*_labelIds.png), got shape "
                 f"{raw.shape}; do not point at the *_color.png files"
             )
-        return map_labels(raw, self._lut, path, unknown=UNKNOWN)
+        return self._lookup(raw, path)
 
 
 def _list_pairs(

@@ -144,6 +144,9 @@ class FolderDataset(SegmentationDataset):
         self.classes_file = spec.path
         self.classes = spec.classes
         self._color_keys, self._color_ids = _color_lookup(spec)
+        # uint8 masks (the dataset contract) unless the label space needs more (ignore_index > 255).
+        fits_uint8 = max(self.classes.num_classes - 1, self.classes.ignore_index) <= 255
+        self._mask_dtype = np.uint8 if fits_uint8 else np.int64
 
         images = _files_by_stem(self.image_dir, IMAGE_SUFFIXES)
         if not images:
@@ -176,7 +179,8 @@ class FolderDataset(SegmentationDataset):
     def _index_mask(self, raw: np.ndarray, path: Path) -> tv_tensors.Mask:
         """Grey / palette PNG: the value is the class id; anything else but ``ignore_index`` is an error."""
         num_classes, ignore = self.classes.num_classes, self.classes.ignore_index
-        raw = raw.astype(np.int64, copy=False)
+        if raw.dtype != np.uint8:  # 16-bit or 32-bit grey PNGs
+            raw = raw.astype(np.int64, copy=False)
         valid = ((raw >= 0) & (raw < num_classes)) | (raw == ignore)
         if not valid.all():
             bad = np.unique(raw[~valid])
@@ -185,7 +189,7 @@ class FolderDataset(SegmentationDataset):
                 f"{num_classes} classes (ids 0..{num_classes - 1}) and ignore_index is {ignore}; "
                 "fix the mask or add the missing classes to `names:`"
             )
-        return tv_tensors.Mask(torch.from_numpy(raw))
+        return tv_tensors.Mask(torch.from_numpy(raw.astype(self._mask_dtype)))
 
     def _color_mask(self, raw: np.ndarray, path: Path) -> tv_tensors.Mask:
         """RGB PNG: each pixel's colour is looked up in the classes file's colours (vectorised:
@@ -208,7 +212,7 @@ class FolderDataset(SegmentationDataset):
                 f"{self.classes_file}; add them, or re-export the mask without anti-aliasing or "
                 "lossy compression (colour masks must match the palette exactly)"
             )
-        return tv_tensors.Mask(torch.from_numpy(self._color_ids[found_at]))
+        return tv_tensors.Mask(torch.from_numpy(self._color_ids[found_at].astype(self._mask_dtype)))
 
     def _check_pairs(self, images: dict[str, Path], masks: dict[str, Path]) -> None:
         no_mask = sorted(set(images) - set(masks))

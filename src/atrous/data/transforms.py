@@ -1,15 +1,24 @@
 """Joint image/mask transforms for training and evaluation (torchvision transforms v2).
 
-Every transform receives ``(tv_tensors.Image uint8 (3, H, W), tv_tensors.Mask int64 (H, W))``
-and moves both through the same geometry. torchvision v2 dispatches on the tensor type: the
+Every transform receives ``(tv_tensors.Image uint8 (3, H, W), tv_tensors.Mask uint8 (H, W))``
+(int64 masks, for label spaces beyond uint8, pass through the same way) and moves both through
+the same geometry. torchvision v2 dispatches on the tensor type: the
 image is resized bilinearly with antialiasing, the mask with nearest neighbour, so label maps
 never receive interpolated (invalid) ids; photometric jitter and normalisation touch the image
-only. The output is plain tensors: image float32 ``(3, h, w)`` normalised, mask int64 ``(h, w)``.
+only. The output is plain tensors: image float32 ``(3, h, w)`` normalised, the mask in its
+input dtype ``(h, w)`` (uint8: the loss casts it on the device).
 
 Training pipeline (DeepLabv3 §4 "Training protocol"; DenseASPP §4.1)::
 
     [resize (H, W)] → random scale ∈ scale_range → random crop (pad: image 0, mask ignore)
     → random horizontal flip → colour jitter → float32 → normalise
+
+Random scale and crop run as one step, :class:`RandomScaleCrop`: the crop window is computed in
+the source frame, and only that region is resized (a 1024×2048 Cityscapes frame scaled by 2 is
+never materialised at 2048×4096). Its random draws are the ones of resizing the whole frame then
+cropping (same generator calls, same order), so the crop covers the same scene region at the
+same scale; pixel values differ from resize-whole-then-crop only by the sub-pixel rounding of
+the source box to whole pixels (docs/data_pipeline.md quantifies it).
 
 Evaluation keeps only ``[resize] → float32 → normalise``: deterministic.
 """
@@ -57,6 +66,64 @@ class RandomScale(v2.Transform):
         return self._call_kernel(F.resize, inpt, params["size"], antialias=True)
 
 
+class RandomScaleCrop(v2.Transform):
+    """Random scale by a factor from ``scale_range``, then a random ``crop_size`` crop padded
+    where the scaled frame is smaller (image 0, mask ``ignore_index``), resizing only the crop.
+
+    The draws replicate :class:`RandomScale` followed by ``v2.RandomCrop(crop_size,
+    pad_if_needed=True)``: the factor ``s`` (``torch.rand``), then the crop's top and left
+    (``torch.randint``, each only where the padded scaled frame exceeds the crop). The window
+    ``[top, top + h)`` of the padded, scaled frame maps back to source rows
+    ``[round(y0·H/H'), round(y1·H/H'))`` (``H' = round(H·s)``, ``y0, y1`` its part inside the
+    scaled frame); that region is resized to ``y1 − y0`` rows (image bilinear with antialiasing,
+    mask nearest), then padded. Same for columns.
+    """
+
+    def __init__(self, scale_range: tuple[float, float], crop_size: tuple[int, int], ignore_index: int = 255) -> None:
+        super().__init__()
+        self.scale_range = _check_scale_range(scale_range)
+        self.crop_size = crop_size
+        self.ignore_index = ignore_index
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        low, high = self.scale_range
+        scale = low + (high - low) * float(torch.rand(()))
+        scaled = (max(1, round(height * scale)), max(1, round(width * scale)))
+        # v2.RandomCrop(pad_if_needed=True) pads a short side by the shortfall on *both* ends,
+        # then draws top (if the padded height exceeds the crop) before left (same for width).
+        padded = [size + 2 * max(0, crop - size) for size, crop in zip(scaled, self.crop_size, strict=True)]
+        offsets = [
+            int(torch.randint(0, size - crop + 1, size=())) if size > crop else 0
+            for size, crop in zip(padded, self.crop_size, strict=True)
+        ]
+        box, output, padding = [], [], []
+        for source, size, crop, offset in zip((height, width), scaled, self.crop_size, offsets, strict=True):
+            start = offset - max(0, crop - size)  # window start in the scaled frame (< 0: padding)
+            first, last = max(0, start), min(size, start + crop)
+            begin = min(round(first * source / size), source - 1)
+            end = max(round(last * source / size), begin + 1)
+            box.append((begin, end))
+            output.append(last - first)
+            padding.append((first - start, start + crop - last))
+        (top, bottom), (left, right) = box
+        (pad_top, pad_bottom), (pad_left, pad_right) = padding
+        return {
+            "top": top, "left": left, "height": bottom - top, "width": right - left,
+            "size": output, "padding": [pad_left, pad_top, pad_right, pad_bottom],
+        }
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        region = self._call_kernel(
+            F.crop, inpt, top=params["top"], left=params["left"], height=params["height"], width=params["width"]
+        )
+        region = self._call_kernel(F.resize, region, params["size"], antialias=True)
+        if any(params["padding"]):
+            fill = self.ignore_index if isinstance(inpt, tv_tensors.Mask) else 0
+            region = self._call_kernel(F.pad, region, padding=params["padding"], fill=fill)
+        return region
+
+
 def build_transforms(
     *,
     train: bool,
@@ -67,6 +134,7 @@ def build_transforms(
     color_jitter: float = 0.0,
     normalize: str | tuple = "imagenet",
     ignore_index: int = 255,
+    crop_first: bool = True,
 ) -> v2.Compose:
     """Build the joint transform ``(image, mask) → (image, mask)``.
 
@@ -83,9 +151,13 @@ def build_transforms(
         color_jitter: brightness, contrast and saturation strength (0 disables it).
         normalize: a key of :data:`NORMALIZATIONS` or ``(mean, std)``, three values each.
         ignore_index: mask value for padded pixels.
+        crop_first: with ``scale_range`` and ``crop_size``, resize only the crop
+            (:class:`RandomScaleCrop`); ``False`` resizes the whole frame then crops, the former
+            pipeline, slower, with the same random draws (the data benchmark's peer).
 
     Returns:
-        a ``v2.Compose`` giving image float32 ``(3, h, w)`` and mask int64 ``(h, w)``.
+        a ``v2.Compose`` giving image float32 ``(3, h, w)`` and the mask ``(h, w)`` in its input
+        dtype (uint8 from atrous' datasets).
     """
     mean, std = _check_normalize(normalize)
     resize = _check_size("resize", resize)
@@ -103,9 +175,12 @@ def build_transforms(
     if resize is not None:
         steps.append(v2.Resize(resize, antialias=True))
     if train:
-        if scale_range is not None and scale_range != (1.0, 1.0):
+        scales = scale_range is not None and scale_range != (1.0, 1.0)
+        if scales and crop_size is not None and crop_first:
+            steps.append(RandomScaleCrop(scale_range, crop_size, ignore_index))
+        elif scales:
             steps.append(RandomScale(scale_range))
-        if crop_size is not None:
+        if crop_size is not None and not (scales and crop_first):
             fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
             steps.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
         if hflip:
@@ -114,7 +189,7 @@ def build_transforms(
             strength = float(color_jitter)
             steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength))
     steps += [
-        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
         v2.Normalize(mean, std),
         v2.ToPureTensor(),
     ]

@@ -26,7 +26,8 @@ import torch
 from torchvision import tv_tensors
 
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
-from .io import check_same_size, map_labels, read_image, read_label_png
+from .io import check_same_size, read_image, read_label_png
+from .label_maps import LabelLookup
 from .palettes import voc_colormap
 
 IGNORE_INDEX = 255
@@ -66,6 +67,7 @@ CLASSES = ClassInfo(names=VOC_CLASSES, palette=VOC_PALETTE, ignore_index=IGNORE_
 LABEL_LUT = np.full(256, UNKNOWN, dtype=np.int64)
 LABEL_LUT[: len(VOC_CLASSES)] = np.arange(len(VOC_CLASSES))
 LABEL_LUT[IGNORE_INDEX] = IGNORE_INDEX
+_LOOKUP = LabelLookup(LABEL_LUT, unknown=UNKNOWN)
 
 
 def resolve_root(root: str | os.PathLike) -> Path:
@@ -147,7 +149,7 @@ def _read_mask(path: Path, max_pixels: int | None = None) -> tv_tensors.Mask:
             f"{path}: label map is an RGB image; VOC labels must be palette (SegmentationClass) or "
             f"grey (SegmentationClassAug) PNGs holding class indices, not colours; restore the original file"
         )
-    return map_labels(raw, LABEL_LUT, path, unknown=UNKNOWN)
+    return _LOOKUP(raw, path)
 
 
 def _read_list(path: Path, label_folder: str) -> list[str]:

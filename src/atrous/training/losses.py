@@ -19,7 +19,7 @@ class SegmentationLoss(nn.Module):
         aux_weight: weight of the auxiliary head's loss.
         class_weights: optional per-class weights.
 
-    Shapes: logits ``(N, K, H, W)``, target ``(N, H, W)`` int64 → scalar.
+    Shapes: logits ``(N, K, H, W)``, target ``(N, H, W)`` uint8 (the datasets' masks) or int64 → scalar.
     """
 
     def __init__(
@@ -54,6 +54,7 @@ class SegmentationLoss(nn.Module):
         return losses[hard].mean()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        target = target.long()  # masks travel as uint8 (an eighth of int64's bytes); cast once, on the device
         loss = self.pixel_loss(logits, target)
         if aux is not None and self.aux_weight > 0:
             loss = loss + self.aux_weight * self.pixel_loss(aux, target)

@@ -63,7 +63,7 @@ class SyntheticStreets(SegmentationDataset):
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         scene = self.scene(index)
         image = torch.from_numpy(np.ascontiguousarray(scene.image.transpose(2, 0, 1)))
-        return tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(scene.labels))
+        return tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(scene.labels.astype(np.uint8)))
 
     def _check_index(self, index: int) -> int:
         if not -self.length <= index < self.length:

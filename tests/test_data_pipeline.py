@@ -1,0 +1,180 @@
+"""The fast data pipeline: uint8 label look-ups, uint8 masks end to end, crop-first random scaling.
+
+The crop-first transform is checked against an independent reference built straight from
+torchvision: ``RandomScale`` (resize the whole frame) then ``v2.RandomCrop(pad_if_needed)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures_data import write_cityscapes
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from atrous.data.base import DatasetError
+from atrous.data.cityscapes import LABELID_TO_TRAINID, Cityscapes
+from atrous.data.io import map_labels
+from atrous.data.label_maps import LabelLookup
+from atrous.data.synthetic import SyntheticStreets
+from atrous.data.transforms import RandomScale, RandomScaleCrop, build_transforms
+from atrous.evaluation.metrics import SegmentationMetrics
+from atrous.training.losses import SegmentationLoss
+from atrous.training.sampling import SeededItems
+
+IGNORE = 255
+FRAME = (96, 192)
+STREETS = SyntheticStreets("train", length=3, image_size=FRAME)
+
+
+def reference(scale_range, crop_size, ignore_index=IGNORE) -> v2.Compose:
+    """Resize the whole frame, then crop: the former pipeline, from torchvision's own crop."""
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+    return v2.Compose([RandomScale(scale_range), v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill)])
+
+
+def run(transform, pair, seed: int):
+    """``transform(*pair)`` after ``torch.manual_seed(seed)``, and the generator state after it."""
+    torch.manual_seed(seed)
+    out = transform(*pair)
+    return out, torch.get_rng_state()
+
+
+@pytest.mark.parametrize("crop_size", [(48, 96), (64, 80), (120, 250)])
+def test_crop_first_makes_the_same_draws_and_the_same_crops_as_resize_whole_then_crop(crop_size):
+    differences, changed = [], []
+    for seed in range(12):
+        pair = STREETS.load(seed % 3)
+        (image, mask), state = run(RandomScaleCrop((0.5, 2.0), crop_size), pair, seed)
+        (ref_image, ref_mask), ref_state = run(reference((0.5, 2.0), crop_size), pair, seed)
+        assert torch.equal(state, ref_state), "a different number or order of random draws"
+        assert image.shape == ref_image.shape == (3, *crop_size) and mask.shape == ref_mask.shape == crop_size
+        assert image.dtype == torch.uint8 and mask.dtype == torch.uint8
+        # padding is the same region, 0 in the image and ignore in the mask (the source has no 255)
+        padded = ref_mask == IGNORE
+        assert torch.equal(mask == IGNORE, padded)
+        assert (image[:, padded] == 0).all()
+        differences.append(float((image.float() - ref_image.float()).abs().mean()))
+        changed.append(float((mask != ref_mask).float().mean()))
+    # The source box is rounded to whole source pixels: a sub-pixel shift, seen on edges and on
+    # these frames' pixel noise (mean 2.1–3.7 grey levels, 0.8–2.9 % of mask pixels here; at
+    # 1024×2048, 1.8 and 0.2 %). Shifting the box by one more source pixel gives 5.3–8.3.
+    assert np.mean(differences) < 4.5, f"mean absolute difference {np.mean(differences):.2f} grey levels"
+    assert np.mean(changed) < 0.04, f"mask pixels changed: {np.mean(changed):.3f} on average"
+
+
+def test_crop_first_is_bit_identical_when_the_crop_holds_the_whole_scaled_frame():
+    pair = STREETS.load(0)
+    for seed in range(5):  # scaled frame ≤ 48×96 ≤ crop: resizing the region is resizing the whole
+        (image, mask), _ = run(RandomScaleCrop((0.3, 0.5), (60, 100)), pair, seed)
+        (ref_image, ref_mask), _ = run(reference((0.3, 0.5), (60, 100)), pair, seed)
+        assert torch.equal(image, ref_image) and torch.equal(mask, ref_mask)
+
+
+@pytest.mark.parametrize("frame", [(7, 13), (33, 50), (100, 37)])
+def test_crop_first_shapes_padding_and_label_values(frame):
+    generator = torch.Generator().manual_seed(1)
+    mask = tv_tensors.Mask(torch.tensor([0, 3, 7, 19])[torch.randint(0, 4, frame, generator=generator)])
+    image = tv_tensors.Image(torch.randint(1, 256, (3, *frame), dtype=torch.uint8, generator=generator))
+    transform = RandomScaleCrop((0.5, 2.0), (24, 40), ignore_index=77)
+    for seed in range(8):
+        (out_image, out_mask), _ = run(transform, (image, mask), seed)
+        assert out_image.shape == (3, 24, 40) and out_mask.shape == (24, 40) and out_mask.dtype == torch.int64
+        assert set(out_mask.unique().tolist()) <= {0, 3, 7, 19, 77}
+        padded = out_mask == 77
+        assert (out_image[:, padded] == 0).all() and (out_image[:, ~padded] > 0).all()
+
+
+def test_build_transforms_uses_crop_first_and_keeps_the_former_path_reachable():
+    options = {"train": True, "scale_range": (0.5, 2.0), "crop_size": (48, 96), "normalize": "imagenet"}
+    assert any(isinstance(t, RandomScaleCrop) for t in build_transforms(**options).transforms)
+    former = build_transforms(**options, crop_first=False).transforms
+    assert not any(isinstance(t, RandomScaleCrop) for t in former)
+    assert any(isinstance(t, RandomScale) for t in former) and any(isinstance(t, v2.RandomCrop) for t in former)
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index():
+    dataset = SyntheticStreets("train", length=3, image_size=FRAME, transforms=build_transforms(
+        train=True, scale_range=(0.5, 2.0), crop_size=(48, 96), hflip=True, color_jitter=0.2))
+    items = SeededItems(dataset, seed=5)
+    first, again, other = items[(1, 2)], items[(1, 2)], items[(2, 2)]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
+    assert first[1].dtype == torch.uint8 and first[1].shape == (48, 96)
+
+
+# -- uint8 look-up tables -------------------------------------------------------------------------
+
+
+def test_lookup_equals_int64_indexing_for_every_value():
+    table = np.full(256, -1, np.int64)
+    table[:34] = np.arange(34) % 20
+    table[200] = 255
+    lookup = LabelLookup(table)
+    raw = np.array([[v for v in range(256) if table[v] >= 0]], np.uint8)
+    mapped = lookup(raw, Path("x.png"))
+    assert mapped.dtype == torch.uint8
+    np.testing.assert_array_equal(mapped.numpy(), table[raw.astype(np.int64)])
+    wide = lookup(raw.astype(np.uint16), Path("x.png"))  # 16-bit PNGs holding small values
+    assert torch.equal(wide, mapped)
+
+
+def test_lookup_names_unknown_values_and_the_file():
+    table = np.full(256, -1, np.int64)
+    table[:3] = [0, 1, 255]
+    lookup = LabelLookup(table)
+    raw = np.array([[0, 1, 2, 9, 250]], np.uint8)
+    with pytest.raises(DatasetError, match=r"bad\.png: unknown label values \[9, 250\]"):
+        lookup(raw, Path("bad.png"))
+    with pytest.raises(DatasetError, match=r"unknown label values \[300, 9000\]"):
+        lookup(np.array([[0, 300, 9000]], np.uint16), Path("bad.png"))
+    short = LabelLookup(np.arange(5))  # values at or beyond the table's end are unknown
+    with pytest.raises(DatasetError, match=r"\[5\] \(valid: 0\.\.4\)"):
+        short(np.array([[4, 5]], np.uint8), Path("bad.png"))
+    with pytest.raises(ValueError, match="uint8"):
+        LabelLookup(np.array([0, 256]))
+
+
+def test_lookup_with_every_train_id_used_needs_no_sentinel():
+    lookup = LabelLookup(np.arange(256)[::-1])
+    raw = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(lookup(raw, Path("x.png")).numpy(), 255 - raw)
+
+
+# -- uint8 masks end to end -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cityscapes_root(tmp_path_factory) -> Path:
+    return write_cityscapes(tmp_path_factory.mktemp("cityscapes"))
+
+
+def test_uint8_masks_give_the_int64_loss_and_metrics(cityscapes_root):
+    dataset = Cityscapes(cityscapes_root, "train", transforms=build_transforms(train=False))
+    images, masks = next(iter(DataLoader(dataset, batch_size=3)))
+    assert masks.dtype == torch.uint8
+    # the former int64 mapping, from the label files themselves
+    expected = torch.stack([
+        map_labels(np.array(Image.open(dataset.label_path(i))), LABELID_TO_TRAINID["19"], dataset.label_path(i))
+        for i in range(3)
+    ])
+    assert expected.dtype == torch.int64 and torch.equal(masks.long(), expected)
+    assert (masks == IGNORE).any() and (masks < 19).any()
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 19, *masks.shape[-2:], generator=generator)
+    aux = torch.randn(3, 19, *masks.shape[-2:], generator=generator)
+    for options in ({}, {"ohem_thresh": 0.7, "ohem_min_kept": 50}):
+        loss = SegmentationLoss(IGNORE, **options)
+        assert torch.equal(loss(logits, masks, aux), loss(logits, expected, aux))
+    results = []
+    for target in (masks, expected):
+        metrics = SegmentationMetrics(19, ignore_index=IGNORE)
+        metrics.update(logits, target)
+        results.append((metrics.compute(), metrics.compute_metrics()))
+    assert torch.equal(results[0][0], results[1][0]) and results[0][0].sum() == (expected != IGNORE).sum()
+    assert results[0][1]["mIoU"] == results[1][1]["mIoU"] and results[0][1]["num_pixels"] > 0
