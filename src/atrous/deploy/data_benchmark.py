@@ -31,6 +31,7 @@ from PIL import Image
 from ..data.cityscapes import Cityscapes, trainid_to_labelid
 from ..data.synthetic import SyntheticStreets
 from ..data.transforms import build_transforms
+from ..errors import InputError
 
 CITYSCAPES_SIZE = (1024, 2048)
 PIPELINES: dict[str, dict[str, Any]] = {
@@ -96,7 +97,7 @@ def benchmark_data(
     """
     unknown = sorted(set(pipelines) - set(PIPELINES))
     if unknown:
-        raise ValueError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
+        raise InputError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # what a DataLoader worker gets
     try:
@@ -149,7 +150,7 @@ def train_images_per_s_from(results: str | Path) -> tuple[float, str]:
         entry = report["models"][0]
         train = entry["train"]
     except (KeyError, IndexError) as err:
-        raise ValueError(f"{results}: no training phase in this benchmark report (run atrous benchmark with the train phase)") from err
+        raise InputError(f"{results}: no training phase in this benchmark report (run atrous benchmark with the train phase)") from err
     size = "×".join(map(str, train["image_size"]))
     return float(train["latency"]["images_per_s"]), f"{entry['name']}, batch {train['batch']} at {size}"
 

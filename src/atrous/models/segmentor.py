@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis.receptive_field import stacked_receptive_field
+from ..errors import ConfigError, InputError
 from .backbones import Backbone
 from .heads import ASPPHead, AuxHead, CascadeHead
 
@@ -48,9 +49,9 @@ class Segmentor(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+            raise ConfigError(f"num_classes must be positive, got {num_classes}")
         if feature_upsample < 1 or backbone.output_stride % feature_upsample:
-            raise ValueError(
+            raise ConfigError(
                 f"feature_upsample must divide the backbone's output stride {backbone.output_stride}, "
                 f"got {feature_upsample}"
             )
@@ -61,10 +62,10 @@ class Segmentor(nn.Module):
         self.dropout = nn.Dropout2d(classifier_dropout) if classifier_dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(head.out_channels, num_classes, kernel_size=1)
         if (aux_head is None) != (aux_feature is None):
-            raise ValueError("aux_head and aux_feature go together")
+            raise ConfigError("aux_head and aux_feature go together")
         names = [f.name for f in backbone.feature_info]
         if aux_feature is not None and aux_feature not in names:
-            raise ValueError(f"aux_feature {aux_feature!r} is not a backbone feature; choose from {names}")
+            raise ConfigError(f"aux_feature {aux_feature!r} is not a backbone feature; choose from {names}")
         self.aux_head, self.aux_feature = aux_head, aux_feature
 
     # -- properties -----------------------------------------------------------------------
@@ -89,7 +90,7 @@ class Segmentor(nn.Module):
         if isinstance(aspp, ASPPHead):
             scaled = [r * old / output_stride for r in aspp.atrous_rates]
             if any(r != int(r) or r < 1 for r in scaled):
-                raise ValueError(f"ASPP rates {aspp.atrous_rates} do not scale to output stride {output_stride}")
+                raise ConfigError(f"ASPP rates {aspp.atrous_rates} do not scale to output stride {output_stride}")
         if isinstance(self.head, CascadeHead):
             self.backbone.set_output_stride(min(output_stride, 32))
             self.head.set_strides(self.backbone.output_stride, self.backbone.last_dilation, output_stride)
@@ -104,7 +105,7 @@ class Segmentor(nn.Module):
             raise ValueError(f"expected an image batch of shape (N, 3, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         if h < self.output_stride or w < self.output_stride:
-            raise ValueError(
+            raise InputError(
                 f"input {h}×{w} is smaller than the model's output stride {self.output_stride}: "
                 f"resize or pad images to at least {self.output_stride}×{self.output_stride}"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,23 @@ def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback], loggers: 
     )
 
 
+def check_output_dir(path: str | Path) -> None:
+    """``train.output_dir`` must be a folder this process can create or write in; checked
+    before any data is read, without creating anything."""
+    folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"train.output_dir {folder}: {existing} is a file, not a folder; choose another train.output_dir"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"train.output_dir {folder}: no permission to write in {existing}; choose a folder you can write to"
+        )
+
+
 def load_weights(task: SegmentationTask, path: str | Path) -> None:
     """Load a checkpoint's model weights (``weights_only``) with a clear error for the wrong model."""
     load_state(task.model, read_checkpoint(path), path)
@@ -100,6 +118,7 @@ def fit(
     ``callbacks``: extra Lightning callbacks.
     """
     cfg = TrainConfig.from_mapping(config.get("train"))
+    check_output_dir(cfg.output_dir)
     _seed(cfg)
     data = SegmentationDataModule(config.get("data"), seed=cfg.seed)
     task = SegmentationTask(config, data.classes.names, data.classes.ignore_index)

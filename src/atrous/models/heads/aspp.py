@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...analysis.receptive_field import ConvSpec
+from ...errors import ConfigError
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 1, rate: int = 1, momentum: float = 0.1) -> nn.Sequential:
@@ -77,7 +78,7 @@ class ASPPHead(nn.Module):
     ) -> None:
         super().__init__()
         if not atrous_rates or min(atrous_rates) < 1:
-            raise ValueError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
+            raise ConfigError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
         self.in_channels = in_channels
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         branches: list[nn.Module] = [conv_bn_relu(in_channels, out_channels, 1, momentum=bn_momentum)]
@@ -102,7 +103,7 @@ class ASPPHead(nn.Module):
     def set_rates(self, atrous_rates: Sequence[int]) -> None:
         """Change the branches' rates in place (output-stride switch at inference)."""
         if len(atrous_rates) != len(self.atrous_rates):
-            raise ValueError(f"need {len(self.atrous_rates)} rates, got {list(atrous_rates)}")
+            raise ConfigError(f"need {len(self.atrous_rates)} rates, got {list(atrous_rates)}")
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         for branch, rate in zip(self.convs[1 : 1 + len(atrous_rates)], self.atrous_rates, strict=True):
             branch[0].dilation, branch[0].padding = (rate, rate), (rate, rate)

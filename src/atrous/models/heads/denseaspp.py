@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...analysis.receptive_field import ConvSpec
+from ...errors import ConfigError
 
 CONCAT_ORDERS = ("input_first", "new_first")
 
@@ -129,9 +130,9 @@ class DenseASPPHead(nn.Module):
     ) -> None:
         super().__init__()
         if concat_order not in CONCAT_ORDERS:
-            raise ValueError(f"concat_order must be one of {CONCAT_ORDERS}, got {concat_order!r}")
+            raise ConfigError(f"concat_order must be one of {CONCAT_ORDERS}, got {concat_order!r}")
         if not atrous_rates or min(atrous_rates) < 1:
-            raise ValueError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
+            raise ConfigError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
         self.in_channels = in_channels
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         self.growth_channels = growth_channels
@@ -176,7 +177,7 @@ class DenseASPPHead(nn.Module):
         (rectified, if ``input_relu``) input features.
         """
         if not 0 <= count <= len(self.layers):
-            raise ValueError(f"can remove 0 to {len(self.layers)} DenseASPP layers, got {count}")
+            raise ConfigError(f"can remove 0 to {len(self.layers)} DenseASPP layers, got {count}")
         previous = self.active_layers
         self.active_layers = len(self.layers) - count
         try:
