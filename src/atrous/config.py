@@ -19,9 +19,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import inspect
+import os
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableSequence, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
-    "CONFIG_ROOT", "ConfigError", "check_fields", "check_keys", "check_mapping", "check_value", "config_name", "did_you_mean", "suggestions", "list_configs",
+    "CONFIG_ROOT", "ConfigError", "check_arguments", "check_fields", "check_keys", "check_mapping", "check_value", "config_name", "did_you_mean", "suggestions", "list_configs",
     "load_config", "resolve_config",
 ]
 
@@ -200,28 +202,47 @@ def list_configs(root: Path = CONFIG_ROOT) -> list[Path]:
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
 
 
+def _is_sequence(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    return origin in (list, tuple, Sequence, MutableSequence)
+
+
 def _describe(annotation: Any) -> str:
     """``int | None`` → ``an integer or null``; ``dict[str, Any]`` → ``a mapping``."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(arg) for arg in typing.get_args(annotation))
-    if origin is dict or annotation is dict:
+    if origin is dict or annotation is dict or origin is Mapping:
         return "a mapping"
-    if origin in (list, tuple) or annotation in (list, tuple):
+    if _is_sequence(annotation):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        if args and all(a == args[0] for a in args) and args[0] is not Any:
+            return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
         return "a list"
+    if annotation is Path or annotation is os.PathLike:
+        return "a path"
     return _TYPE_NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def _matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` (read from YAML) fits ``annotation``; annotations this does not
+    understand (callables, type variables, classes YAML cannot produce) accept anything."""
     if annotation is Any:
         return True
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in typing.get_args(annotation))
-    if origin is dict or annotation is dict:
+    if origin is dict or annotation is dict or origin is Mapping:
         return isinstance(value, Mapping)
-    if origin in (list, tuple) or annotation in (list, tuple):
-        return isinstance(value, (list, tuple))
+    if _is_sequence(annotation):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(annotation)
+        if not args:
+            return True
+        if origin is tuple and Ellipsis not in args:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+        return all(_matches(v, args[0]) for v in value)
     if annotation is type(None):
         return value is None
     if annotation is bool:
@@ -230,7 +251,11 @@ def _matches(value: Any, annotation: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if annotation is float:  # 1 is a fine learning-rate multiplier, true is not
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, annotation)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is Path or annotation is os.PathLike:
+        return isinstance(value, (str, os.PathLike))
+    return True
 
 
 def check_value(key: str, value: Any, annotation: Any) -> None:
@@ -259,6 +284,19 @@ def _looks_numeric(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_arguments(section: str, target: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
+    """Each of ``kwargs`` must fit the annotation of ``target``'s parameter of that name (a class:
+    its ``__init__``); parameters without a usable annotation are not checked here."""
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        hints = typing.get_type_hints(function)
+    except (NameError, TypeError):  # annotations that need names only a type checker sees
+        return
+    for name, value in kwargs.items():
+        if name in hints:
+            check_value(f"{section}.{name}", value, hints[name])
 
 
 def check_fields(section: str, cls: type, cfg: Mapping[str, Any]) -> None:

@@ -23,7 +23,15 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from ..config import ConfigError, check_keys, check_mapping, check_value, did_you_mean, suggestions
+from ..config import (
+    ConfigError,
+    check_arguments,
+    check_keys,
+    check_mapping,
+    check_value,
+    did_you_mean,
+    suggestions,
+)
 from .base import SegmentationDataset
 from .transforms import CONFIG_KEYS as TRANSFORM_KEYS
 from .transforms import transforms_from_config
@@ -74,7 +82,7 @@ def dataset_class(name: str) -> type[SegmentationDataset]:
 
 
 def dataset_arguments(
-    dataset_cfg: Mapping[str, Any] | None, split_cfg: Mapping[str, Any] | None
+    dataset_cfg: Mapping[str, Any] | None, split_cfg: Mapping[str, Any] | None, *, section: str = "data"
 ) -> tuple[type[SegmentationDataset], dict[str, Any]]:
     """The dataset class and its constructor arguments for one split (checked, nothing read)."""
     cfg = dict(dataset_cfg or {"name": "synthetic"})
@@ -88,6 +96,7 @@ def dataset_arguments(
     if unknown:
         valid = [p for p in params if p != "transforms"]
         raise ConfigError(f"data: unknown option(s) {unknown} for {cls.__name__}; valid: {valid}{suggestions(unknown, valid)}")
+    check_arguments(section, cls, kwargs)
     return cls, kwargs
 
 
@@ -99,7 +108,7 @@ def check_split_section(dataset_cfg: Any, stage: str, split_cfg: Any) -> None:
     if split_cfg is None:
         split_cfg = {}
     check_mapping(f"data.{stage}", split_cfg)
-    dataset_arguments(dataset_cfg, split_cfg)
+    dataset_arguments(dataset_cfg, split_cfg, section=f"data.{stage}")
     transforms = split_cfg.get("transforms")
     if transforms is not None:
         check_mapping(f"data.{stage}.transforms", transforms)

@@ -100,7 +100,7 @@ class Cityscapes(SegmentationDataset):
         root: str | os.PathLike,
         split: str = "train",
         *,
-        variant: str = "19",
+        variant: str | int = "19",
         coarse: bool = False,
         transforms: Transforms | None = None,
     ) -> None:

@@ -20,7 +20,14 @@ from typing import Any
 
 from torch import nn
 
-from ..config import ConfigError, check_keys, check_mapping, check_value, load_config
+from ..config import (
+    ConfigError,
+    check_arguments,
+    check_keys,
+    check_mapping,
+    check_value,
+    load_config,
+)
 from .backbones import BACKBONES, Backbone
 from .heads import HEADS, AuxHead, CascadeHead
 from .segmentor import Segmentor
@@ -49,13 +56,16 @@ def check_model_section(cfg: Any) -> None:
     name, kwargs = _split_name("model.backbone", cfg["backbone"], BACKBONES)
     backbone_cls, fixed = BACKBONES[name]
     _check_keys(f"model.backbone ({name})", kwargs, backbone_cls, tuple(fixed))
+    check_arguments("model.backbone", backbone_cls, kwargs)
     name, kwargs = _split_name("model.head", cfg["head"], HEADS)
     derived = ("in_channels", "input_stride", "input_dilation") if HEADS[name] is CascadeHead else ("in_channels",)
     _check_keys(f"model.head ({name})", kwargs, HEADS[name], derived)
+    check_arguments("model.head", HEADS[name], kwargs)
     if cfg.get("aux_head"):
         check_mapping("model.aux_head", cfg["aux_head"])
-        _check_keys("model.aux_head", {k: v for k, v in cfg["aux_head"].items() if k != "feature"}, AuxHead,
-                    ("in_channels", "num_classes"))
+        aux_kwargs = {k: v for k, v in cfg["aux_head"].items() if k != "feature"}
+        _check_keys("model.aux_head", aux_kwargs, AuxHead, ("in_channels", "num_classes"))
+        check_arguments("model.aux_head", AuxHead, aux_kwargs)
     for key, kind in (("classifier_dropout", float), ("feature_upsample", int), ("align_corners", bool)):
         if key in cfg:
             check_value(f"model.{key}", cfg[key], kind)

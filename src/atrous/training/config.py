@@ -10,6 +10,7 @@ against what their builders accept. It runs when a config is loaded by the comma
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,8 +105,14 @@ def _check_ranges(cfg: Mapping[str, Any]) -> None:
                 f"train.{key}: a fraction in [0.0, 1.0] or a number of batches >= 0 (an integer), got {value!r}"
             )
     devices = cfg.get("devices")
-    if isinstance(devices, int) and not isinstance(devices, bool) and devices < 1 and devices != -1:
-        raise ConfigError(f"train.devices: a count >= 1, -1 (all), a list of indices or 'auto', got {devices!r}")
+    if (
+        (isinstance(devices, int) and devices < 1 and devices != -1)
+        or (isinstance(devices, str) and not re.fullmatch(r"auto|-1|\d+|(\d+\s*,\s*)*\d*", devices.strip()))
+        or (isinstance(devices, list) and not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices))
+    ):
+        raise ConfigError(
+            f"train.devices: a count >= 1, -1 (all), a list of device indices like [0, 1] or 'auto', got {devices!r}"
+        )
     if "output_dir" in cfg and not str(cfg["output_dir"]).strip():
         raise ConfigError("train.output_dir: must name a folder, got an empty string")
 

@@ -52,7 +52,9 @@ def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     try:
         return _trainer(cfg, out, callbacks, loggers)
-    except (MisconfigurationException, ValueError) as err:  # e.g. an unknown precision or strategy
+    # The Trainer is built from config values only: its complaints (an unknown precision or
+    # strategy, devices the accelerator cannot take) are about the config.
+    except (MisconfigurationException, ValueError, TypeError) as err:
         raise ConfigError(f"train: {err}") from err
 
 
