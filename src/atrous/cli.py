@@ -244,6 +244,8 @@ def _check_data(args: argparse.Namespace) -> int:
     split_cfg = data_cfg.get(args.split, {"split": args.split})  # as SegmentationDataModule reads it
     dataset = build_dataset(data_cfg.get("dataset") or {"name": "synthetic"}, split_cfg, train=False)
     workers = args.num_workers if args.num_workers is not None else int(data_cfg.get("num_workers", 0))
+    if workers < 0:
+        raise InputError(f"--num-workers {workers}: give 0 (read in this process) or more worker processes")
     problems = check_dataset(dataset, num_workers=workers, progress=not args.no_progress, description=f"data.{args.split}")
     where = f"data.{args.split} of {args.config}"
     if problems:
