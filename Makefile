@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo figures experiment-context experiment-context-deep lint clean
+WHEEL_VENV := .venv-wheel
+
+.PHONY: install test wheel-check demo figures experiment-context experiment-context-deep lint clean
 
 install: $(STAMP)
 
@@ -16,6 +18,17 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 test: install
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# Build the wheel, install it (not -e) into a virtualenv of its own with the pinned dependencies
+# (pip's cache makes a second run quick), and run atrous from a folder outside the checkout.
+wheel-check: install
+	rm -rf dist
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	test -x $(WHEEL_VENV)/bin/python || $(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install --quiet --upgrade pip
+	$(WHEEL_VENV)/bin/pip install --quiet -c requirements/constraints.txt dist/atrous-*.whl
+	$(WHEEL_VENV)/bin/pip install --quiet --force-reinstall --no-deps dist/atrous-*.whl
+	scripts/wheel_smoke.sh $(WHEEL_VENV)/bin
 
 demo: install
 	$(BIN)/atrous demo
@@ -46,4 +59,4 @@ lint: install
 	$(BIN)/ruff check src tests
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(WHEEL_VENV) build dist src/*.egg-info .pytest_cache

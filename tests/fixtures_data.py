@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from cityscapesscripts.helpers.labels import id2label
 from PIL import Image
 
 CITYSCAPES_LABEL_IDS = np.arange(34)  # every id of cityscapesScripts' table that fits in uint8
@@ -25,6 +26,18 @@ def _blocks(ids: np.ndarray, size: tuple[int, int], block: int = 4) -> np.ndarra
     rows, cols = -(-height // block), -(-width // block)
     grid = np.resize(ids, rows * cols).reshape(rows, cols).astype(np.uint8)
     return np.kron(grid, np.ones((block, block), np.uint8))[:height, :width]
+
+
+def cityscapes_instance_ids(label_ids: np.ndarray, block: int = 4) -> np.ndarray:
+    """``(H, W)`` uint16 instance map of an ``(H, W)`` label-id map in gtFine's layout: pixels of
+    classes without instances (road, sky, …) hold their label id; each ``block``-sized square of
+    a class with instances (person, car, …) is one instance, ``label id × 1000 + its number``."""
+    height, width = label_ids.shape
+    rows, cols = np.indices((height, width))
+    number = (rows // block) * -(-width // block) + cols // block
+    assert number.max() < 1000, "more squares than gtFine's instance numbering holds"
+    things = np.isin(label_ids, [i for i, label in id2label.items() if i >= 0 and label.hasInstances])
+    return np.where(things, label_ids.astype(np.uint16) * 1000 + number, label_ids).astype(np.uint16)
 
 
 def _random_image(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
@@ -73,9 +86,7 @@ def write_cityscapes(
                 prefix = f"{stem}_{label_folder}"
                 Image.fromarray(label_ids).save(label_dir / f"{prefix}_labelIds.png")
                 Image.fromarray(np.zeros((*size, 3), np.uint8)).save(label_dir / f"{prefix}_color.png")
-                Image.fromarray(label_ids.astype(np.uint16) * 1000).save(
-                    label_dir / f"{prefix}_instanceIds.png"
-                )
+                Image.fromarray(cityscapes_instance_ids(label_ids)).save(label_dir / f"{prefix}_instanceIds.png")
                 polygons = {"imgHeight": size[0], "imgWidth": size[1], "objects": []}
                 (label_dir / f"{prefix}_polygons.json").write_text(json.dumps(polygons))
     return root

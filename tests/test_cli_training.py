@@ -50,6 +50,7 @@ def test_ddp_fit_writes_one_run(trained):
     root, _ = trained
     assert (root / "run" / "checkpoints" / "best.ckpt").is_file()
     assert json.loads((root / "run" / "metrics.json").read_text())["split"] == "val"
+    assert not (root / "run" / ".atrous-fit.lock").exists(), "the run lock is released (and the DDP workers did not refuse rank 0's)"
 
 
 def test_validate_with_two_processes_equals_one(trained):

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from atrous import ConfigError, build_model, load_config
-from atrous.analysis.complexity import count_flops, count_parameters
 from atrous.cli import main
 from atrous.config import CONFIG_ROOT, apply_overrides, list_configs
 from atrous.models import Segmentor
 from atrous.models.backbones import Backbone, FeatureInfo
+from atrous.models.complexity import count_flops, count_parameters
 from atrous.models.heads import FCNHead
 
 REPO = Path(__file__).resolve().parents[1]
@@ -430,7 +430,11 @@ def test_cli_user_errors_exit_2_without_traceback(repo_root, capsys, monkeypatch
         raise urllib.error.URLError("offline")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    assert main(["info", "--config", config, "--set", "model.backbone.pretrained=true"]) == 2
+    # info counts the architecture: it never downloads; fit needs the weights and says where to put them
+    assert main(["info", "--config", config, "--set", "model.backbone.pretrained=true"]) == 0
+    capsys.readouterr()
+    assert main(["fit", "--config", config, "--set", "model.backbone.pretrained=true",
+                 f"train.output_dir={tmp_path / 'run'}"]) == 2
     err = capsys.readouterr().err
     assert "put the file at" in err and str(tmp_path) in err
     assert main(["info", "--config", config, "--set", "model.head.bogus=1"]) == 2

@@ -190,7 +190,7 @@ def test_an_internal_bug_prints_its_traceback_and_exits_1(bug, capsys, monkeypat
     def broken(*args, **kwargs):
         raise bug
 
-    monkeypatch.setattr("atrous.analysis.complexity.model_info", broken)
+    monkeypatch.setattr("atrous.models.complexity.model_info", broken)
     assert main(["info", "--config", DEMO, "--image-size", "64", "64"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and f"{type(bug).__name__}: {bug}" in err
@@ -202,7 +202,7 @@ def test_ctrl_c_exits_130_quietly(capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("atrous.analysis.complexity.model_info", interrupted)
+    monkeypatch.setattr("atrous.models.complexity.model_info", interrupted)
     assert main(["info", "--config", DEMO, "--image-size", "64", "64"]) == 130
     assert "Traceback" not in capsys.readouterr().err
 

@@ -2,6 +2,18 @@
 
 from .config import ConfigError, load_config
 from .models import Segmentor, build_model
+from .models.pretrained import Pretrained, load_pretrained
+from .models.published import PUBLISHED_WEIGHTS, PublishedWeights
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "Segmentor", "__version__", "build_model", "load_config"]
+__all__ = [
+    "PUBLISHED_WEIGHTS",
+    "ConfigError",
+    "Pretrained",
+    "PublishedWeights",
+    "Segmentor",
+    "__version__",
+    "build_model",
+    "load_config",
+    "load_pretrained",
+]

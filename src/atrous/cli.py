@@ -1,5 +1,5 @@
-"""The ``atrous`` command line: fit, validate, test, info, zoo, convert, predict, analyze, export,
-benchmark, benchmark-data, check-data, demo.
+"""The ``atrous`` command line: fit, validate, test, info, zoo, weights, convert, predict,
+evaluate-cityscapes, analyze, export, benchmark, benchmark-data, check-data, demo.
 
 Every command that reads a config takes overrides of any config value, either as trailing
 ``key.path=value`` items or with ``--set``: ``atrous fit --config C train.max_epochs=2``. The
@@ -28,14 +28,12 @@ INTERNAL_ERROR_LINE = "atrous: internal error — please report it with the trac
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .analysis.complexity import model_info
     from .models import build_model
+    from .models.complexity import model_info
 
     cfg = load_config(args.config, _overrides(args))
-    if not any(o.startswith("model.backbone.pretrained=") for o in _overrides(args)):
-        cfg["model"]["backbone"]["pretrained"] = False  # the architecture is enough here
     try:
-        model = build_model(cfg)
+        model = build_model(cfg, pretrained_backbone=False)  # the architecture is enough here
     except ConfigError as err:
         raise ConfigError(f"{args.config}: {err}") from err
     info = model_info(model, tuple(args.image_size))
@@ -75,7 +73,7 @@ def _fit(args: argparse.Namespace) -> int:
     from .training.runner import fit, format_table
 
     cfg = load_config(args.config, _overrides(args))
-    metrics = fit(cfg, resume=args.resume or False)
+    metrics = fit(cfg, resume=args.resume or False, overwrite=args.overwrite)
     out = _output_dir(cfg)
     if not _is_rank_zero():
         return 0
@@ -111,13 +109,13 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from .analysis.complexity import count_parameters
     from .models import build_model
+    from .models.complexity import count_parameters
 
     rows = []
     for path in list_configs():
-        cfg = load_config(path, ["model.backbone.pretrained=false"])
-        model = build_model(cfg)
+        cfg = load_config(path)
+        model = build_model(cfg, pretrained_backbone=False)
         total, trainable = count_parameters(model)
         ref = cfg.get("reference", {}) or {}
         name = config_name(path)
@@ -132,17 +130,25 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(args: argparse.Namespace) -> int:
+    from .models.pretrained import resolve_checkpoint, weights_table
+
+    if args.name is None:
+        print(weights_table())
+        return 0
+    path = resolve_checkpoint(args.name, progress=not args.no_progress)
+    print(f"{args.name}: {path}")
+    print(f"Use it with --weights {args.name} (or --checkpoint {path}), e.g. atrous predict --weights {args.name} IMAGE --output OUT")
+    return 0
+
+
 def _stored_config(args: argparse.Namespace) -> dict:
     """The config a checkpoint stores (``atrous fit`` and ``atrous convert`` write it), overridden."""
-    from .config import apply_overrides
-    from .models.checkpoint import read_checkpoint
+    from .models.checkpoint import checkpoint_config, read_checkpoint
 
     if not args.checkpoint:
         raise ConfigError("pass --config, or a --checkpoint that stores its config")
-    stored = (read_checkpoint(args.checkpoint).get("hyper_parameters") or {}).get("config")
-    if not stored:
-        raise ConfigError(f"{args.checkpoint} stores no config; pass --config")
-    return apply_overrides(stored, _overrides(args))
+    return checkpoint_config(read_checkpoint(args.checkpoint), args.checkpoint, None, _overrides(args))
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -175,6 +181,18 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"atrous predict: {len(result.failed)} input(s) could not be read: "
               + ", ".join(str(path) for path, _ in result.failed), file=sys.stderr)
         return 1
+    return 0
+
+
+def _evaluate_cityscapes(args: argparse.Namespace) -> int:
+    from .evaluation.cityscapes_eval import evaluate_cityscapes, format_scores, write_scores
+
+    scores = evaluate_cityscapes(args.results, args.gt, split=args.split)
+    print(format_scores(scores))
+    print(f"{scores['images']} images of gtFine/{args.split} scored by {scores['evaluator']}")
+    if args.output:
+        write_scores(args.output, scores)
+        print(f"Wrote {args.output}")
     return 0
 
 
@@ -366,13 +384,23 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
         return p
 
+    def checkpoint_or_weights(p: argparse.ArgumentParser, required: bool,
+                              checkpoint_help: str = "atrous checkpoint (.ckpt)") -> None:
+        group = p.add_mutually_exclusive_group(required=required)
+        group.add_argument("--checkpoint", help=checkpoint_help)
+        group.add_argument("--weights", metavar="NAME",
+                           help="published weights by name instead (atrous weights lists them; downloaded once)")
+
     fit = with_config(sub.add_parser("fit", help="train a model"))
     fit.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-                     help="resume from the run's last.ckpt (or the given checkpoint)")
+                     help="continue the run in train.output_dir from its last.ckpt (or from the given checkpoint)")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="start afresh in a train.output_dir that holds a previous run (its outputs are moved "
+                          "aside into <output_dir>/replaced-<time>/)")
     fit.set_defaults(func=_fit)
     for stage, name in (("val", "validate"), ("test", "test")):
         ev = with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"), required=False)
-        ev.add_argument("--checkpoint", help="checkpoint (default: the run's best.ckpt)")
+        checkpoint_or_weights(ev, required=False, checkpoint_help="checkpoint (default: the run's best.ckpt)")
         ev.add_argument("--output", help="folder for metrics.json (default: <output_dir>/" + name + ")")
         ev.set_defaults(func=lambda a, s=stage: _evaluate(a, s))
 
@@ -392,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     zoo = sub.add_parser("zoo", help="print the model zoo as a markdown table")
     zoo.set_defaults(func=_zoo)
 
+    weights = sub.add_parser("weights", help="list published weights (--weights NAME), or fetch and convert one")
+    weights.add_argument("name", nargs="?", help="download (once) and convert these weights; print the checkpoint")
+    weights.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    weights.set_defaults(func=_weights)
+
     conv = sub.add_parser("convert", help="convert official DenseASPP or torchvision DeepLabV3 weights")
     conv.add_argument("--from", dest="source_format", required=True, choices=["denseaspp-official", "torchvision-deeplabv3"])
     conv.add_argument("file", nargs="?", help="the weights (torchvision: default torch.hub's cache, downloaded if missing)")
@@ -402,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pred = sub.add_parser("predict", help="segment images, folders and videos with a checkpoint")
     pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) and videos")
-    pred.add_argument("--checkpoint", required=True, help="atrous checkpoint (.ckpt)")
+    checkpoint_or_weights(pred, required=True)
     pred.add_argument("--config", help="YAML config (default: the config the checkpoint stores)")
     pred.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
     pred.add_argument("--output", required=True, help="output folder (outside the inputs)")
@@ -421,13 +454,21 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--no-progress", action="store_true", help="no progress bar")
     pred.set_defaults(func=_predict)
 
+    cs = sub.add_parser("evaluate-cityscapes",
+                        help="score label-id PNGs with cityscapesScripts' own evaluator (IoU/iIoU, class/category)")
+    cs.add_argument("results", help="folder of label-id PNGs (atrous predict --cityscapes-submission)")
+    cs.add_argument("--gt", required=True, metavar="ROOT", help="Cityscapes root holding gtFine/<split>/<city>/")
+    cs.add_argument("--split", default="val", help="gtFine split to score against (default: val)")
+    cs.add_argument("--output", help="also write the scores as JSON to this file")
+    cs.set_defaults(func=_evaluate_cityscapes)
+
     from .analysis.commands import add_parser as add_analyze_parser
 
     add_analyze_parser(sub)  # atrous analyze <name>: the papers' figures (PNG) and numbers (JSON)
 
     exp = with_config(sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a torch.export program"),
                       required=False)
-    exp.add_argument("--checkpoint", required=True, help="atrous checkpoint (.ckpt)")
+    checkpoint_or_weights(exp, required=True)
     exp.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program"])
     exp.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
     exp.add_argument("--image-size", nargs=2, type=int, default=[512, 1024], metavar=("H", "W"),
@@ -479,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_arguments(args)
+        if getattr(args, "weights", None):  # --weights NAME: the converted checkpoint, then as --checkpoint
+            from .models.pretrained import resolve_checkpoint
+
+            args.checkpoint = str(resolve_checkpoint(args.weights, progress=not getattr(args, "no_progress", False)))
         return args.func(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

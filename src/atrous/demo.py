@@ -32,7 +32,7 @@ def run_demo(output: Path, overrides: list[str] | None = None, num_overlays: int
     resume = (output / "checkpoints" / "last.ckpt").is_file()
     print(f"atrous demo: training {config_name(DEMO_CONFIG)} on the built-in synthetic streets"
           + (" (resuming the previous run)" if resume else ""))
-    metrics = fit(cfg, resume=resume)
+    metrics = fit(cfg, resume=resume, overwrite=not resume)  # no checkpoint yet: an interrupted first epoch
     best = output / "checkpoints" / "best.ckpt"
     model, _ = load_segmentor(best, cfg)
     val = build_dataset(cfg["data"]["dataset"], cfg["data"]["val"], train=False)

@@ -4,7 +4,7 @@
 when removing 1–2 DenseASPP blocks, but further they suffered significantly ... Smaller objects,
 such as cars in that image, are still recognized more or less correctly even with the 3 top
 blocks removed." The seed does not retrain: the trained classifier is applied with the removed
-layers' features set to zero (:meth:`DenseASPPHead.removed_top_layers`). Removing the top ``k``
+layers' features set to zero (:func:`removed_top_layers`, forward hooks on the head's layers). Removing the top ``k``
 of ``L`` layers leaves the rates ``d_1 … d_{L−k}`` and a maximum field of
 ``R_{3,d_1} + … + R_{3,d_{L−k}} − (L − k − 1)`` feature pixels (1 when ``k = L``: the classifier
 sees the backbone features alone). Per-class IoU against ``k`` shows which classes need which
@@ -13,19 +13,22 @@ scales: a class whose IoU collapses once the large rates are gone needs a large 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.patches import Rectangle
+from torch import nn
 
 from ..data.base import ClassInfo, SegmentationDataset
 from ..data.palettes import colorize
 from ..errors import InputError
 from ..evaluation.metrics import SegmentationMetrics
 from ..models.heads import DenseASPPHead
+from ..models.receptive_field import ConvSpec, stacked_receptive_field
 from ..models.segmentor import Segmentor
 from .common import (
     batches,
@@ -36,7 +39,29 @@ from .common import (
     sample,
     save_figure,
 )
-from .receptive_field import ConvSpec, stacked_receptive_field
+
+
+@contextmanager
+def removed_top_layers(head: DenseASPPHead, count: int) -> Iterator[DenseASPPHead]:
+    """Run ``head`` with its top ``count`` atrous layers removed, then restore it.
+
+    A removed layer's output is replaced by zeros (a forward hook), so the trained classifier
+    keeps its input width and sees no contribution from the removed scales; no parameter, buffer
+    or state-dict name changes. ``count`` = 0 is the full head; ``count`` = ``len(head.layers)``
+    leaves only the (rectified, if ``input_relu``) input features.
+    """
+    if not 0 <= count <= len(head.layers):
+        raise ValueError(f"can remove 0 to {len(head.layers)} DenseASPP layers, got {count}")
+
+    def zero(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(output)
+
+    hooks = [layer.register_forward_hook(zero) for layer in head.layers[len(head.layers) - count:]]
+    try:
+        yield head
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def denseaspp_head(model: Segmentor) -> DenseASPPHead:
@@ -73,7 +98,7 @@ def block_removal(
     for idx, x, y in batches(dataset, indices, batch_size):
         full = None
         for k in ks:
-            with head.removed_top_layers(k):
+            with removed_top_layers(head, k):
                 logits = logits_on_cpu(model, x)
             metrics[k].update(logits, y)
             pred = logits.argmax(1)
@@ -87,7 +112,7 @@ def block_removal(
         x = sample(dataset, index)[1].unsqueeze(0)
         stack = []
         for k in ks:
-            with head.removed_top_layers(k):
+            with removed_top_layers(head, k):
                 stack.append(logits_on_cpu(model, x).argmax(1)[0])
         predictions[index] = torch.stack(stack)
     rows = []

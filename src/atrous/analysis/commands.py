@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, apply_overrides, load_config
+from ..config import ConfigError, load_config
 
 # name → (help, default number of images)
 ANALYSES: dict[str, tuple[str, int]] = {
@@ -64,12 +64,9 @@ class Context:
             return load_config(self.args.config, overrides)
         if self.checkpoint is None:
             return None
-        from ..models.checkpoint import read_checkpoint
+        from ..models.checkpoint import checkpoint_config, read_checkpoint
 
-        stored = (read_checkpoint(self.checkpoint).get("hyper_parameters") or {}).get("config")
-        if not stored:
-            raise ConfigError(f"{self.checkpoint} stores no config; pass --config")
-        return apply_overrides(stored, overrides)
+        return checkpoint_config(read_checkpoint(self.checkpoint), self.checkpoint, None, overrides)
 
     def require_config(self) -> dict[str, Any]:
         if self.config is None:
@@ -87,8 +84,7 @@ class Context:
             if self.checkpoint is not None:
                 self._model, _ = load_segmentor(self.checkpoint, cfg)
             else:
-                cfg = apply_overrides(cfg, ["model.backbone.pretrained=false"])
-                self._model = build_model(cfg).eval()
+                self._model = build_model(cfg, pretrained_backbone=False).eval()
             self._model.to(self.device)
         return self._model
 

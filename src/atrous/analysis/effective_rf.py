@@ -1,7 +1,7 @@
 """Theoretical and effective receptive fields (seed §4.1; Luo et al., NIPS 2016 for the ERF).
 
 *Theoretical.* Per atrous layer the seed's ``R = (d − 1)(K − 1) + K``; along a stack the fields
-add minus one (:mod:`atrous.analysis.receptive_field`). DenseASPP(3, 6, 12, 18, 24) reaches
+add minus one (:mod:`atrous.models.receptive_field`). DenseASPP(3, 6, 12, 18, 24) reaches
 ``R_max = 127`` feature-map pixels, and because every layer sees every lower layer, each of the
 ``2^L − 1`` subsets of layers is a path: the head samples many scales, not ``L``
 (:func:`dense_path_fields`). For a whole model the field in *input* pixels is the backbone's
@@ -35,9 +35,9 @@ from matplotlib.patches import Rectangle
 from torch import nn
 
 from ..models.heads import ASPPHead, CascadeHead, DenseASPPHead
+from ..models.receptive_field import ConvSpec, layer_receptive_field, stacked_receptive_field
 from ..models.segmentor import Segmentor
 from .common import model_device, plt, save_figure
-from .receptive_field import ConvSpec, layer_receptive_field, stacked_receptive_field
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -134,7 +134,7 @@ def theoretical_receptive_field(model: nn.Module, image_size: tuple[int, int] = 
         head_stride = model.backbone.output_stride // model.feature_upsample
         head = stacked_receptive_field(model.head.conv_path())
         total = backbone + (head - 1) * head_stride + model.output_stride  # + bilinear upsampling
-        global_context = global_pool or bool(getattr(model.head, "global_context", False))
+        global_context = global_pool or bool(model.head.global_context)
     else:
         specs, global_context = _conv_specs(model, image_size)
         total = backbone = 1 + sum((layer_receptive_field(k, d) - 1) * jump for k, d, jump in specs)

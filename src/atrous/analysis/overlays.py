@@ -10,18 +10,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..data.base import SegmentationDataset
-from ..data.palettes import colorize
+from ..data.palettes import overlay
 from ..io import atomic_write
 from ..models.segmentor import Segmentor
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.55, ignore_index: int = 255) -> np.ndarray:
-    """Blend class colours over an ``(H, W, 3)`` uint8 image; ignored pixels stay as they are."""
-    colours = colorize(labels, palette).astype(np.float32)
-    out = image.astype(np.float32)
-    labelled = labels != ignore_index
-    out[labelled] = (1 - alpha) * out[labelled] + alpha * colours[labelled]
-    return out.astype(np.uint8)
 
 
 def labelled_row(panels: Sequence[np.ndarray], titles: Sequence[str], min_height: int = 256) -> np.ndarray:

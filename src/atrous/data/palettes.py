@@ -1,4 +1,4 @@
-"""Class names and colours."""
+"""Class names and colours, and colouring label maps (colour maps, overlays on images)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,12 @@ def colorize(labels: np.ndarray, palette: np.ndarray = CITYSCAPES_PALETTE, ignor
     valid = (labels >= 0) & (labels < len(palette))
     out[valid] = palette[labels[valid]]
     return out
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.55, ignore_index: int = 255) -> np.ndarray:
+    """Blend class colours over an ``(H, W, 3)`` uint8 image; ignored pixels stay as they are."""
+    colours = colorize(labels, palette).astype(np.float32)
+    out = image.astype(np.float32)
+    labelled = labels != ignore_index
+    out[labelled] = (1 - alpha) * out[labelled] + alpha * colours[labelled]
+    return out.astype(np.uint8)

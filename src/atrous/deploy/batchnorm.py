@@ -48,12 +48,14 @@ class FoldPlan:
 
 
 def default_example_input(model: nn.Module) -> torch.Tensor:
-    """A small ``(1, 3, s, s)`` image batch the model accepts (``s`` ≥ its output stride)."""
+    """A small ``(1, 3, s, s)`` image batch the model accepts (``s`` ≥ its output stride, on its
+    device, in its dtype)."""
     stride = int(getattr(model, "output_stride", 32))
     size = 2 * max(stride, 32)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    return torch.zeros(1, 3, size, size, device=device)
+    dtype = param.dtype if param is not None else torch.float32  # a float64 model takes float64 images
+    return torch.zeros(1, 3, size, size, device=device, dtype=dtype)
 
 
 def plan_batchnorm_folding(model: nn.Module, example_input: torch.Tensor | None = None) -> FoldPlan:

@@ -16,7 +16,7 @@ most tensor memory a step holds beyond what existed before it (CUDA: ``max_memor
 CPU: a dispatch-mode count of live tensors), plus the resident-set increase on CPU.
 
 FLOPs come from ``torch.utils.flop_counter`` on a meta-device copy (inference as in
-:func:`atrous.analysis.complexity.count_flops`; training counts forward and backward);
+:func:`atrous.models.complexity.count_flops`; training counts forward and backward);
 achieved TFLOP/s = FLOPs / median latency.
 """
 
@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..analysis.complexity import count_flops, count_parameters
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
+from ..models.complexity import count_flops, count_parameters
 from .memory import peak_memory
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -332,10 +332,10 @@ def benchmark_config(config: str | Path, settings: BenchmarkSettings, overrides:
     from ..config import load_config
     from ..models import build_model
 
-    cfg = load_config(config, [*overrides, "model.backbone.pretrained=false"])
+    cfg = load_config(config, overrides)
     device = resolve_device(settings.device)
     torch.manual_seed(0)
-    models = {f"atrous {Path(config).name}": build_model(cfg)}
+    models = {f"atrous {Path(config).name}": build_model(cfg, pretrained_backbone=False)}
     return _report(benchmark_models(models, settings), [], settings, device)
 
 

@@ -197,7 +197,7 @@ def export_checkpoint(
     Returns the :class:`ExportResult` and the folding summary (``None`` without ``fold_bn``).
     Refuses to write over the checkpoint.
     """
-    from ..config import ConfigError, apply_overrides
+    from ..config import ConfigError
     from ..models.checkpoint import load_segmentor
     from .batchnorm import fold_batchnorm, plan_batchnorm_folding
 
@@ -206,8 +206,6 @@ def export_checkpoint(
         raise ConfigError(f"--output {output} is the checkpoint itself; choose another file (e.g. model{SUFFIXES.get(format, '')})")
     if output.is_dir():
         raise ConfigError(f"--output {output} is a folder; give a file name (e.g. {output}/model{SUFFIXES.get(format, '')})")
-    if config is not None:  # the checkpoint holds every weight: no ImageNet download
-        config = apply_overrides(config, ["model.backbone.pretrained=false"])
     model, _ = load_segmentor(checkpoint, config)
     summary = None
     if fold_bn:

@@ -140,9 +140,9 @@ def peer_pairs() -> list[tuple[str, dict[str, nn.Module]]]:
          "torchvision deeplabv3_resnet50"),
         (DENSEASPP121_CONFIG, (), PlainDenseASPP121, atrous_to_plain_keys, "plain DenseASPP-121"),
     ):
-        cfg = load_config(config, [*overrides, "model.backbone.pretrained=false"])
+        cfg = load_config(config, overrides)
         torch.manual_seed(0)
-        model = build_model(cfg)
+        model = build_model(cfg, pretrained_backbone=False)
         peer = make_peer(num_classes=cfg["model"]["num_classes"])
         peer.load_state_dict(rename(model.state_dict()))
         name = " ".join(["atrous", config_name(config), *overrides])

@@ -37,17 +37,16 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from ..analysis.overlays import overlay
-from ..config import ConfigError, apply_overrides, load_config
+from ..config import ConfigError
 from ..data.base import ClassInfo, DatasetError
 from ..data.build import dataset_class
 from ..data.cityscapes import CLASSES_19, CLASSES_20, trainid_to_labelid
 from ..data.folder import CLASSES_FILES, generated_palette, read_classes_file
 from ..data.io import read_image
-from ..data.palettes import colorize
+from ..data.palettes import colorize, overlay
 from ..data.transforms import transforms_from_config
 from ..io import atomic_write
-from ..models.checkpoint import load_segmentor, read_checkpoint
+from ..models.checkpoint import load_segmentor
 from ..models.segmentor import Segmentor
 from .inference import output_stride, predict_probabilities
 from .video import VideoWriter, read_video
@@ -176,21 +175,6 @@ class Writer:
 
 
 # -- model, normalisation, classes ------------------------------------------------------------
-
-def load_model(
-    checkpoint: str | os.PathLike, config: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
-) -> tuple[Segmentor, dict[str, Any]]:
-    """Model (eval mode) and config from a checkpoint; ``config`` (else the one the checkpoint
-    stores) with ``overrides`` applied. ImageNet weights are never downloaded: the checkpoint
-    holds every weight."""
-    if config is None:
-        hparams = read_checkpoint(checkpoint).get("hyper_parameters") or {}
-        config = hparams.get("config")
-        if not config:
-            raise ConfigError(f"{checkpoint} stores no config; pass --config")
-    cfg = apply_overrides(config, [*overrides, "model.backbone.pretrained=false"])
-    return load_segmentor(checkpoint, cfg)
-
 
 def normalization(cfg: Mapping[str, Any]) -> Any:
     """The ``normalize`` option the model was evaluated (else trained) with; ``"imagenet"`` if none."""
@@ -382,8 +366,7 @@ def run_predict(
     progress: bool = True,
 ) -> PredictResult:
     """What ``atrous predict`` does: load, predict, write (``tta``: scales/flip/average options)."""
-    cfg = load_config(config) if config else None
-    model, cfg = load_model(checkpoint, cfg, overrides)
+    model, cfg = load_segmentor(checkpoint, config, overrides)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     options = {**(tta or {}), "window": window, "overlap": overlap}

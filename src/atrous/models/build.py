@@ -16,9 +16,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
-
-from torch import nn
 
 from ..config import (
     ConfigError,
@@ -29,7 +28,7 @@ from ..config import (
     load_config,
 )
 from .backbones import BACKBONES, Backbone
-from .heads import HEADS, AuxHead, CascadeHead
+from .heads import HEADS, AuxHead, Head
 from .segmentor import Segmentor
 
 MODEL_KEYS = ("num_classes", "backbone", "head", "aux_head", "classifier_dropout", "feature_upsample", "align_corners")
@@ -58,7 +57,8 @@ def check_model_section(cfg: Any) -> None:
     _check_keys(f"model.backbone ({name})", kwargs, backbone_cls, tuple(fixed))
     check_arguments("model.backbone", backbone_cls, kwargs)
     name, kwargs = _split_name("model.head", cfg["head"], HEADS)
-    derived = ("in_channels", "input_stride", "input_dilation") if HEADS[name] is CascadeHead else ("in_channels",)
+    # the names of the arguments a head takes from its backbone (their values do not matter here)
+    derived = tuple(HEADS[name].backbone_arguments(SimpleNamespace(out_channels=1, output_stride=32, last_dilation=1)))
     _check_keys(f"model.head ({name})", kwargs, HEADS[name], derived)
     check_arguments("model.head", HEADS[name], kwargs)
     if cfg.get("aux_head"):
@@ -93,19 +93,21 @@ def build_backbone(cfg: Mapping[str, Any]) -> Backbone:
     return cls(**fixed, **kwargs)
 
 
-def build_head(cfg: Mapping[str, Any], backbone: Backbone) -> nn.Module:
+def build_head(cfg: Mapping[str, Any], backbone: Backbone) -> Head:
     """``{name: denseaspp, ...}`` → a head fed by ``backbone``'s last feature map."""
     name, kwargs = _split_name("model.head", cfg, HEADS)
     cls = HEADS[name]
-    derived = {"in_channels": backbone.out_channels}
-    if cls is CascadeHead:
-        derived |= {"input_stride": backbone.output_stride, "input_dilation": backbone.last_dilation}
+    derived = cls.backbone_arguments(backbone)
     _check_keys(f"model.head ({name})", kwargs, cls, tuple(derived))
     return cls(**derived, **kwargs)
 
 
-def build_model(config: str | Path | Mapping[str, Any]) -> Segmentor:
+def build_model(config: str | Path | Mapping[str, Any], *, pretrained_backbone: bool = True) -> Segmentor:
     """Build a :class:`Segmentor` from a config file path, a full config or its ``model`` mapping.
+
+    ``pretrained_backbone=False`` builds the architecture only, ignoring
+    ``backbone.pretrained``: for a model whose every weight comes from a checkpoint next (no
+    ImageNet download), or whose parameters are only counted.
 
     >>> model = build_model({"num_classes": 19, "backbone": {"name": "resnet18"}, "head": {"name": "fcn"}})
     >>> model.output_stride, model.classifier.out_channels
@@ -120,7 +122,10 @@ def build_model(config: str | Path | Mapping[str, Any]) -> Segmentor:
         raise ConfigError(f"{source}expected a 'model' mapping")
     try:
         check_model_section(cfg)
-        backbone = build_backbone(cfg["backbone"])
+        backbone_cfg = cfg["backbone"]
+        if not pretrained_backbone and isinstance(backbone_cfg, Mapping):
+            backbone_cfg = {**backbone_cfg, "pretrained": False}
+        backbone = build_backbone(backbone_cfg)
         feature_upsample = int(cfg.get("feature_upsample", 1))
         head = build_head(cfg["head"], backbone)
         aux_head = aux_feature = None

@@ -1,34 +1,68 @@
-"""Load atrous checkpoints without Lightning (prediction, export and analysis use this).
+"""Load atrous checkpoints without Lightning: the one loader every command goes through.
 
-A checkpoint written by ``atrous fit`` holds the model weights under ``state_dict`` (keys
-``model.…``) and the experiment config and class names under ``hyper_parameters``. Files are
-read with ``weights_only=True``.
+A checkpoint written by ``atrous fit`` (or ``atrous convert``) holds the model weights under
+``state_dict`` (keys ``model.…``) and the experiment config, class names and ignore index under
+``hyper_parameters``. Files are read with ``weights_only=True``: a file that pickles code is
+refused, never run.
+
+Loading a checkpoint never fetches weights it is about to overwrite: the model is built with
+``pretrained_backbone=False`` whatever the stored config says (a run trained from ImageNet
+weights stores ``pretrained: true``), as torchvision's builders drop ``weights_backbone`` when
+``weights`` are given. Predict, validate, test, export, benchmark, analyze and resume all load
+through :func:`load_segmentor` or :func:`checkpoint_config` here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..config import apply_overrides, load_config
+from ..errors import CheckpointError
 from .build import build_model
 from .segmentor import Segmentor
 
+ConfigSource = str | os.PathLike | Mapping[str, Any] | None
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint file as a mapping (``weights_only``); a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"{path}: cannot be read as a checkpoint ({err})") from err
+    except Exception as err:  # truncated, not a torch file, or pickled code (refused, never run)
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({err})") from err
     if not isinstance(ckpt, Mapping):
-        raise ConfigError(f"{path}: not an atrous checkpoint")
+        raise CheckpointError(f"{path}: not an atrous checkpoint")
     return dict(ckpt)
+
+
+def checkpoint_config(
+    ckpt: Mapping[str, Any], source: str | os.PathLike, config: ConfigSource = None, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The experiment config to use with a checkpoint: ``config`` (a path, a packaged name or a
+    mapping) if given, else the one the checkpoint stores, with ``overrides`` applied; the
+    checkpoint's class names under ``class_names`` unless the config has its own."""
+    hparams = ckpt.get("hyper_parameters") or {}
+    if config is None:
+        stored = hparams.get("config")
+        if not stored:
+            raise CheckpointError(f"{source} stores no config; pass --config")
+        cfg = apply_overrides(stored, overrides)
+    elif isinstance(config, Mapping):
+        cfg = apply_overrides(config, overrides)
+    else:
+        cfg = load_config(config, overrides)
+    if "model" not in cfg:
+        raise CheckpointError(f"{source}: its config has no 'model' section; pass --config")
+    cfg.setdefault("class_names", hparams.get("class_names"))
+    return cfg
 
 
 def model_state(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -38,26 +72,29 @@ def model_state(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return inner or dict(state)
 
 
-def load_state(model: Segmentor, ckpt: Mapping[str, Any], source: str | Path) -> None:
+def load_state(model: Segmentor, ckpt: Mapping[str, Any], source: str | os.PathLike) -> None:
+    """Load a checkpoint's weights into ``model``, with a clear error if another model saved it."""
     try:
         model.load_state_dict(model_state(ckpt))
     except RuntimeError as err:
         summary = " ".join(str(err).splitlines()[:4])
-        raise ConfigError(
+        raise CheckpointError(
             f"{source} was saved from a different model than this config builds ({summary}). "
             "Pass the config the checkpoint was trained with."
         ) from err
 
 
-def load_segmentor(path: str | Path, config: Mapping[str, Any] | None = None) -> tuple[Segmentor, dict[str, Any]]:
-    """Model (eval mode) and experiment config from a checkpoint; ``config`` overrides the
-    stored one (e.g. to change the output stride at inference)."""
+def load_segmentor(
+    path: str | os.PathLike, config: ConfigSource = None, overrides: Sequence[str] = ()
+) -> tuple[Segmentor, dict[str, Any]]:
+    """Model (eval mode, on the CPU) and experiment config of a checkpoint.
+
+    ``config`` replaces the stored config and ``overrides`` change it (e.g.
+    ``model.backbone.output_stride=8`` to evaluate at another output stride). The file is read
+    once; no pretrained weights are fetched (see the module docstring).
+    """
     ckpt = read_checkpoint(path)
-    hparams = ckpt.get("hyper_parameters") or {}
-    cfg = dict(config) if config is not None else dict(hparams.get("config") or {})
-    if "model" not in cfg:
-        raise ConfigError(f"{path} stores no config; pass --config")
-    model = build_model(cfg)
+    cfg = checkpoint_config(ckpt, path, config, overrides)
+    model = build_model(cfg, pretrained_backbone=False)
     load_state(model, ckpt, path)
-    cfg.setdefault("class_names", hparams.get("class_names"))
     return model.eval(), cfg

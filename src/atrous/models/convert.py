@@ -31,7 +31,6 @@ BatchNorm batch counters, absent from PyTorch 0.3 files, start at zero.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -140,9 +139,7 @@ CONVERTERS: dict[str, Callable[[Mapping[str, torch.Tensor], Mapping[str, Any] | 
 # -- shared steps ---------------------------------------------------------------------------
 def target_model(config: Mapping[str, Any]) -> Segmentor:
     """The model a config (full or its ``model`` section) builds, without pretrained downloads."""
-    cfg = copy.deepcopy(dict(config.get("model", config)))
-    cfg["backbone"] = {**cfg.get("backbone", {}), "pretrained": False}
-    return build_model(cfg)
+    return build_model(config, pretrained_backbone=False)
 
 
 def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
@@ -313,7 +310,7 @@ def convert_checkpoint(
     and :func:`atrous.models.checkpoint.load_segmentor`.
 
     The checkpoint holds ``state_dict`` (keys ``model.…``) and ``hyper_parameters`` (``config``
-    with ``pretrained: false``, ``class_names``, ``ignore_index``), as ``atrous fit`` writes.
+    as given, ``class_names``, ``ignore_index``), as ``atrous fit`` writes.
     Returns a summary: ``output``, ``file``, ``tensors``, ``params``.
     """
     if source_format not in CONVERTERS:
@@ -323,8 +320,6 @@ def convert_checkpoint(
         model = target_model(config)
     except ConfigError as err:
         raise ConfigError(f"{config_path}: {err}") from err
-    # The weights come from the checkpoint: loading it must not fetch ImageNet weights first.
-    config["model"]["backbone"]["pretrained"] = False
     path = locate_file(source_format, file, config)
     raw = read_state_dict(path)
     try:

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..analysis.receptive_field import stacked_receptive_field
 from ..errors import ConfigError, InputError
 from .backbones import Backbone
-from .heads import ASPPHead, AuxHead, CascadeHead
+from .heads import AuxHead, Head
+from .receptive_field import stacked_receptive_field
 
 
 class Segmentor(nn.Module):
@@ -24,7 +24,7 @@ class Segmentor(nn.Module):
 
     Args:
         backbone: feature extractor; its last feature map feeds the head.
-        head: context module with ``out_channels``, ``stride_factor`` and ``conv_path()``.
+        head: a context :class:`~atrous.models.heads.Head` fed by the backbone's last feature map.
         num_classes: number of output classes ``K``.
         classifier_dropout: 2-D dropout before the classifier (official DenseASPP: 0.1).
         feature_upsample: bilinear upsampling factor of the backbone features before the head
@@ -38,7 +38,7 @@ class Segmentor(nn.Module):
     def __init__(
         self,
         backbone: Backbone,
-        head: nn.Module,
+        head: Head,
         num_classes: int,
         *,
         classifier_dropout: float = 0.0,
@@ -72,7 +72,7 @@ class Segmentor(nn.Module):
     @property
     def output_stride(self) -> int:
         """Input resolution / logit resolution before the final upsampling (DeepLabv3 §3.1)."""
-        return self.backbone.output_stride // self.feature_upsample * self.head.stride_factor
+        return self.backbone.output_stride // self.feature_upsample * self.head.extra_stride
 
     @property
     def receptive_field(self) -> int:
@@ -86,18 +86,9 @@ class Segmentor(nn.Module):
         DenseASPP rates stay as they are (the official code keeps them and upsamples instead).
         """
         old = self.output_stride
-        aspp = self.head.aspp if isinstance(self.head, CascadeHead) else self.head
-        if isinstance(aspp, ASPPHead):
-            scaled = [r * old / output_stride for r in aspp.atrous_rates]
-            if any(r != int(r) or r < 1 for r in scaled):
-                raise ConfigError(f"ASPP rates {aspp.atrous_rates} do not scale to output stride {output_stride}")
-        if isinstance(self.head, CascadeHead):
-            self.backbone.set_output_stride(min(output_stride, 32))
-            self.head.set_strides(self.backbone.output_stride, self.backbone.last_dilation, output_stride)
-        else:
-            self.backbone.set_output_stride(output_stride * self.feature_upsample)
-        if isinstance(aspp, ASPPHead):
-            aspp.set_rates([int(r) for r in scaled])
+        self.head.check_output_stride(old, output_stride)  # before anything changes
+        self.backbone.set_output_stride(self.head.backbone_output_stride(output_stride) * self.feature_upsample)
+        self.head.set_output_stride(old, output_stride, self.backbone)
 
     # -- forward --------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 from pathlib import Path
 from typing import Any
@@ -11,16 +12,43 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ..errors import DiskFullError
 from ..io import atomic_write
 from .sampling import derive_seed
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# What torch.save's zip writer (PytorchStreamWriter) raises when a write comes up short: the
+# OS error (ENOSPC) is lost, but a short write of a local file is a full disk or quota.
+TORCH_SHORT_WRITE = ("unexpected pos", "file write failed")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (from writing a file) means the disk or quota is full."""
+    if isinstance(error, OSError):
+        return error.errno in DISK_FULL_ERRNOS
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in TORCH_SHORT_WRITE)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints are written to a temporary file and renamed: a crash never leaves a torn
-    ``last.ckpt``. They are read with ``weights_only=True`` (no code runs on load)."""
+    ``last.ckpt``, and a full disk is reported as :class:`~atrous.errors.DiskFullError` (the
+    temporary file is removed; the previous checkpoint stays). They are read with
+    ``weights_only=True`` (no code runs on load)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        path = Path(path)
+        try:
+            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        except (OSError, RuntimeError) as err:
+            if not is_disk_full(err):
+                raise
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            full = DiskFullError(
+                f"the disk holding {path.parent} is full: writing checkpoint {path.name} failed ({reason}); "
+                "free some space (or set train.output_dir to another disk) and rerun with --resume"
+            )
+            full.errno = errno.ENOSPC
+            raise full from err
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..analysis.complexity import model_info
 from ..config import load_config
 from ..errors import ConfigError
 from ..io import atomic_write
 from ..models import build_model
+from ..models.complexity import model_info
 from .runner import fit
 
 
@@ -47,7 +47,7 @@ def compare(
             extra = [] if seed is None else [f"train.seed={seed}"]
             cfg = cfgs[path] = load_config(path, [*overrides, *extra, f"train.output_dir={run_dir}"])
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-            metrics = fit(cfg, resume=resume)
+            metrics = fit(cfg, resume=resume, overwrite=not resume)  # the comparison owns its run folders
             runs[path].append({"seed": cfg["train"].get("seed", 0), "mIoU": metrics["mIoU"],
                                "pixel_accuracy": metrics["pixel_accuracy"], "per_class_iou": metrics["per_class_iou"]})
     results = []

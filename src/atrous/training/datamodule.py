@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
@@ -14,6 +14,36 @@ from .sampling import EpochShardSampler, SeededItems
 
 __all__ = ["DATA_KEYS", "SegmentationDataModule", "check_data_section"]
 
+
+
+class _DeferredIterator:
+    """An iterator that creates the loader's iterator on the first ``next``."""
+
+    def __init__(self, start: Callable[[], Iterator]) -> None:
+        self._start, self._iterator = start, None
+
+    def __iter__(self) -> _DeferredIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self._iterator = self._start()
+        return next(self._iterator)
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader that draws its sampler's indices when the first batch is requested.
+
+    With workers, ``iter(DataLoader)`` asks the sampler for its indices at once (to prefetch).
+    Lightning creates the training iterator before it calls ``sampler.set_epoch`` — on resume it
+    is the only iterator of the resumed epoch — so a plain loader with workers would replay the
+    indices (and augmentation seeds) of the epoch the sampler held before. Deferring ``iter``
+    to the first ``next`` makes the order and augmentation of every epoch a function of
+    ``(seed, epoch)`` alone, for any number of workers.
+    """
+
+    def __iter__(self) -> Iterator:
+        return _DeferredIterator(super().__iter__)
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -46,7 +76,7 @@ class SegmentationDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = EpochShardSampler(len(dataset), shuffle=train, seed=self.seed, rank=rank, world_size=world, drop_last=train)
-        return DataLoader(
+        return EpochDataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,

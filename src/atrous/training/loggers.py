@@ -1,30 +1,106 @@
-"""A CSV logger that keeps what earlier sessions of a run logged.
+"""A CSV logger whose ``metrics.csv`` a resumed run continues.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when its folder is reused, so a
-resumed run would lose its history. :class:`ResumableCSVLogger` appends to the file instead
-(re-writing the header when new columns appear, as Lightning does).
+resumed run would lose its history. :class:`ResumableCSVLogger` writes through its own small
+writer (:class:`AppendingCSVWriter`, no private Lightning methods): it appends to the file and,
+when new columns appear, rewrites it with the wider header, as Lightning does.
+
+On resume, :func:`truncate_metrics` first drops the rows the interrupted attempt logged after
+its checkpoint (``step >= global_step``), which the resumed run logs again.
 """
 
 from __future__ import annotations
 
 import csv
+from pathlib import Path
+from typing import Any
 
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from torch import Tensor
+
+from ..io import atomic_write
+
+METRICS_FILE = "metrics.csv"
 
 
-class _AppendingWriter(ExperimentWriter):
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                header = next(csv.reader(file), [])
-            self.metrics_keys = sorted(header)
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _write(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def truncate_metrics(path: str | Path, global_step: int) -> int:
+    """Keep the rows of ``metrics.csv`` logged before the checkpoint at ``global_step``;
+    returns the number of rows dropped (0 when the file does not exist).
+
+    A checkpoint written after step ``S`` (``global_step == S``) has seen every row with
+    ``step < S``, including its epoch's closing rows (Lightning logs them at step ``S - 1``);
+    rows with ``step >= S`` come from the attempt that died and are logged again on resume.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    keys, rows = _read(path)
+    kept = [row for row in rows if row.get("step") not in (None, "") and int(row["step"]) < global_step]
+    if len(kept) != len(rows):
+        _write(path, keys, kept)
+    return len(rows) - len(kept)
+
+
+class AppendingCSVWriter:
+    """The experiment behind :class:`ResumableCSVLogger`: ``log_metrics`` buffers rows,
+    ``save`` appends them to ``<log_dir>/metrics.csv`` (keeping what the file holds)."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir = log_dir
+        self.metrics_file_path = str(Path(log_dir) / METRICS_FILE)
+        self.metrics: list[dict[str, Any]] = []
+        self.hparams: dict[str, Any] = {}
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        self.metrics_keys = sorted(_read(Path(self.metrics_file_path))[0]) if Path(self.metrics_file_path).is_file() else []
+
+    def log_metrics(self, metrics_dict: dict[str, Any], step: int | None = None) -> None:
+        row = {k: v.item() if isinstance(v, Tensor) else v for k, v in metrics_dict.items()}
+        row["step"] = len(self.metrics) if step is None else step
+        self.metrics.append(row)
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        self.hparams.update(params)
+        save_hparams_to_yaml(str(Path(self.log_dir) / "hparams.yaml"), self.hparams)
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        path = Path(self.metrics_file_path)
+        new_keys = set().union(*self.metrics) - set(self.metrics_keys)
+        self.metrics_keys = sorted(set(self.metrics_keys) | new_keys)
+        if not path.is_file() or new_keys:
+            old_rows = _read(path)[1] if path.is_file() else []
+            _write(path, self.metrics_keys, old_rows + self.metrics)
+        else:
+            with open(path, "a", newline="") as file:
+                csv.DictWriter(file, fieldnames=self.metrics_keys).writerows(self.metrics)
+        self.metrics = []
 
 
 class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger`` writing through :class:`AppendingCSVWriter`."""
+
     @property
-    def experiment(self) -> ExperimentWriter:
+    def experiment(self) -> AppendingCSVWriter:  # type: ignore[override]
         if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+            get_filesystem(self.root_dir).makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingCSVWriter(log_dir=self.log_dir)
         return self._experiment

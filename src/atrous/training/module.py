@@ -25,16 +25,26 @@ class SegmentationTask(L.LightningModule):
             checkpoints so that ``atrous validate/test/predict`` rebuild the same model.
         class_names: names of the dataset's classes (train-id order).
         ignore_index: label of unlabelled pixels.
+        pretrained_backbone: load ``model.backbone.pretrained`` weights; ``False`` when a
+            checkpoint is loaded next, so its ImageNet weights are never fetched to be overwritten.
 
     Logs per epoch: ``train/loss``, ``train/mIoU`` (the seed reports train and val mIoU),
     ``val/loss``, ``val/mIoU``, ``val/pixel_accuracy``, ``val/IoU/<class>``.
     """
 
-    def __init__(self, config: Mapping[str, Any], class_names: Sequence[str], ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        class_names: Sequence[str],
+        ignore_index: int = 255,
+        *,
+        pretrained_backbone: bool = True,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": dict(config), "class_names": list(class_names), "ignore_index": ignore_index})
         self.train_cfg = TrainConfig.from_mapping(config.get("train"))
-        self.model = build_model(config["model"])
+        # False when a checkpoint provides every weight next (resume, init_checkpoint, evaluation).
+        self.model = build_model(config["model"], pretrained_backbone=pretrained_backbone)
         if self.model.num_classes != len(class_names):
             raise ConfigError(
                 f"model.num_classes is {self.model.num_classes} but the dataset has {len(class_names)} classes"

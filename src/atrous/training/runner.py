@@ -1,6 +1,6 @@
 """``atrous fit | validate | test``: build the Trainer from a config and run it.
 
-Outputs of a run (``train.output_dir``): ``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt``
+Outputs of a run (``train.output_dir``, which the run owns: see :mod:`.run_folder`): ``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt``
 (best validation mIoU, written atomically), TensorBoard logs in ``tb/``, a CSV log in
 ``csv/metrics.csv``, and ``metrics.json`` (the best checkpoint's validation metrics).
 """
@@ -11,22 +11,27 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..config import ConfigError
+from ..errors import DiskFullError
 from ..io import atomic_write
 from ..models.checkpoint import load_state, read_checkpoint
-from .callbacks import AtomicCheckpointIO, StepSeedCallback
+from .callbacks import AtomicCheckpointIO, StepSeedCallback, is_disk_full
 from .config import TrainConfig
 from .datamodule import SegmentationDataModule
-from .loggers import ResumableCSVLogger
+from .loggers import METRICS_FILE, ResumableCSVLogger, truncate_metrics
 from .module import SegmentationTask
+from .resume import check_resume_checkpoint
+from .run_folder import RunLock, claim_output_dir
 
 
 def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
@@ -111,32 +116,66 @@ def _seed(cfg: TrainConfig) -> None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
 
+def _is_launching_process() -> bool:
+    """False in the processes a DDP launcher started (they inherit rank 0's folder and lock)."""
+    node_rank = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+    return getattr(rank_zero_only, "rank", 0) == 0 and node_rank == 0
+
+
+def _resume_path(cfg: TrainConfig, resume: bool | str) -> Path | None:
+    if not resume:
+        return None
+    path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if resume is True else Path(resume)
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume: no checkpoint at {path}; start a new run without --resume "
+            "(with --overwrite if the folder holds an interrupted run's logs)"
+        )
+    return path
+
+
 def fit(
-    config: Mapping[str, Any], *, resume: bool | str = False, callbacks: Sequence[L.Callback] = ()
+    config: Mapping[str, Any],
+    *,
+    resume: bool | str = False,
+    overwrite: bool = False,
+    callbacks: Sequence[L.Callback] = (),
 ) -> dict[str, Any]:
     """Train; returns (and writes to ``metrics.json``) the best checkpoint's validation metrics.
 
-    ``resume``: ``True`` continues from the run's ``last.ckpt``, a path from that checkpoint.
+    The run owns ``train.output_dir`` (see :mod:`.run_folder`): a folder that holds a previous
+    run is refused unless ``resume`` continues it or ``overwrite`` moves its outputs aside, and
+    a lock file refuses a second concurrent run into it.
+
+    ``resume``: ``True`` continues from the run's ``last.ckpt``, a path from that checkpoint
+    (checked to be a training checkpoint of this config's model; the CSV log is cut back to it).
+    ``overwrite``: start afresh in a folder that holds a previous run.
     ``callbacks``: extra Lightning callbacks.
     """
     cfg = TrainConfig.from_mapping(config.get("train"))
     check_output_dir(cfg.output_dir)
+    out = Path(cfg.output_dir)
+    ckpt_path = _resume_path(cfg, resume)
     _seed(cfg)
     data = SegmentationDataModule(config.get("data"), seed=cfg.seed)
-    task = SegmentationTask(config, data.classes.names, data.classes.ignore_index)
-    ckpt_path = None
-    if resume:
-        ckpt_path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if resume is True else Path(resume)
-        if not ckpt_path.is_file():
-            raise ConfigError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
-    elif cfg.init_checkpoint:
+    from_checkpoint = ckpt_path is not None or bool(cfg.init_checkpoint)
+    task = SegmentationTask(config, data.classes.names, data.classes.ignore_index, pretrained_backbone=not from_checkpoint)
+    checkpoint = check_resume_checkpoint(ckpt_path, task.state_dict()) if ckpt_path else None
+    if checkpoint is None and cfg.init_checkpoint:
         load_weights(task, cfg.init_checkpoint)
-    trainer = build_trainer(cfg, for_fit=True, extra_callbacks=callbacks)
-    trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    best = Path(cfg.output_dir) / "checkpoints" / "best.ckpt"
-    metrics = evaluate(config, best if best.is_file() else None, stage="val", task=task, data=data)
-    if trainer.is_global_zero:
-        write_metrics(Path(cfg.output_dir) / "metrics.json", metrics)
+    launching = _is_launching_process()
+    with RunLock(out) if launching else nullcontext():
+        if launching:
+            claim_output_dir(out, resume=checkpoint is not None, overwrite=overwrite)
+            if checkpoint is not None:
+                truncate_metrics(out / "csv" / METRICS_FILE, int(checkpoint["global_step"]))
+        del checkpoint  # Lightning reads it again (weights_only, through AtomicCheckpointIO)
+        trainer = build_trainer(cfg, for_fit=True, extra_callbacks=callbacks)
+        trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        best = out / "checkpoints" / "best.ckpt"
+        metrics = evaluate(config, best if best.is_file() else None, stage="val", task=task, data=data)
+        if trainer.is_global_zero:
+            write_metrics(out / "metrics.json", metrics)
     return metrics
 
 
@@ -153,7 +192,9 @@ def evaluate(
     if data is None or stage not in data.splits:
         data = SegmentationDataModule(config.get("data"), stages=(stage,))
     if task is None:
-        task = SegmentationTask(config, data.classes.names, data.classes.ignore_index)
+        task = SegmentationTask(
+            config, data.classes.names, data.classes.ignore_index, pretrained_backbone=checkpoint is None
+        )
     if checkpoint is not None:
         load_weights(task, checkpoint)
     trainer = build_trainer(cfg, for_fit=False)
@@ -178,7 +219,12 @@ def write_metrics(path: Path, metrics: Mapping[str, Any]) -> None:
         return v
 
     text = json.dumps(clean(dict(metrics)), indent=2)
-    atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+    try:
+        atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        raise DiskFullError(f"the disk holding {path.parent} is full: cannot write {path.name}; free some space") from err
 
 
 def format_table(metrics: Mapping[str, Any]) -> str:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from .aspp import ASPPHead
+from .base import Head
 from .cascade import CascadeHead
 from .denseaspp import DenseASPPHead, DenseASPPLayer
 from .fcn import AuxHead, FCNHead
 
-HEADS: dict[str, type[nn.Module]] = {
+HEADS: dict[str, type[Head]] = {
     "denseaspp": DenseASPPHead,
     "aspp": ASPPHead,
     "cascade": CascadeHead,
     "fcn": FCNHead,
 }
 
-__all__ = ["HEADS", "ASPPHead", "AuxHead", "CascadeHead", "DenseASPPHead", "DenseASPPLayer", "FCNHead"]
+__all__ = ["HEADS", "ASPPHead", "Head", "AuxHead", "CascadeHead", "DenseASPPHead", "DenseASPPLayer", "FCNHead"]

@@ -10,13 +10,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...analysis.receptive_field import ConvSpec
 from ...errors import ConfigError
+from ..receptive_field import ConvSpec
+from .base import Head
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 1, rate: int = 1, momentum: float = 0.1) -> nn.Sequential:
@@ -49,7 +51,7 @@ class ASPPPooling(nn.Sequential):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-class ASPPHead(nn.Module):
+class ASPPHead(Head):
     """ASPP: ``(N, in_channels, h, w)`` → ``(N, out_channels, h, w)``.
 
     Args:
@@ -95,7 +97,6 @@ class ASPPHead(nn.Module):
         )
         self.refine = conv_bn_relu(out_channels, out_channels, 3, momentum=bn_momentum) if refine_conv else nn.Identity()
         self.out_channels = out_channels
-        self.stride_factor = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.refine(self.project(torch.cat([branch(x) for branch in self.convs], dim=1)))
@@ -108,6 +109,20 @@ class ASPPHead(nn.Module):
         for branch, rate in zip(self.convs[1 : 1 + len(atrous_rates)], self.atrous_rates, strict=True):
             branch[0].dilation, branch[0].padding = (rate, rate), (rate, rate)
 
+    def _scaled_rates(self, old: int, new: int) -> list[int]:
+        """Rates at output stride ``new`` that cover the same image area as at ``old``."""
+        scaled = [r * old / new for r in self.atrous_rates]
+        if any(r != int(r) or r < 1 for r in scaled):
+            raise ConfigError(f"ASPP rates {self.atrous_rates} do not scale to output stride {new}")
+        return [int(r) for r in scaled]
+
+    def check_output_stride(self, old: int, new: int) -> None:
+        self._scaled_rates(old, new)
+
+    def set_output_stride(self, old: int, new: int, backbone: Any) -> None:
+        """Rates scale with the stride: (6, 12, 18) at 16 ↔ (12, 24, 36) at 8 (DeepLabv3 §3.3)."""
+        self.set_rates(self._scaled_rates(old, new))
+
     def conv_path(self) -> list[ConvSpec]:
         """Widest conv branch, then the 3×3 refine conv if any (image pooling is global)."""
         path = [ConvSpec(3, max(self.atrous_rates))]
@@ -116,5 +131,5 @@ class ASPPHead(nn.Module):
         return path
 
     @property
-    def global_context(self) -> bool:
+    def global_context(self) -> bool:  # type: ignore[override]
         return self.image_pooling

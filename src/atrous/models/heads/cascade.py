@@ -17,10 +17,11 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from ...analysis.receptive_field import ConvSpec
 from ...errors import ConfigError
 from ..backbones.base import set_conv
+from ..receptive_field import ConvSpec
 from .aspp import ASPPHead
+from .base import Head
 
 
 class Subsample(nn.Module):
@@ -60,7 +61,7 @@ def cascade_plan(num_blocks: int, input_stride: int, input_dilation: int, output
     return plan
 
 
-class CascadeHead(nn.Module):
+class CascadeHead(Head):
     """Cascaded block5…block7: ``(N, 2048, h, w)`` → ``(N, 2048 or ASPP out, h/s, w/s)``.
 
     Args:
@@ -113,7 +114,7 @@ class CascadeHead(nn.Module):
                 set_conv(unit.conv2, dilation=rate * self.multi_grid[u], stride=stride if u == 0 else 1)
                 if u == 0:
                     unit.downsample.stride = stride
-        self.stride_factor = 2 ** sum(s == 2 for s, _ in self.plan)
+        self.extra_stride = 2 ** sum(s == 2 for s, _ in self.plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(x)
@@ -128,5 +129,26 @@ class CascadeHead(nn.Module):
         return path + (self.aspp.conv_path() if self.aspp is not None else [])
 
     @property
-    def global_context(self) -> bool:
+    def global_context(self) -> bool:  # type: ignore[override]
         return self.aspp is not None and self.aspp.global_context
+
+    @classmethod
+    def backbone_arguments(cls, backbone: Any) -> dict[str, Any]:
+        """The cascade continues the backbone: it needs its stride and block4 rate."""
+        return {"in_channels": backbone.out_channels, "input_stride": backbone.output_stride,
+                "input_dilation": backbone.last_dilation}
+
+    def backbone_output_stride(self, output_stride: int) -> int:
+        """Up to 32 the backbone strides (or dilates); beyond it the cascaded blocks stride."""
+        return min(output_stride, 32)
+
+    def check_output_stride(self, old: int, new: int) -> None:
+        if self.aspp is not None:
+            self.aspp.check_output_stride(old, new)
+
+    def set_output_stride(self, old: int, new: int, backbone: Any) -> None:
+        """Re-plan the blocks' strides and rates (Fig. 3) for the re-dilated backbone; ASPP on
+        top scales its rates."""
+        self.set_strides(backbone.output_stride, backbone.last_dilation, new)
+        if self.aspp is not None:
+            self.aspp.set_output_stride(old, new, backbone)

@@ -11,24 +11,22 @@ argument: the bottleneck is optional (Table 1 #1–#3 have none), the first laye
 official code has no leading BN (its backbone ends in ``norm5``), convolutions have biases in
 the official code, and the official code concatenates the new features *before* the old ones.
 
-Block removal (seed §5.2, Fig. 4) is an inference-time ablation: ``head.active_layers = n`` (or
-``with head.removed_top_layers(k)``) runs only the first ``n`` atrous layers and puts zeros in
-the concatenation where the removed layers' outputs were, so the trained classifier keeps its
-input width and sees no contribution from the removed scales. It adds no parameter or buffer:
-state-dict names and the default forward are unchanged.
+Block removal (seed §5.2, Fig. 4) is an analysis, not a model feature:
+:func:`atrous.analysis.block_removal.removed_top_layers` zeroes the top layers' outputs with
+forward hooks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...analysis.receptive_field import ConvSpec
 from ...errors import ConfigError
+from ..receptive_field import ConvSpec
+from .base import Head
 
 CONCAT_ORDERS = ("input_first", "new_first")
 
@@ -91,7 +89,7 @@ class DenseASPPLayer(nn.Module):
         return x
 
 
-class DenseASPPHead(nn.Module):
+class DenseASPPHead(Head):
     """DenseASPP: ``(N, c_0, h, w)`` → ``(N, c_0 + L·growth_channels, h, w)``.
 
     Args:
@@ -154,36 +152,14 @@ class DenseASPPHead(nn.Module):
             for i, rate in enumerate(self.atrous_rates)
         )
         self.out_channels = in_channels + len(self.layers) * growth_channels
-        self.stride_factor = 1
-        self.active_layers: int | None = None  # None: all; n: only the first n (block removal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_relu:
             x = F.relu(x)
-        active = len(self.layers) if self.active_layers is None else self.active_layers
-        for i, layer in enumerate(self.layers):
-            if i < active:
-                new = layer(x)
-            else:  # removed (seed Fig. 4): its features are zero
-                new = x.new_zeros(x.shape[0], self.growth_channels, *x.shape[2:])
+        for layer in self.layers:
+            new = layer(x)
             x = torch.cat([x, new] if self.concat_order == "input_first" else [new, x], dim=1)
         return x
-
-    @contextmanager
-    def removed_top_layers(self, count: int) -> Iterator[DenseASPPHead]:
-        """Run with the top ``count`` atrous layers removed (their outputs zeroed), then restore.
-
-        ``count`` = 0 is the full head; ``count`` = ``len(atrous_rates)`` leaves only the
-        (rectified, if ``input_relu``) input features.
-        """
-        if not 0 <= count <= len(self.layers):
-            raise ConfigError(f"can remove 0 to {len(self.layers)} DenseASPP layers, got {count}")
-        previous = self.active_layers
-        self.active_layers = len(self.layers) - count
-        try:
-            yield self
-        finally:
-            self.active_layers = previous
 
     def conv_path(self) -> list[ConvSpec]:
         """Longest path through the head: every atrous layer in turn (seed's R_max)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...analysis.receptive_field import ConvSpec
+from ..receptive_field import ConvSpec
+from .base import Head
 
 
-class FCNHead(nn.Module):
+class FCNHead(Head):
     """No context module: the classifier (a 1×1 conv, added by the segmentor) sits directly on
     the backbone features. ``(N, C, h, w)`` → the same tensor. The no-context baseline of the
     FCN vs ASPP vs DenseASPP comparison.
@@ -17,7 +18,6 @@ class FCNHead(nn.Module):
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         self.in_channels = self.out_channels = in_channels
-        self.stride_factor = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

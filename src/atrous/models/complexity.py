@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models.segmentor import Segmentor
+from .segmentor import Segmentor
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -42,7 +42,7 @@ def model_info(model: Segmentor, image_size: tuple[int, int] = (512, 1024)) -> d
         "params_trainable": trainable,
         "output_stride": model.output_stride,
         "receptive_field": model.receptive_field,
-        "global_context": bool(getattr(model.head, "global_context", False)),
+        "global_context": bool(model.head.global_context),
         "image_size": list(image_size),
         "gflops": round(flops / 1e9, 3),
         "gmacs": round(flops / 2e9, 3),

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Print who imports whom between atrous' layers, and every import that looks up a floor.
+
+    python scripts/layers.py            # the layer picture: floor → floors it imports
+    python scripts/layers.py --edges    # every module-level and function-level import between layers
+
+Floors, bottom to top (a floor may import only floors below it, and itself):
+config / io / errors → data → models → evaluation → training, deploy, analysis → cli, demo.
+tests/test_layers.py runs the same check.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "atrous"
+FLOORS = {
+    "config": 0, "io": 0, "errors": 0, "configs": 0,
+    "data": 1,
+    "models": 2,
+    "evaluation": 3,
+    "training": 4, "deploy": 4, "analysis": 4,
+    "cli": 5, "demo": 5, "__init__": 5, "__main__": 5,
+}
+
+
+def part_of(module: str) -> str:
+    """``atrous.models.heads.aspp`` → ``models``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1] if len(parts) > 1 else parts
+    return ".".join(parts)
+
+
+def imports(path: Path) -> list[tuple[str, int]]:
+    """Absolute names of the atrous modules a file imports (anywhere in it), with line numbers."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("atrous"):
+                found.append((target, node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names if a.name.startswith("atrous")]
+    return found
+
+
+def edges() -> list[tuple[str, str, str, int]]:
+    """``(from part, to part, file, line)`` for every import between two different parts."""
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = part_of(module_name(path))
+        for target, line in imports(path):
+            dest = part_of(target)
+            if dest != source:
+                out.append((source, dest, str(path.relative_to(PACKAGE.parent)), line))
+    return out
+
+
+def violations() -> list[tuple[str, str, str, int]]:
+    """Imports from a lower floor up to a higher one (or between parts of one floor)."""
+    return [(s, d, f, n) for s, d, f, n in edges()
+            if FLOORS[d] > FLOORS[s] or (FLOORS[d] == FLOORS[s] and FLOORS[s] not in (0, 5))]
+
+
+def main(argv: list[str]) -> int:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for source, dest, file, line in edges():
+        graph[source].add(dest)
+        if "--edges" in argv:
+            print(f"{source:>10} → {dest:<10} {file}:{line}")
+    print("floor  part        imports")
+    for part in sorted(graph, key=lambda p: (FLOORS[p], p)):
+        print(f"{FLOORS[part]:>5}  {part:<10}  {', '.join(sorted(graph[part], key=lambda p: (FLOORS[p], p)))}")
+    bad = violations()
+    for source, dest, file, line in bad:
+        print(f"UPWARD: {file}:{line} ({source}, floor {FLOORS[source]}) imports {dest} (floor {FLOORS[dest]})")
+    print(f"{len(bad)} upward import(s)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,39 @@
+"""Everything the README and the guides in docs/ show is run: their Python examples (from a
+folder outside the checkout, as a user of the installed package would run them), and the
+README's zoo table is current."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from atrous.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def test_the_readme_shows_python_usage():
+    assert python_blocks(REPO / "README.md")
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.relative_to(REPO).as_posix())
+def test_python_examples_run_outside_the_checkout(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}  # the blocks of one page run in order, sharing names, as in a session
+    for block in python_blocks(page):
+        exec(compile(block, str(page.relative_to(REPO)), "exec"), namespace)
+
+
+def test_readme_zoo_table_is_current(capsys):
+    assert main(["zoo"]) == 0
+    table = capsys.readouterr().out.strip()
+    text = (REPO / "README.md").read_text()
+    shown = re.search(r"<!-- zoo:start -->\n(.*?)\n<!-- zoo:end -->", text, flags=re.S).group(1).strip()
+    assert shown == table, "README zoo table is stale: paste the output of `atrous zoo`"
