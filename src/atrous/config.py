@@ -83,17 +83,19 @@ def merge_configs(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[
 def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of ``cfg`` with ``a.b.c=value`` items set (``value`` parsed as YAML).
 
-    The top level of the result is checked as a file's is: an override cannot add a section
-    atrous does not know (``trian.max_epochs=1`` is an error, not a silent no-op). The
-    sections' own keys and values are checked by their owners (``check_config`` in the CLI).
+    An override cannot add a section atrous does not know (``trian.max_epochs=1`` is an error,
+    not a silent no-op) nor turn a section into a scalar (``model=3``). The sections' own keys
+    and values are checked by their owners (``check_config`` in the CLI).
     """
     out = copy.deepcopy(dict(cfg))
+    touched: set[str] = set()
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key or "" in key.split("."):
             raise ConfigError(f"override {item!r} must look like key.path=value, e.g. model.num_classes=19")
         node: dict[str, Any] = out
         parts = key.split(".")
+        touched.add(parts[0])
         if parts[0] not in TOP_LEVEL_KEYS or parts[0] == "base":
             raise ConfigError(
                 f"override {item!r}: unknown section {parts[0]!r}{did_you_mean(parts[0], TOP_LEVEL_KEYS)}; "
@@ -108,7 +110,9 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', None) or err})") from err
-    check_top_level(out)
+    for section in touched:  # e.g. `--set model=3`
+        if out.get(section) is not None:
+            check_mapping(section, out[section], f"override {section}=…: ")
     return out
 
 
