@@ -322,14 +322,13 @@ def _check_export_image_size(image_size: list[int], cfg: Mapping[str, Any]) -> N
     exporter traces sizes that small as constants, and a dynamic export checks a smaller input)."""
     import torch
 
-    from .config import apply_overrides
     from .models import build_model
 
     height, width = image_size
     if height < 1 or width < 1:
         raise InputError(f"--image-size {height} {width}: height and width must be positive, e.g. 512 1024")
     with torch.device("meta"):  # the architecture only: no memory, no weights
-        stride = build_model(apply_overrides(cfg, ["model.backbone.pretrained=false"])).output_stride
+        stride = build_model(cfg, pretrained_backbone=False).output_stride
     if min(height, width) < 2 * stride:
         raise InputError(
             f"--image-size {height} {width}: the model's output stride is {stride}, so the example input must "
