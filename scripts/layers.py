@@ -5,7 +5,7 @@
     python scripts/layers.py --edges    # every module-level and function-level import between layers
 
 Floors, bottom to top (a floor may import only floors below it, and itself):
-config / io / errors → data → models → evaluation → training, deploy, analysis → cli, demo.
+config / io / errors / devices → data → models → evaluation → training, deploy, analysis → cli, demo.
 tests/test_layers.py runs the same check.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "atrous"
 FLOORS = {
-    "config": 0, "io": 0, "errors": 0, "configs": 0,
+    "config": 0, "io": 0, "errors": 0, "configs": 0, "devices": 0,
     "data": 1,
     "models": 2,
     "evaluation": 3,

@@ -17,7 +17,13 @@ base's (another head, dataset or optimizer) replaces the base's mapping as a who
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+import dataclasses
+import difflib
+import inspect
+import os
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, MutableSequence, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,10 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["CONFIG_ROOT", "ConfigError", "config_name", "list_configs", "load_config", "resolve_config"]
+__all__ = [
+    "CONFIG_ROOT", "ConfigError", "check_arguments", "check_fields", "check_keys", "check_mapping", "check_value", "config_name", "did_you_mean", "suggestions", "list_configs",
+    "load_config", "resolve_config",
+]
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"  # package data: ships in the wheel
 TOP_LEVEL_KEYS = ("base", "model", "reference", "data", "train", "evaluate")
@@ -40,9 +49,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, _chain: set[
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a config must be a mapping with a 'model' section")
-    unknown = sorted(set(cfg) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; allowed: {list(TOP_LEVEL_KEYS)}")
+    check_top_level(cfg, f"{path}: ")
     if "base" in cfg:
         base_path = resolve_config(str(cfg.pop("base")), relative_to=path.parent, referrer=path)
         if _chain is not None and base_path.resolve() in _chain:
@@ -74,21 +81,84 @@ def merge_configs(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[
 
 
 def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``cfg`` with ``a.b.c=value`` items set (``value`` parsed as YAML)."""
+    """Return a copy of ``cfg`` with ``a.b.c=value`` items set (``value`` parsed as YAML).
+
+    An override cannot add a section atrous does not know (``trian.max_epochs=1`` is an error,
+    not a silent no-op) nor turn a section into a scalar (``model=3``). The sections' own keys
+    and values are checked by their owners (``check_config`` in the CLI).
+    """
     out = copy.deepcopy(dict(cfg))
+    touched: set[str] = set()
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key or "" in key.split("."):
             raise ConfigError(f"override {item!r} must look like key.path=value, e.g. model.num_classes=19")
         node: dict[str, Any] = out
         parts = key.split(".")
+        touched.add(parts[0])
+        if parts[0] not in TOP_LEVEL_KEYS or parts[0] == "base":
+            raise ConfigError(
+                f"override {item!r}: unknown section {parts[0]!r}{did_you_mean(parts[0], TOP_LEVEL_KEYS)}; "
+                f"sections: {[k for k in TOP_LEVEL_KEYS if k != 'base']}"
+            )
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', None) or err})") from err
+    for section in touched:  # e.g. `--set model=3`
+        if out.get(section) is not None:
+            check_mapping(section, out[section], f"override {section}=…: ")
     return out
+
+
+def check_top_level(cfg: Mapping[str, Any], where: str = "") -> None:
+    """Unknown top-level keys, and sections that are not mappings, are errors."""
+    unknown = sorted(set(cfg) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}unknown top-level key(s) {unknown}; allowed: {list(TOP_LEVEL_KEYS)}{suggestions(unknown, TOP_LEVEL_KEYS)}"
+        )
+    for key in ("model", "data", "train", "evaluate", "reference"):
+        if cfg.get(key) is not None:
+            check_mapping(key, cfg[key], where)
+
+
+def did_you_mean(word: object, choices: Iterable[object]) -> str:
+    """`` (did you mean 'train'?)`` for the closest of ``choices`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def suggestions(unknown: Iterable[object], choices: Iterable[object]) -> str:
+    """`` (did you mean 'train' for 'trian'?)`` for each unknown word with a close choice, else ``""``."""
+    choices = [str(c) for c in choices]
+    pairs = []
+    for word in unknown:
+        close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+        if close:
+            pairs.append(f"{close[0]!r} for {str(word)!r}")
+    return f" (did you mean {', '.join(pairs)}?)" if pairs else ""
+
+
+def check_mapping(section: str, value: object, where: str = "") -> None:
+    """A config section must be a mapping of keys to values."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{where}{section}: expected a mapping (key: value lines), got {value!r} ({type(value).__name__})"
+        )
+
+
+def check_keys(section: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """Every key of ``section`` must be one of ``allowed``; the error suggests the closest."""
+    allowed = list(allowed)
+    unknown = sorted(set(given) - set(allowed), key=str)
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {unknown}; valid keys: {allowed}{suggestions(unknown, allowed)}")
 
 
 def resolve_config(
@@ -129,3 +199,116 @@ def list_configs(root: Path = CONFIG_ROOT) -> list[Path]:
             "reinstall it (pip install --force-reinstall atrous) or install from a wheel built with `pip wheel .`"
         )
     return found
+
+
+# -- typed sections -----------------------------------------------------------------------------
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _is_sequence(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    return origin in (list, tuple, Sequence, MutableSequence)
+
+
+def _describe(annotation: Any) -> str:
+    """``int | None`` → ``an integer or null``; ``dict[str, Any]`` → ``a mapping``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(annotation))
+    if origin is dict or annotation is dict or origin is Mapping:
+        return "a mapping"
+    if _is_sequence(annotation):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        if args and all(a == args[0] for a in args) and args[0] is not Any:
+            return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+        return "a list"
+    if annotation is Path or annotation is os.PathLike:
+        return "a path"
+    return _TYPE_NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` (read from YAML) fits ``annotation``; annotations this does not
+    understand (callables, type variables, classes YAML cannot produce) accept anything."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if origin is dict or annotation is dict or origin is Mapping:
+        return isinstance(value, Mapping)
+    if _is_sequence(annotation):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(annotation)
+        if not args:
+            return True
+        if origin is tuple and Ellipsis not in args:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+        return all(_matches(v, args[0]) for v in value)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:  # YAML's true/false are not counts
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:  # 1 is a fine learning-rate multiplier, true is not
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is Path or annotation is os.PathLike:
+        return isinstance(value, (str, os.PathLike))
+    return True
+
+
+def check_value(key: str, value: Any, annotation: Any) -> None:
+    """``value`` must be of the type ``annotation`` names (``int``, ``float``, ``bool``, ``str``,
+    unions, ``Optional``, ``dict[...]``); the error names the key, the value and the type."""
+    if not _matches(value, annotation):
+        hint = ""
+        if isinstance(value, str) and _looks_numeric(value):
+            hint = f" (YAML reads {value} as a string: write {_yaml_float(value)})"
+        raise ConfigError(f"{key}: expected {_describe(annotation)}, got {value!r} ({type(value).__name__}){hint}")
+
+
+def _yaml_float(text: str) -> str:
+    """``3e-4`` → ``3.0e-4``, ``1e5`` → ``1.0e+5``: the spelling YAML 1.1 (PyYAML) reads as a float."""
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent and exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return f"{mantissa}e{exponent}" if exponent else mantissa
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_arguments(section: str, target: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
+    """Each of ``kwargs`` must fit the annotation of ``target``'s parameter of that name (a class:
+    its ``__init__``); parameters without a usable annotation are not checked here."""
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        hints = typing.get_type_hints(function)
+    except (NameError, TypeError):  # annotations that need names only a type checker sees
+        return
+    for name, value in kwargs.items():
+        if name in hints:
+            check_value(f"{section}.{name}", value, hints[name])
+
+
+def check_fields(section: str, cls: type, cfg: Mapping[str, Any]) -> None:
+    """Check a config section against a dataclass: known keys (with a "did you mean"), and each
+    value's type from the field's annotation. Ranges are the section's own business."""
+    check_mapping(section, cfg)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    check_keys(section, cfg, names)
+    for name, value in cfg.items():
+        check_value(f"{section}.{name}", value, hints[name])

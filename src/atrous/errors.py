@@ -10,6 +10,9 @@ exception it refines, so ``except ValueError`` in user code keeps working.
 
 from __future__ import annotations
 
+import errno
+import re
+
 
 class UserError(Exception):
     """A mistake the user can fix; the message names the file or value and what to do."""
@@ -37,3 +40,60 @@ class OutputExistsError(UserError, FileExistsError):
 
 class DiskFullError(UserError, OSError):
     """A write failed because the disk (or quota) is full."""
+
+
+# -- reading errors at the command line's boundary ---------------------------------------------
+
+_DISK_FULL_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
+_WORKER_PREFIX = re.compile(r"^Caught (?P<name>\w+) in DataLoader worker process \d+\.\s*Original Traceback")
+
+
+def user_error_names() -> set[str]:
+    """The class names of every :class:`UserError` subclass defined so far."""
+    names, todo = set(), [UserError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def worker_error_message(err: BaseException) -> str | None:
+    """The original one-line message of a user error raised inside a DataLoader worker, or ``None``.
+
+    torch re-raises an exception from a worker process in the main process with its traceback
+    folded into the message (``Caught DatasetError in DataLoader worker process 0. Original
+    Traceback (most recent call last): … DatasetError: <message>``), as the same class when it
+    can construct it from one string, else as ``RuntimeError``
+    (``torch.utils.data._utils.ExceptionWrapper.reraise``). Both forms are recognised by the
+    class name, so a user error keeps its own one-line message.
+    """
+    text = str(err)
+    match = _WORKER_PREFIX.match(text)
+    if match is None or match["name"] not in user_error_names():
+        return None
+    # The traceback ends with "<module>.<Name>: <message>" (or "<Name>: <message>").
+    found = list(re.finditer(rf"^(?:[\w.]+\.)?{match['name']}: (?P<message>.*)$", text, flags=re.MULTILINE))
+    return found[-1]["message"].strip() if found else None
+
+
+def disk_full_cause(err: BaseException) -> OSError | None:
+    """The "no space left on device" (or quota) ``OSError`` behind ``err`` (itself, its cause or
+    context), or ``None``."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def disk_full_message(err: OSError) -> str:
+    """One line for a failed write on a full disk, naming the file where the error knows it."""
+    where = f" writing {err.filename}" if err.filename else ""
+    return (
+        f"the disk is full{where} ({err.strerror or 'no space left on device'}): "
+        "free some space or write the outputs to another disk"
+    )

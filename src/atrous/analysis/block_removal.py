@@ -25,6 +25,7 @@ from torch import nn
 
 from ..data.base import ClassInfo, SegmentationDataset
 from ..data.palettes import colorize
+from ..errors import InputError
 from ..evaluation.metrics import SegmentationMetrics
 from ..models.heads import DenseASPPHead
 from ..models.receptive_field import ConvSpec, stacked_receptive_field
@@ -67,7 +68,7 @@ def denseaspp_head(model: Segmentor) -> DenseASPPHead:
     """The model's DenseASPP head, or a clear error."""
     head = getattr(model, "head", None)
     if not isinstance(head, DenseASPPHead):
-        raise ValueError(
+        raise InputError(
             f"block removal needs a model with a DenseASPP head; this model's head is {type(head).__name__} "
             "(seed Fig. 4 removes DenseASPP layers)"
         )

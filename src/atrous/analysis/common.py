@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from ..data.base import ClassInfo, SegmentationDataset  # noqa: E402
+from ..errors import InputError
 from ..io import atomic_write  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def class_ids(classes: ClassInfo | Sequence[str], names: Sequence[str]) -> list[
     known = list(classes.names if isinstance(classes, ClassInfo) else classes)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown class name(s) {unknown}; classes: {known}")
+        raise InputError(f"unknown class name(s) {unknown}; classes: {known}")
     return [known.index(n) for n in names]
 
 

@@ -30,6 +30,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..data.base import ClassInfo, SegmentationDataset
+from ..errors import InputError
 from ..evaluation.metrics import SegmentationMetrics
 from .common import batches, logits_on_cpu, plt, save_figure
 
@@ -133,7 +134,7 @@ def aggregate(terms: Sequence[dict[str, Any]], class_ids: Sequence[int], classes
               edges: Sequence[float] = DEFAULT_EDGES) -> dict[str, Any]:
     """IoU, recall and object count per (class, size bin) and per bin over all classes."""
     if list(edges) != sorted(edges) or len(set(edges)) != len(edges) or not edges:
-        raise ValueError(f"size bin edges must be increasing, got {list(edges)}")
+        raise InputError(f"size bin edges must be increasing, got {list(edges)}")
     names = bin_labels(edges)
     groups = [(classes.names[c], [c]) for c in class_ids] + [("all", list(class_ids))]
     table: dict[str, dict[str, dict[str, Any]]] = {}

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .common import plt, save_figure
 
 VALID_COUNTS = (1, 2, 3, 4, 6, 9)
@@ -30,7 +31,7 @@ def valid_taps_1d(length: int, rate: int) -> np.ndarray:
     """How many of the three taps ``(−r, 0, +r)`` fall inside a line of ``length``: counts of
     positions with ``(1, 2, 3)`` valid taps, shape ``(3,)``, summing to ``length``."""
     if length < 1 or rate < 1:
-        raise ValueError(f"length and rate must be positive, got {length} and {rate}")
+        raise InputError(f"length and rate must be positive, got {length} and {rate}")
     both = max(0, length - 2 * rate)
     neither = min(length, max(0, 2 * rate - length))
     return np.array([neither, length - both - neither, both], dtype=np.int64)
@@ -60,7 +61,7 @@ def valid_weight_curves(size: int | tuple[int, int] = 65, rates: Sequence[int] |
     """
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     if min(height, width) < 1:
-        raise ValueError(f"feature map size must be positive, got {height}×{width}")
+        raise InputError(f"feature map size must be positive, got {height}×{width}")
     rates = list(range(1, max(height, width) + 1)) if rates is None else [int(r) for r in rates]
     fractions: dict[int, list[float]] = {v: [] for v in VALID_COUNTS}
     for rate in rates:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from torchvision import tv_tensors
 
+from ..errors import ConfigError
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
 from .folder import generated_palette
 from .io import check_same_size, read_image, read_label_png
@@ -74,7 +75,7 @@ class ADE20K(SegmentationDataset):
     def __init__(self, root: str | Path, split: str = "train", *, transforms: Transforms | None = None) -> None:
         super().__init__(transforms)
         if split not in _SPLITS:
-            raise ValueError(f"ADE20K split must be one of {sorted(_SPLITS)}, got {split!r}")
+            raise ConfigError(f"ADE20K split must be one of {sorted(_SPLITS)}, got {split!r}")
         self.split = split
         self.root = _dataset_root(Path(root))
         folder = _SPLITS[split]
@@ -107,6 +108,9 @@ class ADE20K(SegmentationDataset):
 
     def image_path(self, index: int) -> Path:
         return self.images[index]
+
+    def label_path(self, index: int) -> Path:
+        return self.labels[index]
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_path, label_path = self.images[index], self.labels[index]

@@ -5,6 +5,7 @@
     dataset: {name: cityscapes, root: data/cityscapes, variant: "19"}   # constructor arguments
              # and max_image_pixels: refuse larger images (default: Pillow's limit; 0: none)
     train: {split: train, transforms: {...}, bootstrap: {classes: [bicycle], repeats: 1}}
+    test:  {split: test}
     val:   {split: val, transforms: {...}}
     batch_size: 8
     val_batch_size: 1
@@ -23,8 +24,17 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from ..config import ConfigError
+from ..config import (
+    ConfigError,
+    check_arguments,
+    check_keys,
+    check_mapping,
+    check_value,
+    did_you_mean,
+    suggestions,
+)
 from .base import SegmentationDataset
+from .transforms import CONFIG_KEYS as TRANSFORM_KEYS
 from .transforms import transforms_from_config
 
 DATASETS = {
@@ -35,17 +45,45 @@ DATASETS = {
     "folder": ("atrous.data.folder", "FolderDataset"),
 }
 SPLIT_KEYS = ("split", "transforms", "bootstrap")
+DATA_KEYS = ("dataset", "train", "val", "test", "batch_size", "val_batch_size", "num_workers")
+COUNTS = {"batch_size": 1, "val_batch_size": 1, "num_workers": 0}  # key: smallest value
+
+
+def check_data_section(cfg: Mapping[str, Any] | None) -> None:
+    """Validate a ``data`` section without reading the dataset: keys (with a "did you mean"),
+    batch sizes >= 1, ``num_workers`` >= 0, and each split's dataset and transform options
+    (:func:`atrous.data.build.check_split_section`). Raises :class:`ConfigError`."""
+    if cfg is None:
+        return
+    check_mapping("data", cfg)
+    check_keys("data", cfg, DATA_KEYS)
+    for key, minimum in COUNTS.items():
+        if key in cfg:
+            check_value(f"data.{key}", cfg[key], int)
+            if cfg[key] < minimum:
+                raise ConfigError(f"data.{key}: must be >= {minimum}, got {cfg[key]!r}")
+    if cfg.get("dataset") is not None:
+        check_mapping("data.dataset", cfg["dataset"])
+        dataset_class(cfg["dataset"].get("name", "synthetic"))
+    for stage in ("train", "val", "test"):
+        if stage in cfg:
+            check_split_section(cfg.get("dataset"), stage, cfg[stage])
+
+
+BOOTSTRAP_KEYS = ("classes", "repeats")
 
 
 def dataset_class(name: str) -> type[SegmentationDataset]:
-    if name not in DATASETS:
-        raise ConfigError(f"data.dataset.name: unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ConfigError(
+            f"data.dataset.name: unknown dataset {name!r}{did_you_mean(name, DATASETS)}; choose from {sorted(DATASETS)}"
+        )
     module, attr = DATASETS[name]
     return getattr(importlib.import_module(module), attr)
 
 
 def dataset_arguments(
-    dataset_cfg: Mapping[str, Any] | None, split_cfg: Mapping[str, Any] | None
+    dataset_cfg: Mapping[str, Any] | None, split_cfg: Mapping[str, Any] | None, *, section: str = "data"
 ) -> tuple[type[SegmentationDataset], dict[str, Any]]:
     """The dataset class and its constructor arguments for one split (checked, nothing read)."""
     cfg = dict(dataset_cfg or {"name": "synthetic"})
@@ -57,8 +95,39 @@ def dataset_arguments(
     params = inspect.signature(cls).parameters
     unknown = sorted(set(kwargs) - set(params) - {"transforms"})
     if unknown:
-        raise ConfigError(f"data: unknown option(s) {unknown} for {cls.__name__}; valid: {[p for p in params if p != 'transforms']}")
+        valid = [p for p in params if p != "transforms"]
+        raise ConfigError(f"data: unknown option(s) {unknown} for {cls.__name__}; valid: {valid}{suggestions(unknown, valid)}")
+    check_arguments(section, cls, kwargs)
     return cls, kwargs
+
+
+def check_split_section(dataset_cfg: Any, stage: str, split_cfg: Any) -> None:
+    """Validate ``data.<stage>`` (with the shared ``data.dataset``) without reading any file:
+    the dataset's name and constructor options, the transform options and ``bootstrap``."""
+    if dataset_cfg is not None:
+        check_mapping("data.dataset", dataset_cfg)
+    if split_cfg is None:
+        split_cfg = {}
+    check_mapping(f"data.{stage}", split_cfg)
+    dataset_arguments(dataset_cfg, split_cfg, section=f"data.{stage}")
+    transforms = split_cfg.get("transforms")
+    if transforms is not None:
+        check_mapping(f"data.{stage}.transforms", transforms)
+        check_keys(f"data.{stage}.transforms", transforms, TRANSFORM_KEYS)
+    boot = split_cfg.get("bootstrap")
+    if boot is not None:
+        if stage != "train":
+            raise ConfigError(f"data.{stage}.bootstrap: bootstrapping applies to data.train only")
+        check_mapping("data.train.bootstrap", boot)
+        check_keys("data.train.bootstrap", boot, BOOTSTRAP_KEYS)
+        if "classes" not in boot:
+            raise ConfigError("data.train.bootstrap: needs 'classes', e.g. classes: [bicycle, chair]")
+        classes = boot["classes"]
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ConfigError(f"data.train.bootstrap.classes: expected a list of class names, got {classes!r}")
+        check_value("data.train.bootstrap.repeats", boot.get("repeats", 1), int)
+        if boot.get("repeats", 1) < 1:
+            raise ConfigError(f"data.train.bootstrap.repeats: must be >= 1, got {boot['repeats']!r}")
 
 
 def build_dataset(dataset_cfg: Mapping[str, Any], split_cfg: Mapping[str, Any] | None, *, train: bool) -> SegmentationDataset:

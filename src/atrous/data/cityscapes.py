@@ -33,6 +33,7 @@ import torch
 from cityscapesscripts.helpers.labels import labels as _OFFICIAL_LABELS
 from torchvision import tv_tensors
 
+from ..errors import ConfigError
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
 from .io import check_same_size, read_image, read_label_png
 from .label_maps import LabelLookup
@@ -102,18 +103,18 @@ class Cityscapes(SegmentationDataset):
         root: str | os.PathLike,
         split: str = "train",
         *,
-        variant: str = "19",
+        variant: str | int = "19",
         coarse: bool = False,
         transforms: Transforms | None = None,
     ) -> None:
         super().__init__(transforms)
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         variant = str(variant)
         if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+            raise ConfigError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if coarse and split != "train":
-            raise ValueError(f"coarse=True adds train_extra to the 'train' split only, got split={split!r}")
+            raise ConfigError(f"coarse=True adds train_extra to the 'train' split only, got split={split!r}")
         self.root = Path(root)
         self.split = split
         self.variant = variant

@@ -168,6 +168,9 @@ class FolderDataset(SegmentationDataset):
     def image_path(self, index: int) -> Path:
         return self.images[index]
 
+    def label_path(self, index: int) -> Path:
+        return self.masks[index]
+
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_path, mask_path = self.images[index], self.masks[index]
         image = read_image(image_path, self.max_image_pixels)

@@ -33,6 +33,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ..errors import ConfigError
+
 # name → (mean, std) per RGB channel, for images scaled to [0, 1].
 NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -165,11 +167,11 @@ def build_transforms(
     if scale_range is not None:
         scale_range = _check_scale_range(scale_range)
     if not isinstance(hflip, bool):
-        raise ValueError(f"hflip must be true or false, got {hflip!r}")
+        raise ConfigError(f"hflip must be true or false, got {hflip!r}")
     if isinstance(color_jitter, bool) or not isinstance(color_jitter, (int, float)) or color_jitter < 0:
-        raise ValueError(f"color_jitter must be a number >= 0, got {color_jitter!r}")
+        raise ConfigError(f"color_jitter must be a number >= 0, got {color_jitter!r}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise ValueError(f"ignore_index must be an integer, got {ignore_index!r}")
+        raise ConfigError(f"ignore_index must be an integer, got {ignore_index!r}")
 
     steps: list[v2.Transform] = []
     if resize is not None:
@@ -205,7 +207,7 @@ def transforms_from_config(cfg: Mapping[str, Any] | None, *, train: bool, ignore
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - set(CONFIG_KEYS))
     if unknown:
-        raise ValueError(f"unknown transform option(s) {unknown}; valid keys: {list(CONFIG_KEYS)}")
+        raise ConfigError(f"unknown transform option(s) {unknown}; valid keys: {list(CONFIG_KEYS)}")
     options: dict[str, Any] = {}
     for key, value in cfg.items():
         if key in ("resize", "scale_range", "crop_size") and isinstance(value, list):
@@ -220,9 +222,9 @@ def _check_scale_range(scale_range: Sequence[float]) -> tuple[float, float]:
     try:
         low, high = (float(s) for s in scale_range)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"scale_range must be (min, max), got {scale_range!r}") from err
+        raise ConfigError(f"scale_range must be (min, max), got {scale_range!r}") from err
     if not 0 < low <= high:
-        raise ValueError(f"scale_range must satisfy 0 < min <= max, got {scale_range!r}")
+        raise ConfigError(f"scale_range must satisfy 0 < min <= max, got {scale_range!r}")
     return low, high
 
 
@@ -235,21 +237,21 @@ def _check_size(option: str, size: Sequence[int] | None) -> tuple[int, int] | No
         or len(size) != 2
         or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
     ):
-        raise ValueError(f"{option} must be (height, width), two positive integers, got {size!r}")
+        raise ConfigError(f"{option} must be (height, width), two positive integers, got {size!r}")
     return (int(size[0]), int(size[1]))
 
 
 def _check_normalize(normalize: str | tuple) -> tuple[list[float], list[float]]:
     if isinstance(normalize, str):
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalize {normalize!r}; choose one of {sorted(NORMALIZATIONS)} or (mean, std)")
+            raise ConfigError(f"unknown normalize {normalize!r}; choose one of {sorted(NORMALIZATIONS)} or (mean, std)")
         mean, std = NORMALIZATIONS[normalize]
         return list(mean), list(std)
     try:
         mean, std = normalize
         mean, std = [float(m) for m in mean], [float(s) for s in std]
     except (TypeError, ValueError) as err:
-        raise ValueError(f"normalize must be a name or (mean, std) with three values each, got {normalize!r}") from err
+        raise ConfigError(f"normalize must be a name or (mean, std) with three values each, got {normalize!r}") from err
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError(f"normalize (mean, std) needs three values each and std > 0, got {normalize!r}")
+        raise ConfigError(f"normalize (mean, std) needs three values each and std > 0, got {normalize!r}")
     return mean, std

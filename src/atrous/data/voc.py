@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
+from ..errors import ConfigError
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
 from .io import check_same_size, read_image, read_label_png
 from .label_maps import LabelLookup
@@ -105,7 +106,7 @@ class VOCSegmentation(SegmentationDataset):
     ) -> None:
         super().__init__(transforms)
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
+            raise ConfigError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
         self.root = resolve_root(root)
         self.split = split
         self.ids = _read_list(self.root / "ImageSets" / "Segmentation" / f"{split}.txt", SPLITS[split])

@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..devices import resolve_device
+from ..errors import ConfigError, InputError
 from ..models.complexity import count_flops, count_parameters
 from .memory import peak_memory
 
@@ -66,33 +68,19 @@ class BenchmarkSettings:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+            raise InputError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.repeats < 1 or self.warmup < 0 or self.batch < 1:
-            raise ValueError("repeats and batch must be >= 1, warmup >= 0")
+            raise InputError("repeats and batch must be >= 1, warmup >= 0")
         unknown = set(self.phases) - set(PHASES)
         if unknown or not self.phases:
-            raise ValueError(f"phases must be a non-empty subset of {PHASES}, got {self.phases}")
+            raise InputError(f"phases must be a non-empty subset of {PHASES}, got {self.phases}")
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         self.train_image_size = tuple(self.train_image_size or self.image_size)  # type: ignore[assignment]
         self.train_batch = int(self.train_batch or max(2, self.batch))
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise InputError(f"threads must be >= 1, got {self.threads}")
         if self.train_batch < 2 and "train" in self.phases:
-            raise ValueError("the training step needs a batch of at least 2 (BatchNorm in training mode)")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu`` | ``cuda`` | ``cuda:N`` → a usable device, or a ``ValueError`` saying why not."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise ValueError(
-            f"--device {name}: CUDA is not available (torch.cuda.is_available() is False; this "
-            f"PyTorch is {build}). Run on a machine with an NVIDIA GPU, or use --device cpu."
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda[:N], got {name!r}")
-    return device
+            raise InputError("the training step needs a batch of at least 2 (BatchNorm in training mode)")
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -185,7 +173,7 @@ def train_step(
     """One SGD step on ``(x, target)``; fp16 on CUDA goes through a ``GradScaler``."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("the model has no trainable parameters: nothing to benchmark in a training step")
+        raise ConfigError("the model has no trainable parameters: nothing to benchmark in a training step")
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
     scaler = torch.amp.GradScaler(x.device.type, enabled=precision == "fp16" and x.device.type == "cuda")
 

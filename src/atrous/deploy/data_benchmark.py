@@ -43,6 +43,7 @@ from ..data.cityscapes import (
 from ..data.io import map_labels, read_image, read_label_png
 from ..data.synthetic import SyntheticStreets
 from ..data.transforms import build_transforms
+from ..errors import InputError
 
 CITYSCAPES_SIZE = (1024, 2048)
 PIPELINES: dict[str, dict[str, Any]] = {
@@ -122,9 +123,9 @@ def benchmark_data(
     """
     unknown = sorted(set(pipelines) - set(PIPELINES))
     if unknown:
-        raise ValueError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
+        raise InputError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
     if rounds < 1 or repeats < 1:
-        raise ValueError(f"rounds and repeats must be >= 1, got {rounds} and {repeats}")
+        raise InputError(f"rounds and repeats must be >= 1, got {rounds} and {repeats}")
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # what a DataLoader worker gets
     try:
@@ -232,7 +233,7 @@ def train_images_per_s_from(results: str | Path) -> tuple[float, str]:
         entry = report["models"][0]
         train = entry["train"]
     except (KeyError, IndexError) as err:
-        raise ValueError(f"{results}: no training phase in this benchmark report (run atrous benchmark with the train phase)") from err
+        raise InputError(f"{results}: no training phase in this benchmark report (run atrous benchmark with the train phase)") from err
     size = "×".join(map(str, train["image_size"]))
     return float(train["latency"]["images_per_s"]), f"{entry['name']}, batch {train['batch']} at {size}"
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+
 AVERAGES = ("probabilities", "log_probabilities")
 
 # Named test-time strategies: keyword arguments of predict_probabilities / predict.
@@ -61,7 +63,7 @@ def output_stride(model: nn.Module, stride: int | None) -> Iterator[nn.Module]:
         yield model
         return
     if not hasattr(model, "set_output_stride"):
-        raise ValueError(f"{type(model).__name__} has no set_output_stride(); cannot switch its output stride")
+        raise InputError(f"{type(model).__name__} has no set_output_stride(); cannot switch its output stride")
     original = model.output_stride
     try:
         model.set_output_stride(stride)
@@ -167,15 +169,15 @@ def _check_arguments(
         raise ValueError(f"images must be a normalised float tensor (N, 3, H, W), got {shape}")
     scales = tuple(float(s) for s in scales)
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
-        raise ValueError(f"scales must be positive numbers, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), got {scales}")
+        raise InputError(f"scales must be positive numbers, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), got {scales}")
     if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be a fraction in [0, 1), e.g. 1/3, got {overlap}")
+        raise InputError(f"overlap must be a fraction in [0, 1), e.g. 1/3, got {overlap}")
     if average not in AVERAGES:
-        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+        raise InputError(f"average must be one of {AVERAGES}, got {average!r}")
     if window is not None:
         model_stride = stride if stride is not None else getattr(model, "output_stride", 1)
         if len(window) != 2 or not all(isinstance(w, int) and w >= model_stride for w in window):
-            raise ValueError(
+            raise InputError(
                 f"window must be (height, width), integers of at least the model's output stride "
                 f"{model_stride}, e.g. the training crop (512, 1024); got {window}"
             )

@@ -16,9 +16,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from ..config import ConfigError, load_config
+from ..config import (
+    ConfigError,
+    check_arguments,
+    check_keys,
+    check_mapping,
+    check_value,
+    load_config,
+)
 from .backbones import BACKBONES, Backbone
 from .heads import HEADS, AuxHead, Head
 from .segmentor import Segmentor
@@ -29,9 +37,42 @@ MODEL_KEYS = ("num_classes", "backbone", "head", "aux_head", "classifier_dropout
 def _check_keys(section: str, given: Mapping[str, Any], target: Any, fixed: tuple[str, ...] = ()) -> None:
     params = inspect.signature(target).parameters
     allowed = [p for p in params if p not in fixed and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{section}: unknown key(s) {unknown}; valid keys: {allowed}")
+    check_keys(section, given, allowed)
+
+
+def check_model_section(cfg: Any) -> None:
+    """Validate a ``model`` section without building it: a mapping with known keys, the
+    required ``num_classes``, ``backbone`` and ``head``, names and keys the builders accept,
+    and the top-level values' types and ranges. Raises :class:`ConfigError`."""
+    check_mapping("model", cfg)
+    check_keys("model", cfg, MODEL_KEYS)
+    for key in ("num_classes", "backbone", "head"):
+        if key not in cfg:
+            raise ConfigError(f"model: missing required key {key!r}")
+    check_value("model.num_classes", cfg["num_classes"], int)
+    if cfg["num_classes"] < 1:
+        raise ConfigError(f"model.num_classes: must be >= 1, got {cfg['num_classes']!r}")
+    name, kwargs = _split_name("model.backbone", cfg["backbone"], BACKBONES)
+    backbone_cls, fixed = BACKBONES[name]
+    _check_keys(f"model.backbone ({name})", kwargs, backbone_cls, tuple(fixed))
+    check_arguments("model.backbone", backbone_cls, kwargs)
+    name, kwargs = _split_name("model.head", cfg["head"], HEADS)
+    # the names of the arguments a head takes from its backbone (their values do not matter here)
+    derived = tuple(HEADS[name].backbone_arguments(SimpleNamespace(out_channels=1, output_stride=32, last_dilation=1)))
+    _check_keys(f"model.head ({name})", kwargs, HEADS[name], derived)
+    check_arguments("model.head", HEADS[name], kwargs)
+    if cfg.get("aux_head"):
+        check_mapping("model.aux_head", cfg["aux_head"])
+        aux_kwargs = {k: v for k, v in cfg["aux_head"].items() if k != "feature"}
+        _check_keys("model.aux_head", aux_kwargs, AuxHead, ("in_channels", "num_classes"))
+        check_arguments("model.aux_head", AuxHead, aux_kwargs)
+    for key, kind in (("classifier_dropout", float), ("feature_upsample", int), ("align_corners", bool)):
+        if key in cfg:
+            check_value(f"model.{key}", cfg[key], kind)
+    if not 0 <= cfg.get("classifier_dropout", 0.0) < 1:
+        raise ConfigError(f"model.classifier_dropout: a probability in [0, 1), got {cfg['classifier_dropout']!r}")
+    if cfg.get("feature_upsample", 1) < 1:
+        raise ConfigError(f"model.feature_upsample: must be >= 1, got {cfg['feature_upsample']!r}")
 
 
 def _split_name(section: str, cfg: Mapping[str, Any] | None, registry: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -80,12 +121,7 @@ def build_model(config: str | Path | Mapping[str, Any], *, pretrained_backbone: 
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{source}expected a 'model' mapping")
     try:
-        unknown = sorted(set(cfg) - set(MODEL_KEYS))
-        if unknown:
-            raise ConfigError(f"model: unknown key(s) {unknown}; valid keys: {list(MODEL_KEYS)}")
-        for key in ("num_classes", "backbone", "head"):
-            if key not in cfg:
-                raise ConfigError(f"model: missing required key {key!r}")
+        check_model_section(cfg)
         backbone_cfg = cfg["backbone"]
         if not pretrained_backbone and isinstance(backbone_cfg, Mapping):
             backbone_cfg = {**backbone_cfg, "pretrained": False}

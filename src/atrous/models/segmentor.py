@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError, InputError
 from .backbones import Backbone
 from .heads import AuxHead, Head
 from .receptive_field import stacked_receptive_field
@@ -48,9 +49,9 @@ class Segmentor(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+            raise ConfigError(f"num_classes must be positive, got {num_classes}")
         if feature_upsample < 1 or backbone.output_stride % feature_upsample:
-            raise ValueError(
+            raise ConfigError(
                 f"feature_upsample must divide the backbone's output stride {backbone.output_stride}, "
                 f"got {feature_upsample}"
             )
@@ -61,10 +62,10 @@ class Segmentor(nn.Module):
         self.dropout = nn.Dropout2d(classifier_dropout) if classifier_dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(head.out_channels, num_classes, kernel_size=1)
         if (aux_head is None) != (aux_feature is None):
-            raise ValueError("aux_head and aux_feature go together")
+            raise ConfigError("aux_head and aux_feature go together")
         names = [f.name for f in backbone.feature_info]
         if aux_feature is not None and aux_feature not in names:
-            raise ValueError(f"aux_feature {aux_feature!r} is not a backbone feature; choose from {names}")
+            raise ConfigError(f"aux_feature {aux_feature!r} is not a backbone feature; choose from {names}")
         self.aux_head, self.aux_feature = aux_head, aux_feature
 
     # -- properties -----------------------------------------------------------------------
@@ -95,7 +96,7 @@ class Segmentor(nn.Module):
             raise ValueError(f"expected an image batch of shape (N, 3, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         if h < self.output_stride or w < self.output_stride:
-            raise ValueError(
+            raise InputError(
                 f"input {h}×{w} is smaller than the model's output stride {self.output_stride}: "
                 f"resize or pad images to at least {self.output_stride}×{self.output_stride}"
             )

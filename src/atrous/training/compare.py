@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config
+from ..errors import ConfigError
 from ..io import atomic_write
 from ..models import build_model
 from ..models.complexity import model_info
@@ -37,7 +38,7 @@ def compare(
     """
     stems = [Path(c).stem for c in configs]
     if len(set(stems)) != len(stems):
-        raise ValueError(f"config file names must differ (each names its run folder), got {stems}")
+        raise ConfigError(f"config file names must differ (each names its run folder), got {stems}")
     runs: dict[Path, list[dict[str, Any]]] = {path: [] for path in configs}
     cfgs: dict[Path, dict[str, Any]] = {}
     for seed in seeds or (None,):  # seeds outermost: the first seed of every config comes first

@@ -1,12 +1,24 @@
-"""The ``train`` section of a config: the training protocol, validated key by key."""
+"""The ``train`` section of a config: the training protocol, validated key by key.
+
+:meth:`TrainConfig.from_mapping` is the one place this section is checked: every key must be a
+field below (with a "did you mean" for a misspelling), every value of the field's type (from its
+annotation), counts in range, and the ``optimizer``, ``lr_schedule`` and ``loss`` mappings
+against what their builders accept. It runs when a config is loaded by the command line
+(``check_config``) and again when training or evaluation starts.
+"""
 
 from __future__ import annotations
 
+import inspect
+import re
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, check_fields, check_keys, check_mapping, check_value
+from .losses import SegmentationLoss
+from .schedules import check_lr_schedule, check_optimizer
 
 
 @dataclass
@@ -22,12 +34,12 @@ class TrainConfig:
     loss: dict[str, Any] = field(default_factory=dict)  # SegmentationLoss options: ohem_thresh, aux_weight, ...
     freeze_bn: bool = False  # keep every BatchNorm in eval mode (DeepLabv3 fine-tuning at OS 8)
     init_checkpoint: str | None = None  # start from these weights (e.g. the OS-16 stage's best)
-    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
+    precision: str | int = "32-true"  # 32-true | 16-mixed | bf16-mixed
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     sync_batchnorm: bool = False
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int | str | list = 1
     num_nodes: int = 1
     strategy: str = "auto"
     seed: int = 0
@@ -41,9 +53,81 @@ class TrainConfig:
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> TrainConfig:
-        cfg = dict(cfg or {})
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(cfg) - set(names))
-        if unknown:
-            raise ConfigError(f"train: unknown key(s) {unknown}; valid keys: {names}")
-        return cls(**cfg)
+        """The section as a :class:`TrainConfig`; :class:`ConfigError` naming the key, the value
+        and what is expected for anything wrong."""
+        cfg = {} if cfg is None else cfg
+        check_train_section(cfg)
+        return cls(**dict(cfg))
+
+
+def check_train_section(cfg: Mapping[str, Any] | None) -> None:
+    """Validate a ``train`` section (see the module docstring); raises :class:`ConfigError`."""
+    if cfg is None:
+        return
+    check_fields("train", TrainConfig, cfg)
+    _check_ranges(cfg)
+    if "optimizer" in cfg:
+        check_optimizer(cfg["optimizer"])
+    if "lr_schedule" in cfg:
+        check_lr_schedule(cfg["lr_schedule"])
+    if "loss" in cfg:
+        _check_loss(cfg["loss"])
+
+
+def _at_least(cfg: Mapping[str, Any], key: str, minimum: float, note: str = "") -> None:
+    value = cfg.get(key)
+    if value is not None and value < minimum:
+        raise ConfigError(f"train.{key}: must be >= {minimum}{note}, got {value!r}")
+
+
+def _check_ranges(cfg: Mapping[str, Any]) -> None:
+    epochs = cfg.get("max_epochs", TrainConfig.max_epochs)
+    steps = cfg.get("max_steps", TrainConfig.max_steps)
+    if epochs is not None and epochs != -1 and epochs < 1:
+        raise ConfigError(f"train.max_epochs: must be >= 1 (or -1: no epoch limit, with max_steps set), got {epochs!r}")
+    if steps != -1 and steps < 1:
+        raise ConfigError(f"train.max_steps: must be >= 1 (or -1: no step limit), got {steps!r}")
+    if epochs in (None, -1) and steps == -1:
+        raise ConfigError(
+            f"train: max_epochs is {epochs!r} and max_steps is -1, so training would never end; "
+            "set train.max_epochs (e.g. 60) or train.max_steps (e.g. 30000)"
+        )
+    for key in ("accumulate_grad_batches", "num_nodes", "log_every_n_steps", "check_val_every_n_epoch"):
+        _at_least(cfg, key, 1)
+    _at_least(cfg, "gradient_clip_val", 0)
+    _at_least(cfg, "seed", 0)
+    for key in ("limit_train_batches", "limit_val_batches"):
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if value < 0 or (isinstance(value, float) and value > 1):
+            raise ConfigError(
+                f"train.{key}: a fraction in [0.0, 1.0] or a number of batches >= 0 (an integer), got {value!r}"
+            )
+    devices = cfg.get("devices")
+    if (
+        (isinstance(devices, int) and devices < 1 and devices != -1)
+        or (isinstance(devices, str) and not re.fullmatch(r"auto|-1|\d+|(\d+\s*,\s*)*\d*", devices.strip()))
+        or (isinstance(devices, list) and not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices))
+    ):
+        raise ConfigError(
+            f"train.devices: a count >= 1, -1 (all), a list of device indices like [0, 1] or 'auto', got {devices!r}"
+        )
+    if "output_dir" in cfg and not str(cfg["output_dir"]).strip():
+        raise ConfigError("train.output_dir: must name a folder, got an empty string")
+
+
+def _check_loss(cfg: Any) -> None:
+    check_mapping("train.loss", cfg)
+    params = inspect.signature(SegmentationLoss).parameters
+    options = [name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    check_keys("train.loss", cfg, options)
+    hints = typing.get_type_hints(SegmentationLoss.__init__)
+    for key, value in cfg.items():
+        annotation = hints[key]
+        if key == "class_weights":  # a list of numbers (or null)
+            check_value(f"train.loss.{key}", value, list | None)
+            if value is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"train.loss.class_weights: expected a list of numbers, got {value!r}")
+            continue
+        check_value(f"train.loss.{key}", value, annotation)

@@ -8,12 +8,12 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import ConfigError
 from ..data.base import ClassInfo, SegmentationDataset
-from ..data.build import bootstrap, build_dataset
+from ..data.build import DATA_KEYS, bootstrap, build_dataset, check_data_section
 from .sampling import EpochShardSampler, SeededItems
 
-DATA_KEYS = ("dataset", "train", "val", "test", "batch_size", "val_batch_size", "num_workers")
+__all__ = ["DATA_KEYS", "SegmentationDataModule", "check_data_section"]
+
 
 
 class _DeferredIterator:
@@ -52,10 +52,8 @@ class SegmentationDataModule(L.LightningDataModule):
     def __init__(self, cfg: Mapping[str, Any] | None, *, stages: tuple[str, ...] = ("train", "val"), seed: int = 0) -> None:
         super().__init__()
         self.seed = seed
+        check_data_section(cfg)
         cfg = dict(cfg or {})
-        unknown = sorted(set(cfg) - set(DATA_KEYS))
-        if unknown:
-            raise ConfigError(f"data: unknown key(s) {unknown}; valid keys: {list(DATA_KEYS)}")
         self.batch_size = int(cfg.get("batch_size", 8))
         self.val_batch_size = int(cfg.get("val_batch_size", self.batch_size))
         self.num_workers = int(cfg.get("num_workers", 2))

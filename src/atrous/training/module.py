@@ -14,7 +14,7 @@ from ..evaluation.metrics import SegmentationMetrics
 from ..models import build_model
 from .config import TrainConfig
 from .losses import SegmentationLoss
-from .schedules import build_scheduler
+from .schedules import build_optimizer, build_scheduler
 
 
 class SegmentationTask(L.LightningModule):
@@ -127,15 +127,7 @@ class SegmentationTask(L.LightningModule):
     # -- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt_cfg = dict(self.train_cfg.optimizer)
-        name = opt_cfg.pop("name", "adam").lower()
-        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-        if name not in optimizers:
-            raise ConfigError(f"train.optimizer.name {name!r}: choose from {sorted(optimizers)}")
-        try:
-            optimizer = optimizers[name](params, **opt_cfg)
-        except TypeError as err:
-            raise ConfigError(f"train.optimizer: {err}") from err
+        optimizer = build_optimizer(params, self.train_cfg.optimizer)
         sched_cfg = dict(self.train_cfg.lr_schedule)
         scheduler = build_scheduler(
             optimizer, sched_cfg.pop("name", "poly"), int(self.trainer.estimated_stepping_batches), **sched_cfg

@@ -57,7 +57,9 @@ def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     try:
         return _trainer(cfg, out, callbacks, loggers)
-    except (MisconfigurationException, ValueError) as err:  # e.g. an unknown precision or strategy
+    # The Trainer is built from config values only: its complaints (an unknown precision or
+    # strategy, devices the accelerator cannot take) are about the config.
+    except (MisconfigurationException, ValueError, TypeError) as err:
         raise ConfigError(f"train: {err}") from err
 
 
@@ -86,6 +88,23 @@ def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback], loggers: 
         enable_model_summary=False,
         default_root_dir=str(out),
     )
+
+
+def check_output_dir(path: str | Path) -> None:
+    """``train.output_dir`` must be a folder this process can create or write in; checked
+    before any data is read, without creating anything."""
+    folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"train.output_dir {folder}: {existing} is a file, not a folder; choose another train.output_dir"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"train.output_dir {folder}: no permission to write in {existing}; choose a folder you can write to"
+        )
 
 
 def load_weights(task: SegmentationTask, path: str | Path) -> None:
@@ -134,6 +153,7 @@ def fit(
     ``callbacks``: extra Lightning callbacks.
     """
     cfg = TrainConfig.from_mapping(config.get("train"))
+    check_output_dir(cfg.output_dir)
     out = Path(cfg.output_dir)
     ckpt_path = _resume_path(cfg, resume)
     _seed(cfg)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
+from ...errors import ConfigError
 from ..base import ClassInfo, SegmentationDataset, Transforms
 from ..palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from .render import render_scene
@@ -39,11 +40,16 @@ class SyntheticStreets(SegmentationDataset):
     ) -> None:
         super().__init__(transforms)
         if split not in SPLIT_STREAMS:
-            raise ValueError(f"unknown split {split!r}; choose one of {list(SPLIT_STREAMS)}")
-        if len(image_size) != 2 or min(image_size) < 16:
-            raise ValueError(f"image_size must be (H, W) with both >= 16, got {image_size!r}")
-        if length is not None and length < 0:
-            raise ValueError(f"length must be >= 0, got {length}")
+            raise ConfigError(f"unknown split {split!r}; choose one of {list(SPLIT_STREAMS)}")
+        if (
+            not isinstance(image_size, (list, tuple))
+            or len(image_size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in image_size)
+            or min(image_size) < 16
+        ):
+            raise ConfigError(f"image_size must be (H, W) with both >= 16, got {image_size!r}")
+        if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < 0):
+            raise ConfigError(f"length must be an integer >= 0, got {length!r}")
         self.split = split
         self.length = DEFAULT_LENGTHS[split] if length is None else int(length)
         self.image_size = (int(image_size[0]), int(image_size[1]))

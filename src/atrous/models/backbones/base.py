@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...errors import ConfigError
+
 VALID_OUTPUT_STRIDES = (8, 16, 32)
 
 
@@ -67,7 +69,7 @@ def plan_stages(stage_strides: list[int], output_stride: int) -> list[StagePlan]
 
 def check_output_stride(output_stride: int) -> None:
     if output_stride not in VALID_OUTPUT_STRIDES:
-        raise ValueError(
+        raise ConfigError(
             f"output_stride must be one of {VALID_OUTPUT_STRIDES}, got {output_stride!r}. "
             "Use 8 for the densest features (DenseASPP, DeepLabv3 fine-tuning), 16 for DeepLabv3 "
             "training, 32 for the plain classification network."

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
+from ...errors import ConfigError
 from .base import Backbone, StagePlan, set_conv
 from .weights import build_pretrained
 
@@ -76,7 +77,7 @@ class ConvNeXtBackbone(Backbone):
     ) -> None:
         super().__init__()
         if arch not in CONVNEXT_ARCHS:
-            raise ValueError(f"unknown ConvNeXt {arch!r}; choose from {list(CONVNEXT_ARCHS)}")
+            raise ConfigError(f"unknown ConvNeXt {arch!r}; choose from {list(CONVNEXT_ARCHS)}")
         extra = {} if stochastic_depth_prob is None else {"stochastic_depth_prob": stochastic_depth_prob}
         net = build_pretrained(arch, getattr(models, arch), pretrained, ignore_prefixes=("classifier.",), **extra)
         self.arch = arch

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from ...errors import ConfigError
 from .base import Backbone, StagePlan, set_conv
 from .weights import build_pretrained
 
@@ -74,11 +75,11 @@ class DenseNetBackbone(Backbone):
     ) -> None:
         super().__init__()
         if arch not in DENSENET_SPECS:
-            raise ValueError(f"unknown DenseNet {arch!r}; choose from {sorted(DENSENET_SPECS)}")
+            raise ConfigError(f"unknown DenseNet {arch!r}; choose from {sorted(DENSENET_SPECS)}")
         if num_blocks not in (1, 2, 3, 4):
-            raise ValueError(f"num_blocks must be 1, 2, 3 or 4, got {num_blocks!r}")
+            raise ConfigError(f"num_blocks must be 1, 2, 3 or 4, got {num_blocks!r}")
         if official_layout and num_blocks != 4:
-            raise ValueError("official_layout needs all four dense blocks (num_blocks: 4)")
+            raise ConfigError("official_layout needs all four dense blocks (num_blocks: 4)")
         net = build_pretrained(
             arch,
             getattr(models, arch),

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from ...errors import ConfigError
 from .base import Backbone, StagePlan, set_conv
 from .weights import build_pretrained
 
@@ -60,7 +61,7 @@ class MobileNetV3Backbone(Backbone):
         last = len(self.features) - 1
         self.return_blocks = tuple(sorted({int(i) for i in return_blocks}))
         if any(not 0 <= i < last for i in self.return_blocks):
-            raise ValueError(
+            raise ConfigError(
                 f"return_blocks must be indices of blocks 0..{last - 1} of features "
                 f"(block {last} is stage5, always returned), got {list(return_blocks)}"
             )

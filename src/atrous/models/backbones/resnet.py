@@ -24,6 +24,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from ...errors import ConfigError
 from .base import Backbone, StagePlan, set_conv
 from .weights import build_pretrained
 
@@ -78,15 +79,15 @@ class ResNetBackbone(Backbone):
     ) -> None:
         super().__init__()
         if arch not in RESNET_ARCHS:
-            raise ValueError(f"unknown ResNet {arch!r}; choose from {list(RESNET_ARCHS)}")
+            raise ConfigError(f"unknown ResNet {arch!r}; choose from {list(RESNET_ARCHS)}")
         net = build_pretrained(arch, getattr(models, arch), pretrained, ignore_prefixes=("fc.",))
         self.arch = arch
         # torchvision's module names, so torchvision (and its DeepLabV3) state dicts map 1:1.
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         if num_stages not in (1, 2, 3, 4):
-            raise ValueError(f"num_stages must be 1, 2, 3 or 4, got {num_stages!r}")
+            raise ConfigError(f"num_stages must be 1, 2, 3 or 4, got {num_stages!r}")
         if multi_grid is not None and num_stages != 4:
-            raise ValueError("multi_grid sets the rates of layer4: it needs num_stages: 4")
+            raise ConfigError("multi_grid sets the rates of layer4: it needs num_stages: 4")
         self.num_stages = num_stages
         self.stage_names = [f"layer{i}" for i in range(1, num_stages + 1)]
         for name in self.stage_names:
@@ -94,7 +95,7 @@ class ResNetBackbone(Backbone):
         if multi_grid is not None:
             multi_grid = tuple(int(r) for r in multi_grid)
             if len(multi_grid) != len(self.layer4) or min(multi_grid) < 1:
-                raise ValueError(
+                raise ConfigError(
                     f"multi_grid must give one positive unit rate per unit of {arch}'s block4 "
                     f"({len(self.layer4)} units), got {list(multi_grid)}"
                 )

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
 from ..receptive_field import ConvSpec
 from .base import Head
 
@@ -79,7 +80,7 @@ class ASPPHead(Head):
     ) -> None:
         super().__init__()
         if not atrous_rates or min(atrous_rates) < 1:
-            raise ValueError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
+            raise ConfigError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
         self.in_channels = in_channels
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         branches: list[nn.Module] = [conv_bn_relu(in_channels, out_channels, 1, momentum=bn_momentum)]
@@ -103,7 +104,7 @@ class ASPPHead(Head):
     def set_rates(self, atrous_rates: Sequence[int]) -> None:
         """Change the branches' rates in place (output-stride switch at inference)."""
         if len(atrous_rates) != len(self.atrous_rates):
-            raise ValueError(f"need {len(self.atrous_rates)} rates, got {list(atrous_rates)}")
+            raise ConfigError(f"need {len(self.atrous_rates)} rates, got {list(atrous_rates)}")
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         for branch, rate in zip(self.convs[1 : 1 + len(atrous_rates)], self.atrous_rates, strict=True):
             branch[0].dilation, branch[0].padding = (rate, rate), (rate, rate)
@@ -112,7 +113,7 @@ class ASPPHead(Head):
         """Rates at output stride ``new`` that cover the same image area as at ``old``."""
         scaled = [r * old / new for r in self.atrous_rates]
         if any(r != int(r) or r < 1 for r in scaled):
-            raise ValueError(f"ASPP rates {self.atrous_rates} do not scale to output stride {new}")
+            raise ConfigError(f"ASPP rates {self.atrous_rates} do not scale to output stride {new}")
         return [int(r) for r in scaled]
 
     def check_output_stride(self, old: int, new: int) -> None:

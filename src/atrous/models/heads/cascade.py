@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from ...errors import ConfigError
 from ..backbones.base import set_conv
 from ..receptive_field import ConvSpec
 from .aspp import ASPPHead
@@ -43,12 +44,12 @@ def cascade_plan(num_blocks: int, input_stride: int, input_dilation: int, output
     [(2, 1), (2, 1), (2, 1)]
     """
     if output_stride < input_stride:
-        raise ValueError(f"cascade output_stride {output_stride} is below the backbone's {input_stride}")
+        raise ConfigError(f"cascade output_stride {output_stride} is below the backbone's {input_stride}")
     if output_stride > input_stride * 2**num_blocks or output_stride & (output_stride - 1):
         reachable = [input_stride * 2**k for k in range(num_blocks + 1)]
-        raise ValueError(f"with {num_blocks} cascaded blocks output_stride must be one of {reachable}, got {output_stride}")
+        raise ConfigError(f"with {num_blocks} cascaded blocks output_stride must be one of {reachable}, got {output_stride}")
     if output_stride > input_stride and input_dilation != 1:
-        raise ValueError("a cascade that keeps striding needs an undilated backbone (output_stride 32)")
+        raise ConfigError("a cascade that keeps striding needs an undilated backbone (output_stride 32)")
     plan, stride, rate = [], input_stride, input_dilation
     for _ in range(num_blocks):
         if stride < output_stride:
@@ -88,7 +89,7 @@ class CascadeHead(Head):
     ) -> None:
         super().__init__()
         if len(multi_grid) != units:
-            raise ValueError(f"multi_grid needs one unit rate per unit ({units}), got {list(multi_grid)}")
+            raise ConfigError(f"multi_grid needs one unit rate per unit ({units}), got {list(multi_grid)}")
         self.in_channels = in_channels
         self.multi_grid = tuple(int(g) for g in multi_grid)
         self.num_blocks, self.units = num_blocks, units

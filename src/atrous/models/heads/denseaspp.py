@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
 from ..receptive_field import ConvSpec
 from .base import Head
 
@@ -127,9 +128,9 @@ class DenseASPPHead(Head):
     ) -> None:
         super().__init__()
         if concat_order not in CONCAT_ORDERS:
-            raise ValueError(f"concat_order must be one of {CONCAT_ORDERS}, got {concat_order!r}")
+            raise ConfigError(f"concat_order must be one of {CONCAT_ORDERS}, got {concat_order!r}")
         if not atrous_rates or min(atrous_rates) < 1:
-            raise ValueError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
+            raise ConfigError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
         self.in_channels = in_channels
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         self.growth_channels = growth_channels
