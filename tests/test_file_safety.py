@@ -144,13 +144,13 @@ def test_export_refuses_an_existing_file_and_the_config_before_loading(checkpoin
     existing = tmp_path / "model.pt"
     existing.write_bytes(b"the user's model")
     config = tmp_path / "tiny.yaml"
-    config.write_text("model: {}\n")  # never read: the output is checked first
+    config.write_text("base: demo/denseaspp_resnet18_small\n")  # valid: the output check is what refuses
     args = ["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--image-size", "32", "32"]
     assert main([*args, "--output", str(existing)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert main([*args, "--config", str(config), "--output", str(config), "--overwrite"]) == 2
     assert "is the input" in capsys.readouterr().err
-    assert existing.read_bytes() == b"the user's model" and config.read_text() == "model: {}\n"
+    assert existing.read_bytes() == b"the user's model" and config.read_text() == "base: demo/denseaspp_resnet18_small\n"
     assert main([*args, "--output", str(existing), "--overwrite"]) == 0
     assert existing.read_bytes() != b"the user's model"
 
