@@ -26,8 +26,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 from ..errors import ConfigError
-from .inference import AVERAGES, TTA_PRESETS
+from .inference import AVERAGES, TTA_PRESETS, predict_probabilities
 
 EVALUATE_KEYS = ("tta", "scales", "flip", "window", "overlap", "output_stride", "labels", "average")
 LABELS = ("original", "resized")
@@ -126,6 +130,31 @@ def check_scales(strategy: EvaluationStrategy, image_size: tuple[int, int], mode
             )
 
 
+def predict_scores(
+    model: nn.Module, images: torch.Tensor, label_size: tuple[int, int], strategy: EvaluationStrategy | None
+) -> tuple[torch.Tensor, bool]:
+    """The evaluation step's prediction of one batch, shared by ``atrous validate|test`` (the
+    Lightning step) and ``atrous analyze stride``.
+
+    Returns ``(scores (N, C, *label_size), are_probabilities)``: logits of one forward pass for
+    a plain strategy (``None`` or :attr:`EvaluationStrategy.is_plain`), else the strategy's
+    averaged probabilities (:func:`~atrous.evaluation.inference.predict_probabilities`, scale by
+    scale, never all scales' logits at once); resized bilinearly to ``label_size`` when the labels
+    have another size than the images (original-resolution labels of resized images).
+    """
+    align_corners = getattr(model, "align_corners", False)
+    if strategy is None or strategy.is_plain:
+        scores, probabilities = model(images), False
+    else:
+        check_scales(strategy, tuple(images.shape[-2:]), getattr(model, "output_stride", 1))
+        options = strategy.predict_options()
+        scores = predict_probabilities(model, images, num_classes=getattr(model, "num_classes", None), **options)
+        probabilities = True
+    if tuple(scores.shape[-2:]) != tuple(label_size):
+        scores = F.interpolate(scores, size=tuple(label_size), mode="bilinear", align_corners=align_corners)
+    return scores, probabilities
+
+
 def _scales(value: Any, where: str) -> tuple[float, ...]:
     items = value if isinstance(value, (list, tuple)) else [value]
     try:
@@ -161,8 +190,8 @@ def _overlap(value: Any, where: str) -> float:
 def _stride(value: Any, where: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value not in (4, 8, 16, 32):
-        raise ConfigError(f"{where}.output_stride: 8, 16 or 32 (or null: as built); got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 4 or value & (value - 1):
+        raise ConfigError(f"{where}.output_stride: a power of two such as 8, 16 or 32 (or null: as built); got {value!r}")
     return value
 
 

@@ -12,9 +12,8 @@ from torch import nn
 
 from ..config import ConfigError
 from ..evaluation.cityscapes_scores import CityscapesScores
-from ..evaluation.inference import predict_probabilities
 from ..evaluation.metrics import SegmentationMetrics
-from ..evaluation.strategy import EvaluationStrategy, check_scales
+from ..evaluation.strategy import EvaluationStrategy, predict_scores
 from ..models import build_model
 from .config import TrainConfig
 from .losses import SegmentationLoss
@@ -111,22 +110,13 @@ class SegmentationTask(L.LightningModule):
         the labels' size before the argmax, as the Cityscapes benchmark scores.
         """
         images, labels = batch[0], batch[1]
-        strategy = self.evaluation
-        align_corners = getattr(self.model, "align_corners", False)
-        if strategy is None or strategy.is_plain:
-            logits = self.model(images)
-            if logits.shape[-2:] != labels.shape[-2:]:
-                logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=align_corners)
-            loss = self.criterion(logits, labels)
-            preds = logits.argmax(1)
-        else:
-            check_scales(strategy, tuple(images.shape[-2:]), self.model.output_stride)
-            probs = predict_probabilities(self.model, images, num_classes=self.model.num_classes, **strategy.predict_options())
-            if probs.shape[-2:] != labels.shape[-2:]:
-                probs = F.interpolate(probs, size=labels.shape[-2:], mode="bilinear", align_corners=align_corners)
-            log_probs = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+        scores, probabilities = predict_scores(self.model, images, tuple(labels.shape[-2:]), self.evaluation)
+        if probabilities:
+            log_probs = scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
             loss = F.nll_loss(log_probs, labels, ignore_index=self.hparams["ignore_index"])
-            preds = probs.argmax(1)
+        else:
+            loss = self.criterion(scores, labels)
+        preds = scores.argmax(1)
         metrics.update(preds, labels)
         if self.cityscapes_scores is not None and len(batch) > 2:
             self.cityscapes_scores.update(preds, labels, batch[2])
