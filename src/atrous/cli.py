@@ -260,7 +260,8 @@ def _evaluation_options(p: argparse.ArgumentParser) -> None:
     """validate/test: the test-time strategy (the config's evaluate: section; these override it)."""
     p.add_argument("--tta", help="test-time preset: none, deeplabv3, denseaspp-official (--scales/--flip override it)")
     p.add_argument("--scales", nargs="+", type=float, metavar="S", help="input scales, e.g. 0.5 0.75 1 1.25 1.5 1.75")
-    p.add_argument("--flip", action="store_true", default=None, help="also predict left-right flipped inputs")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="also predict left-right flipped inputs (--no-flip: not, whatever the preset)")
     p.add_argument("--window", nargs=2, type=int, metavar=("H", "W"), help="sliding-window size (the training crop)")
     p.add_argument("--overlap", type=float, help="overlap of neighbouring windows (default 1/3)")
     p.add_argument("--output-stride", type=int, help="evaluate at this output stride (e.g. 8 for a model trained at 16)")
