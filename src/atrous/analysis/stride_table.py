@@ -4,7 +4,11 @@ One trained model is evaluated at output stride 8, 16 and 32 — the backbone re
 same weights (:func:`atrous.evaluation.inference.output_stride`; ASPP rates scale with the
 stride, DenseASPP rates stay) — each with four test-time strategies: single scale, + left-right
 flip, + multi-scale inputs (DeepLabv3: scales 0.5 … 1.75), + both; probabilities are averaged
-(:func:`atrous.evaluation.inference.predict_probabilities`).
+(:func:`atrous.evaluation.inference.predict_probabilities`). Each batch is predicted by
+:func:`atrous.evaluation.strategy.predict_scores`, the prediction of ``atrous validate``'s
+Lightning step; ``atrous validate --sweep`` evaluates the whole split that way (sharded across
+processes) at output strides 16 and 8 — this analysis is its quick single-process version on a
+subset, with output stride 32 and flip-only columns added.
 
 What this measures: Tables 4 and 6 of DeepLabv3 (train at 16, *evaluate* at 8, add MS and flip).
 Table 1 is different — there each output stride is a separately *trained* network; a model
@@ -22,8 +26,9 @@ import numpy as np
 import torch
 
 from ..data.base import SegmentationDataset
-from ..evaluation.inference import TTA_PRESETS, output_stride, predict_probabilities
+from ..evaluation.inference import TTA_PRESETS, output_stride
 from ..evaluation.metrics import SegmentationMetrics
+from ..evaluation.strategy import EvaluationStrategy, predict_scores
 from ..models.segmentor import Segmentor
 from .common import batches, model_device, plt, save_figure
 
@@ -66,10 +71,11 @@ def stride_table(
             continue
         for name in strategies:
             options = strategy_options(name, scales)
+            strategy = EvaluationStrategy(tta=name, output_stride=stride, **options)
             metrics = SegmentationMetrics(classes.num_classes, classes.names, classes.ignore_index)
             for _, x, y in batches(dataset, indices, batch_size):
-                x = x.to(model_device(model))
-                metrics.update(predict_probabilities(model, x, output_stride=stride, **options).cpu(), y)
+                scores, _ = predict_scores(model, x.to(model_device(model)), tuple(y.shape[-2:]), strategy)
+                metrics.update(scores.argmax(1).cpu(), y)
             result = metrics.compute_metrics()
             rows.append({"output_stride": stride, "strategy": name, "scales": list(options["scales"]),
                          "flip": options["flip"], "feature_size": feature_size, "mIoU": result["mIoU"],

@@ -9,8 +9,9 @@
 
 as unzipped from ``leftImg8bit_trainvaltest.zip``, ``gtFine_trainvaltest.zip`` (and
 ``leftImg8bit_trainextra.zip``, ``gtCoarse.zip``) of cityscapes-dataset.com. Label ids are mapped
-to train ids with cityscapesScripts' official table (``helpers/labels.py``); the ``_color``,
-``_instanceIds`` and ``_polygons.json`` files are not used.
+to train ids with cityscapesScripts' official table (``helpers/labels.py``); the
+``_instanceIds`` maps are read by :meth:`Cityscapes.load_instances` for the iIoU scores of
+``atrous validate``; the ``_color`` and ``_polygons.json`` files are not used.
 
 Variants of the label space:
 
@@ -151,6 +152,29 @@ class Cityscapes(SegmentationDataset):
     def label_path(self, index: int) -> Path | None:
         """The label-id PNG of sample ``index`` (``None`` for the test split)."""
         return self._samples[index][1]
+
+    def instance_path(self, index: int) -> Path | None:
+        """gtFine's ``_instanceIds.png`` beside the label map of sample ``index`` (the iIoU scores
+        need it); ``None`` for the test split."""
+        label_path = self._samples[index][1]
+        if label_path is None or not label_path.name.endswith("_gtFine_labelIds.png"):
+            return None
+        return label_path.with_name(label_path.name.replace("_gtFine_labelIds.png", "_gtFine_instanceIds.png"))
+
+    def load_instances(self, index: int) -> torch.Tensor:
+        """Instance ids ``(H, W)`` int64 as gtFine stores them: ``label id × 1000 + n`` on
+        instances of classes with instances, the label id elsewhere."""
+        path = self.instance_path(index)
+        if path is None or not path.is_file():
+            raise DatasetError(
+                f"{path or self._samples[index][0]}: no gtFine _instanceIds.png for this image; the iIoU "
+                "scores need it: unpack all of gtFine_trainvaltest.zip (or evaluate with labels: resized "
+                "on another dataset)"
+            )
+        raw = read_label_png(path)
+        if raw.ndim != 2:
+            raise DatasetError(f"{path}: expected a single-channel instance-id PNG, got shape {raw.shape}")
+        return torch.from_numpy(raw.astype(np.int64))
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_path, label_path = self._samples[index]

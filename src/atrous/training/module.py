@@ -7,10 +7,13 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
+from ..evaluation.cityscapes_scores import CityscapesScores
 from ..evaluation.metrics import SegmentationMetrics
+from ..evaluation.strategy import EvaluationStrategy, predict_scores
 from ..models import build_model
 from .config import TrainConfig
 from .losses import SegmentationLoss
@@ -58,6 +61,16 @@ class SegmentationTask(L.LightningModule):
         self.val_metrics = SegmentationMetrics(k, class_names, ignore_index)
         self.test_metrics = SegmentationMetrics(k, class_names, ignore_index)
         self.last_metrics: dict[str, dict[str, Any]] = {}
+        # Set by runner.evaluate (atrous validate|test); None: one forward pass, as during fit.
+        self.evaluation: EvaluationStrategy | None = None
+        self.cityscapes_scores: CityscapesScores | None = None
+
+    def set_evaluation(self, strategy: EvaluationStrategy | None, *, cityscapes_scores: bool = False) -> None:
+        """Evaluate with ``strategy`` (multi-scale, flips, windows, output stride) in the
+        validation/test steps; ``cityscapes_scores`` also accumulates the four benchmark scores
+        (batches then carry gtFine instance ids as a third element)."""
+        self.evaluation = strategy
+        self.cityscapes_scores = CityscapesScores(self.hparams["ignore_index"]) if cityscapes_scores else None
 
     # -- train / eval modes ---------------------------------------------------------------
     def train(self, mode: bool = True) -> SegmentationTask:
@@ -88,11 +101,25 @@ class SegmentationTask(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: SegmentationMetrics, stage: str) -> None:
-        images, labels = batch
-        logits = self.model(images)
-        loss = self.criterion(logits, labels)
-        metrics.update(logits.argmax(1), labels)
+    def _eval_step(self, batch: Sequence[torch.Tensor], metrics: SegmentationMetrics, stage: str) -> None:
+        """Predict a batch with the evaluation strategy and accumulate the metrics.
+
+        ``batch``: images ``(N, 3, h, w)``, labels ``(N, H, W)`` and optionally gtFine instance ids
+        ``(N, H, W)``. When the labels are larger or smaller than the images (original-resolution
+        labels of resized images), logits (or averaged probabilities) are resized bilinearly to
+        the labels' size before the argmax, as the Cityscapes benchmark scores.
+        """
+        images, labels = batch[0], batch[1]
+        scores, probabilities = predict_scores(self.model, images, tuple(labels.shape[-2:]), self.evaluation)
+        if probabilities:
+            log_probs = scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
+            loss = F.nll_loss(log_probs, labels, ignore_index=self.hparams["ignore_index"])
+        else:
+            loss = self.criterion(scores, labels)
+        preds = scores.argmax(1)
+        metrics.update(preds, labels)
+        if self.cityscapes_scores is not None and len(batch) > 2:
+            self.cityscapes_scores.update(preds, labels, batch[2])
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=images.shape[0], sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
@@ -104,6 +131,11 @@ class SegmentationTask(L.LightningModule):
     def _log_epoch(self, metrics: SegmentationMetrics, stage: str, per_class: bool) -> None:
         result = metrics.compute_metrics()  # confusion matrix summed across processes
         metrics.reset()
+        if stage != "train" and self.cityscapes_scores is not None:
+            result["cityscapes"] = self.cityscapes_scores.compute()  # summed across processes
+            self.cityscapes_scores.reset()
+            for key in ("IoU_class", "iIoU_class", "IoU_category", "iIoU_category"):
+                self.log(f"{stage}/cityscapes/{key}", result["cityscapes"][key])
         self.last_metrics[stage] = result
         self.log(f"{stage}/mIoU", result["mIoU"], prog_bar=True)
         self.log(f"{stage}/pixel_accuracy", result["pixel_accuracy"])

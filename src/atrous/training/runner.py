@@ -22,7 +22,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..config import ConfigError
+from ..data.cityscapes import Cityscapes
+from ..data.evaluation_items import EvaluationItems
 from ..errors import DiskFullError
+from ..evaluation.strategy import EvaluationStrategy
 from ..io import atomic_write
 from ..models.checkpoint import load_state, read_checkpoint
 from .callbacks import AtomicCheckpointIO, StepSeedCallback, is_disk_full
@@ -186,8 +189,17 @@ def evaluate(
     stage: str = "val",
     task: SegmentationTask | None = None,
     data: SegmentationDataModule | None = None,
+    strategy: EvaluationStrategy | None = None,
 ) -> dict[str, Any]:
-    """Validate or test a checkpoint; returns the metrics dict (``mIoU``, ``per_class_iou``, ...)."""
+    """Validate or test a checkpoint; returns the metrics dict (``mIoU``, ``per_class_iou``, ...).
+
+    ``strategy`` (``atrous validate|test``: the config's ``evaluate:`` section and the command
+    line, see :mod:`atrous.evaluation.strategy`) sets the test-time strategy and where the labels
+    live; the metrics then record it under ``"evaluation"``, and a Cityscapes validation (19
+    classes) adds the four benchmark scores under ``"cityscapes"``. ``None``: one forward pass
+    against the transformed labels, as validation during ``fit``. Either way the split is sharded
+    across processes by the same sampler and the confusion matrices are summed.
+    """
     cfg = TrainConfig.from_mapping(config.get("train"))
     if data is None or stage not in data.splits:
         data = SegmentationDataModule(config.get("data"), stages=(stage,))
@@ -197,15 +209,42 @@ def evaluate(
         )
     if checkpoint is not None:
         load_weights(task, checkpoint)
+    if strategy is not None:
+        cityscapes = _prepare_evaluation_split(data, stage, strategy, config)
+        task.set_evaluation(strategy, cityscapes_scores=cityscapes)
     trainer = build_trainer(cfg, for_fit=False)
-    if stage == "val":
-        trainer.validate(task, datamodule=data, verbose=False)
-    else:
-        trainer.test(task, datamodule=data, verbose=False)
+    try:
+        if stage == "val":
+            trainer.validate(task, datamodule=data, verbose=False)
+        else:
+            trainer.test(task, datamodule=data, verbose=False)
+    finally:
+        task.set_evaluation(None)
     result = dict(task.last_metrics[stage])
     result["split"] = stage
     result["checkpoint"] = str(checkpoint) if checkpoint else None
+    if strategy is not None:
+        result["evaluation"] = strategy.to_dict()
     return result
+
+
+def _prepare_evaluation_split(
+    data: SegmentationDataModule, stage: str, strategy: EvaluationStrategy, config: Mapping[str, Any]
+) -> bool:
+    """Make ``data``'s ``stage`` split yield the labels ``strategy.labels`` asks for (and gtFine
+    instance ids for a Cityscapes validation); returns whether the Cityscapes scores apply."""
+    dataset = data.splits[stage]
+    if isinstance(dataset, EvaluationItems):
+        dataset = dataset.dataset
+    split_cfg = ((config.get("data") or {}).get(stage) or {})
+    resizes = bool((split_cfg.get("transforms") or {}).get("resize"))
+    cityscapes = stage == "val" and isinstance(dataset, Cityscapes) and dataset.variant == "19"
+    original = strategy.labels == "original"
+    if (resizes and original) or cityscapes:
+        data.splits[stage] = EvaluationItems(dataset, original_labels=original, instances=cityscapes)
+    else:
+        data.splits[stage] = dataset
+    return cityscapes
 
 
 def write_metrics(path: Path, metrics: Mapping[str, Any]) -> None:
@@ -216,6 +255,8 @@ def write_metrics(path: Path, metrics: Mapping[str, Any]) -> None:
             return None
         if isinstance(v, Mapping):
             return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
         return v
 
     text = json.dumps(clean(dict(metrics)), indent=2)
@@ -235,4 +276,19 @@ def format_table(metrics: Mapping[str, Any]) -> str:
     lines.append("-" * 24)
     for key in ("mIoU", "pixel_accuracy", "mean_accuracy", "fw_iou"):
         lines.append(f"{key:<16} {100 * metrics[key]:6.2f}%")
+    scores = metrics.get("cityscapes")
+    if scores:  # the Cityscapes benchmark's four scores
+        for key in ("IoU_class", "iIoU_class", "IoU_category", "iIoU_category"):
+            value = scores[key]
+            lines.append(f"{key.replace('_', ' '):<16} {'   n/a' if value != value else f'{100 * value:6.2f}%'}")
+    if metrics.get("evaluation"):
+        lines.append(f"evaluated with   {_describe(metrics['evaluation'])}")
     return "\n".join(lines)
+
+
+def _describe(evaluation: Mapping[str, Any]) -> str:
+    window = evaluation.get("window")
+    return EvaluationStrategy(
+        tta=evaluation["tta"], scales=tuple(evaluation["scales"]), flip=evaluation["flip"],
+        window=tuple(window) if window else None, output_stride=evaluation["output_stride"],
+    ).describe() + f"; labels {evaluation['labels']}"
