@@ -91,11 +91,9 @@ class Context:
 
     @property
     def device(self) -> str:
-        import torch
+        from ..devices import resolve_device
 
-        if self.args.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.args.device
+        return str(resolve_device(self.args.device))
 
     @property
     def weights(self) -> str:

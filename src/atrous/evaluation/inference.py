@@ -167,6 +167,20 @@ def _check_arguments(
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a normalised float tensor (N, 3, H, W), got {shape}")
+    return check_strategy(model, scales, window, overlap, stride, average)
+
+
+def check_strategy(
+    model: nn.Module,
+    scales: Sequence[float] = (1.0,),
+    window: tuple[int, int] | None = None,
+    overlap: float = 1 / 3,
+    stride: int | None = None,
+    average: str = "probabilities",
+) -> tuple[float, ...]:
+    """Refuse (:class:`InputError`) test-time options that no image can be predicted with; the
+    scales as floats. Commands call it before reading any input, so a bad option is one error,
+    not a skipped input per image."""
     scales = tuple(float(s) for s in scales)
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
         raise InputError(f"scales must be positive numbers, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), got {scales}")

@@ -49,10 +49,11 @@ from ..data.folder import CLASSES_FILES, generated_palette, read_classes_file
 from ..data.io import pixel_limit, read_image_array
 from ..data.palettes import colorize, overlay
 from ..data.transforms import transforms_from_config
+from ..devices import resolve_device
 from ..errors import InputError
 from ..models.checkpoint import load_segmentor
 from ..models.segmentor import Segmentor
-from .inference import output_stride, predict_probabilities
+from .inference import check_strategy, output_stride, predict_probabilities
 from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ...: part of this module's API)
     CITYSCAPES_NAME,
     IMAGE_EXTENSIONS,
@@ -296,9 +297,10 @@ def run_predict(
 ) -> PredictResult:
     """What ``atrous predict`` does: load, predict, write (``tta``: scales/flip/average options)."""
     model, cfg = load_segmentor(checkpoint, config, overrides)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))
     options = {**(tta or {}), "window": window, "overlap": overlap}
+    check_strategy(model, options.get("scales", (1.0,)), window, overlap, stride,
+                   options.get("average", "probabilities"))  # one error, before any input is read
     predictor = Predictor(model, normalization(cfg), torch.device(device), options)
     classes = class_info(cfg, model.num_classes)
     if evaluation_resize(cfg):
