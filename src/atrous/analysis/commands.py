@@ -373,7 +373,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            help="feature map size N (N×N) or H W (default: 65, as DeepLabv3 Fig. 4)")
             p.add_argument("--rates", nargs="*", type=int, default=[], help="rates to mark on the 65×65 panel")
         if name in ("similarity", "object-size", "all"):
-            p.add_argument("--classes", nargs="*", default=[], help="class names (default: see the README)")
+            p.add_argument("--classes", nargs="*", default=[], help="class names (default: see docs/analyses.md)")
         if name in ("similarity", "all"):
             p.add_argument("--rows", type=int, default=3, help="images shown (those holding most of the classes)")
             p.add_argument("--prototype", choices=("dataset", "image"), default="dataset",

@@ -34,7 +34,7 @@ def count_flops(model: nn.Module, image_size: tuple[int, int], batch: int = 1) -
 
 
 def model_info(model: Segmentor, image_size: tuple[int, int] = (512, 1024)) -> dict[str, Any]:
-    """The numbers ``atrous info`` reports (JSON keys as documented in the README)."""
+    """The numbers ``atrous info`` reports (JSON keys as documented in docs/configs.md)."""
     total, trainable = count_parameters(model)
     flops = count_flops(model, image_size)
     return {
