@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,export]"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,export,openvino,benchmark]"
 	touch $(STAMP)
 
 test: install

@@ -15,7 +15,7 @@ from helpers_models import randomized_batchnorm
 
 from atrous.cli import main
 from atrous.config import CONFIG_ROOT, load_config
-from atrous.deploy.export import export_model, run_artifact
+from atrous.engines.export import export_model, run_artifact
 from atrous.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]

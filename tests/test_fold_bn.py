@@ -9,7 +9,7 @@ from helpers_models import assert_identical, randomized_batchnorm
 from torch import nn
 
 from atrous.config import CONFIG_ROOT, load_config
-from atrous.deploy.batchnorm import count_batchnorms, fold_batchnorm, plan_batchnorm_folding
+from atrous.engines.batchnorm import count_batchnorms, fold_batchnorm, plan_batchnorm_folding
 from atrous.models import build_model
 from atrous.models.complexity import count_parameters
 

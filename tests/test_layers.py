@@ -1,5 +1,5 @@
-"""The layers only look down: config/io/errors → data → models → evaluation →
-training / deploy / analysis → cli (scripts/layers.py prints the picture)."""
+"""The layers only look down: config/io/errors → data → models → engines → evaluation →
+training / analysis → deploy → cli (scripts/layers.py prints the picture)."""
 
 from __future__ import annotations
 

@@ -208,7 +208,7 @@ def _evaluate_cityscapes(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .deploy.export import export_checkpoint
+    from .engines.export import export_checkpoint
 
     cfg = load_config(args.config, _overrides(args)) if args.config else _stored_config(args)
     _check_export_image_size(args.image_size, cfg)

@@ -1,19 +1,4 @@
-"""Deployment: export (ONNX, TorchScript, ExportedProgram), BatchNorm folding and benchmarks.
-
-Imports without Lightning; ONNX export needs the ``export`` extra (onnx, onnxscript, onnxruntime).
+"""What a deployer runs on top of the engines (:mod:`atrous.engines`): benchmarks of models,
+engines and the data pipeline against their peers, memory measurement, and ``atrous quantize``'s
+calibration and report.
 """
-
-from .batchnorm import FoldPlan, count_batchnorms, fold_batchnorm, plan_batchnorm_folding
-from .export import FORMATS, ExportResult, export_checkpoint, export_model, run_artifact
-
-__all__ = [
-    "FORMATS",
-    "ExportResult",
-    "FoldPlan",
-    "count_batchnorms",
-    "export_checkpoint",
-    "export_model",
-    "fold_batchnorm",
-    "plan_batchnorm_folding",
-    "run_artifact",
-]

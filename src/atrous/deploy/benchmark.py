@@ -220,7 +220,7 @@ def _prepare(model: nn.Module, phase: str, settings: BenchmarkSettings, device: 
     if phase == "inference":
         model.eval()
         if settings.fold_bn:
-            from .batchnorm import fold_batchnorm
+            from ..engines.batchnorm import fold_batchnorm
 
             model = fold_batchnorm(model, inplace=True)
     else:

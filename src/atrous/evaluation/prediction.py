@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from ..data.io import pixel_limit, read_image_array
 from ..data.palettes import colorize, overlay
 from ..data.transforms import transforms_from_config
 from ..devices import resolve_device
+from ..engines import Engine, EngineOptions, build_engine
 from ..errors import InputError
 from ..models.checkpoint import load_segmentor
 from ..models.segmentor import Segmentor
@@ -145,7 +146,7 @@ def cityscapes_lut(classes: ClassInfo) -> np.ndarray:
 class Predictor:
     """Image ``(H, W, 3)`` uint8 → probabilities ``(C, H, W)`` float32 on the CPU."""
 
-    model: Segmentor
+    model: Segmentor | Engine  # anything mapping (N, 3, h, w) to logits, with output_stride
     normalize: Any = "imagenet"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     options: dict[str, Any] = field(default_factory=dict)  # predict_probabilities' keywords
@@ -293,14 +294,18 @@ def run_predict(
     overwrite: bool = False,
     max_pixels: int | None = None,
     device: str = "auto",
+    engine: EngineOptions | None = None,
     progress: bool = True,
 ) -> PredictResult:
-    """What ``atrous predict`` does: load, predict, write (``tta``: scales/flip/average options)."""
+    """What ``atrous predict`` does: load, predict, write (``tta``: scales/flip/average options;
+    ``engine``: what runs the model, see :mod:`atrous.engines`; default: PyTorch)."""
     model, cfg = load_segmentor(checkpoint, config, overrides)
     device = str(resolve_device(device))
     options = {**(tta or {}), "window": window, "overlap": overlap}
     check_strategy(model, options.get("scales", (1.0,)), window, overlap, stride,
                    options.get("average", "probabilities"))  # one error, before any input is read
+    engine = replace(engine or EngineOptions(), output_stride=stride)
+    model = build_engine(model, engine, device)
     predictor = Predictor(model, normalization(cfg), torch.device(device), options)
     classes = class_info(cfg, model.num_classes)
     if evaluation_resize(cfg):

@@ -12,10 +12,12 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -24,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from ..config import ConfigError
 from ..data.cityscapes import Cityscapes
 from ..data.evaluation_items import EvaluationItems
+from ..engines import EngineOptions, build_engine
 from ..errors import DiskFullError
 from ..evaluation.strategy import EvaluationStrategy
 from ..io import atomic_write
@@ -190,8 +193,13 @@ def evaluate(
     task: SegmentationTask | None = None,
     data: SegmentationDataModule | None = None,
     strategy: EvaluationStrategy | None = None,
+    engine: EngineOptions | None = None,
 ) -> dict[str, Any]:
     """Validate or test a checkpoint; returns the metrics dict (``mIoU``, ``per_class_iou``, ...).
+
+    ``engine`` runs the model in another engine (:mod:`atrous.engines`: onnxruntime, OpenVINO,
+    int8, torch with channels_last or compiled), built at the strategy's output stride; the
+    metrics record it under ``"engine"``. ``None``: the model as the task holds it.
 
     ``strategy`` (``atrous validate|test``: the config's ``evaluate:`` section and the command
     line, see :mod:`atrous.evaluation.strategy`) sets the test-time strategy and where the labels
@@ -209,6 +217,10 @@ def evaluate(
         )
     if checkpoint is not None:
         load_weights(task, checkpoint)
+    model = task.model
+    if engine is not None:
+        stride = strategy.output_stride if strategy is not None else None
+        task.model = build_engine(model, replace(engine, output_stride=stride), _engine_device(cfg))
     if strategy is not None:
         cityscapes = _prepare_evaluation_split(data, stage, strategy, config)
         task.set_evaluation(strategy, cityscapes_scores=cityscapes)
@@ -220,12 +232,24 @@ def evaluate(
             trainer.test(task, datamodule=data, verbose=False)
     finally:
         task.set_evaluation(None)
+        task.model = model
     result = dict(task.last_metrics[stage])
     result["split"] = stage
     result["checkpoint"] = str(checkpoint) if checkpoint else None
     if strategy is not None:
         result["evaluation"] = strategy.to_dict()
+    if engine is not None:
+        result["engine"] = {"engine": engine.engine, "precision": engine.precision, "compile": engine.compile,
+                            "memory_format": engine.memory_format,
+                            "quantized": str(engine.quantized) if engine.quantized else None}
     return result
+
+
+def _engine_device(cfg: TrainConfig) -> torch.device:
+    """The device an evaluation's engine is built for: the Trainer's accelerator."""
+    if cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def _prepare_evaluation_split(

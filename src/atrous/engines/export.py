@@ -205,7 +205,7 @@ def export_checkpoint(
     **options: Any,
 ) -> tuple[ExportResult, str | None]:
     """Load a checkpoint (with ``config`` overriding the stored one), optionally fold its
-    BatchNorms (:func:`atrous.deploy.batchnorm.fold_batchnorm`) and export it.
+    BatchNorms (:func:`atrous.engines.batchnorm.fold_batchnorm`) and export it.
 
     Returns the :class:`ExportResult` and the folding summary (``None`` without ``fold_bn``).
     Refuses (:class:`~atrous.errors.OutputExistsError`, before loading anything) to write over

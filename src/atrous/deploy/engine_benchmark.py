@@ -1,0 +1,222 @@
+"""``atrous benchmark --engines``: one model under several engines, side by side, in one process.
+
+Each group times one network under every requested engine variant (:data:`VARIANTS`) and, for
+``--peers``, the independently built peers of the same network, all on the same input
+(``settings.image_size``, ``settings.batch``, inference only), **interleaved**: every round runs
+each entry once, the order alternating between rounds, so a load change on a shared machine
+hits all alike. Per entry: the median, p90 and images/s, and the speed-up over the group's
+reference as the ratio of medians and as the median (p10–p90) of the per-round ratios.
+
+Groups of ``--peers``:
+
+* DeepLabV3-ResNet-50 (``torchvision/deeplabv3_resnet50`` without aux head): the atrous engine
+  variants against torchvision's ``deeplabv3_resnet50`` eager (the reference) and
+  segmentation_models_pytorch's ``DeepLabV3(encoder_name="resnet50")`` eager (the
+  ``benchmark`` extra; its decoder is smp's own, with random weights: speed does not depend on
+  them);
+* DenseASPP-121 (``denseaspp/denseaspp121_cityscapes``): the engine variants against atrous'
+  own eager NCHW run (the reference).
+
+int8 variants quantize the randomly initialised network on ``INT8_CALIBRATION`` random
+inputs: the timing is what matters here (``atrous quantize`` calibrates on real images and
+reports the accuracy).
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..devices import resolve_device
+from ..engines import EngineOptions, build_engine
+from ..errors import InputError
+from ..models.complexity import count_parameters
+from .benchmark import BenchmarkSettings, _num_threads, latency_stats, machine_info, paired_ratio, time_once
+
+INT8_CALIBRATION = 8
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An engine configuration of ``--engines``."""
+
+    name: str
+    options: dict[str, Any]
+    devices: tuple[str, ...] = ("cpu", "cuda")
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("torch", {"engine": "torch", "memory_format": "contiguous"}),
+    Variant("torch-channels-last", {"engine": "torch", "memory_format": "channels_last"}),
+    Variant("torch-compile", {"engine": "torch", "memory_format": "channels_last", "compile": True}),
+    Variant("torch-bf16", {"engine": "torch", "precision": "bf16", "memory_format": "channels_last"}),
+    Variant("torch-fp16", {"engine": "torch", "precision": "fp16", "memory_format": "channels_last"}, ("cuda",)),
+    Variant("onnxruntime", {"engine": "onnxruntime"}),
+    Variant("onnxruntime-int8", {"engine": "onnxruntime", "precision": "int8"}, ("cpu",)),
+    Variant("openvino", {"engine": "openvino"}, ("cpu",)),
+    Variant("openvino-int8", {"engine": "openvino", "precision": "int8"}, ("cpu",)),
+    Variant("tensorrt", {"engine": "tensorrt"}, ("cuda",)),
+    Variant("tensorrt-fp16", {"engine": "tensorrt", "precision": "fp16"}, ("cuda",)),
+)}
+DEFAULT_CPU = ("torch", "torch-channels-last", "onnxruntime", "openvino", "openvino-int8")
+
+
+def check_variants(names: Sequence[str], device: torch.device) -> tuple[Variant, ...]:
+    """The variants of ``--engines`` (``all``: every one this device runs), or a clear error."""
+    if list(names) == ["all"]:
+        return tuple(v for v in VARIANTS.values() if device.type in v.devices)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise InputError(f"--engines: unknown {unknown}; choose from {list(VARIANTS)} or all")
+    wrong = [n for n in names if device.type not in VARIANTS[n].devices]
+    if wrong:
+        raise InputError(f"--engines {' '.join(wrong)}: not on {device.type}; use --device {VARIANTS[wrong[0]].devices[0]}")
+    return tuple(VARIANTS[n] for n in names)
+
+
+def _engine(model: nn.Module, variant: Variant, device: torch.device, cache: Path, scratch: Path,
+            image_size: tuple[int, int]) -> nn.Module:
+    options = dict(variant.options)
+    if options.get("precision") == "int8":
+        from ..engines.quantize import quantize_model
+
+        g = torch.Generator().manual_seed(0)
+        calibration = (torch.randn(1, 3, *image_size, generator=g) for _ in range(INT8_CALIBRATION))
+        options["quantized"] = quantize_model(copy.deepcopy(model), options["engine"], calibration,
+                                              scratch / variant.name, num_images=INT8_CALIBRATION)
+    return build_engine(copy.deepcopy(model), EngineOptions(**options, cache_dir=cache), device)
+
+
+def benchmark_group(
+    title: str,
+    model: nn.Module,
+    variants: Sequence[Variant],
+    peers: Mapping[str, nn.Module],
+    settings: BenchmarkSettings,
+    *,
+    reference: str,
+    cache: Path,
+    model_name: str = "atrous",
+) -> dict[str, Any]:
+    """Time ``model`` under each variant and each peer (eager) interleaved; ratios to ``reference``."""
+    device = resolve_device(settings.device)
+    x = torch.randn(settings.batch, 3, *settings.image_size, generator=torch.Generator().manual_seed(0)).to(device)
+    steps: dict[str, Callable[[], Any]] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    params = count_parameters(model)[0]
+    with tempfile.TemporaryDirectory(prefix="atrous-bench-") as scratch:
+        for variant in variants:
+            started = time.perf_counter()
+            engine = _engine(model.eval(), variant, device, cache, Path(scratch), settings.image_size)
+            name = f"{model_name} {variant.name}"
+            steps[name] = lambda e=engine: e(x)
+            rows[name] = {"name": name, "engine": variant.name, "params": params,
+                          "setup_s": round(time.perf_counter() - started, 1)}
+        for name, peer in peers.items():
+            peer = peer.eval().to(device)
+            steps[name] = lambda p=peer: p(x)
+            rows[name] = {"name": name, "engine": "torch (peer)", "params": count_parameters(peer)[0], "setup_s": 0.0}
+        if reference not in steps:
+            raise InputError(f"the reference {reference!r} of {title!r} is not measured; add it to --engines")
+        times = _time(steps, device, settings)
+    for name, seconds in times.items():
+        rows[name]["latency"] = latency_stats(seconds, settings.batch)
+    ratios = {name: paired_ratio(rows[reference]["latency"], rows[name]["latency"]) for name in rows}
+    return {"title": title, "reference": reference, "rows": list(rows.values()), "speedup": ratios}
+
+
+def _time(steps: Mapping[str, Callable[[], Any]], device: torch.device, settings: BenchmarkSettings) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    with torch.inference_mode():
+        for step in steps.values():
+            for _ in range(settings.warmup):
+                step()
+        for r in range(settings.repeats):
+            for name in names if r % 2 == 0 else names[::-1]:
+                times[name].append(time_once(steps[name], device))
+    return times
+
+
+def smp_deeplabv3_resnet50(num_classes: int = 21) -> nn.Module:
+    """segmentation_models_pytorch's DeepLabV3-ResNet-50 (output stride 8, random weights)."""
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError as err:
+        raise InputError("the smp peer needs segmentation_models_pytorch: pip install 'atrous[benchmark]'") from err
+    return smp.DeepLabV3(encoder_name="resnet50", encoder_weights=None, classes=num_classes)
+
+
+def benchmark_engines(
+    settings: BenchmarkSettings,
+    variants: Sequence[str],
+    *,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    peers: bool = False,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The engine table: a config's model under ``variants``, or the ``--peers`` groups."""
+    from ..config import config_name, load_config
+    from ..models import build_model
+    from .peers import DENSEASPP121_CONFIG, TORCHVISION_CONFIG, TORCHVISION_OVERRIDES, torchvision_deeplabv3_resnet50
+
+    device = resolve_device(settings.device)
+    chosen = check_variants(variants, device)
+    if cache_dir is None:
+        from ..engines.cache import default_cache_dir
+
+        cache_dir = default_cache_dir()
+
+    def model_of(path: Any, extra: Sequence[str]) -> nn.Module:
+        torch.manual_seed(0)
+        return build_model(load_config(path, extra), pretrained_backbone=False)
+
+    groups = []
+    with _num_threads(settings.threads):
+        if peers:
+            deeplab = model_of(TORCHVISION_CONFIG, TORCHVISION_OVERRIDES)
+            peer_models = {"torchvision deeplabv3_resnet50": torchvision_deeplabv3_resnet50(deeplab.num_classes),
+                           "smp DeepLabV3 resnet50": smp_deeplabv3_resnet50(deeplab.num_classes)}
+            groups.append(benchmark_group("DeepLabV3-ResNet-50", deeplab, chosen, peer_models, settings,
+                                          reference="torchvision deeplabv3_resnet50", cache=cache_dir))
+            dense = model_of(DENSEASPP121_CONFIG, ())
+            groups.append(benchmark_group("DenseASPP-121", dense, chosen, {}, settings,
+                                          reference=f"atrous {chosen[0].name}", cache=cache_dir))
+        else:
+            if config is None:
+                raise InputError("give --config CONFIG or --peers")
+            model = model_of(config, overrides)
+            groups.append(benchmark_group(config_name(config), model, chosen, {}, settings,
+                                          reference=f"atrous {chosen[0].name}", cache=cache_dir))
+    machine = machine_info(device)
+    machine["cpu_threads"] = settings.threads or machine["cpu_threads"]
+    return {"machine": machine, "image_size": list(settings.image_size), "batch": settings.batch,
+            "repeats": settings.repeats, "groups": groups}
+
+
+def format_engine_report(report: Mapping[str, Any]) -> str:
+    """One table per group: median, p90, img/s, and the speed-up over the group's reference."""
+    machine = report["machine"]
+    size = "x".join(map(str, report["image_size"]))
+    lines = [f"{machine['device_name']} ({machine['device']}, {machine['cpu_threads']} threads), torch {machine['torch']}; "
+             f"batch {report['batch']}, {size}, inference, {report['repeats']} interleaved rounds"]
+    for group in report["groups"]:
+        width = max(len(r["name"]) for r in group["rows"]) + 2
+        lines += ["", f"{group['title']} (speed-up over {group['reference']}; per-round median and p10-p90)"]
+        lines.append(f"{'':<{width}}{'median ms':>11}{'p90 ms':>10}{'img/s':>8}{'speed-up':>10}{'per round':>11}{'p10-p90':>13}")
+        for row in group["rows"]:
+            lat, r = row["latency"], group["speedup"][row["name"]]
+            lines.append(f"{row['name']:<{width}}{lat['median_ms']:>11.1f}{lat['p90_ms']:>10.1f}{lat['images_per_s']:>8.2f}"
+                         f"{r['of_medians']:>9.2f}x{r['paired_median']:>10.2f}x{r['paired_p10']:>7.2f}-{r['paired_p90']:.2f}")
+    lines.append("\nint8 rows: quantized on random inputs for timing only (atrous quantize reports accuracy)")
+    return "\n".join(lines)
+

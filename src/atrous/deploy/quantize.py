@@ -1,0 +1,167 @@
+"""``atrous quantize``: int8 post-training quantization with calibration and a report.
+
+1. Calibration: ``num_images`` images of the ``calibration`` split (a seeded random subset, the
+   same every run), prepared with the evaluation transforms (the val split's ``resize`` and
+   ``normalize``: what the model sees at inference, without training augmentation).
+2. Quantization for OpenVINO (NNCF) or onnxruntime (static QDQ): :mod:`atrous.engines.quantize`.
+3. The report, ``report.json`` in the output folder: the val split's mIoU in fp32 (the same
+   engine unquantized) and int8, both through ``atrous validate``'s protocol; the fraction of
+   val pixels whose label int8 and fp32 agree on; the latency of both engines on a val-sized
+   input, timed interleaved in this process (per-round ratios, as ``atrous benchmark``).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.build import build_dataset
+from ..engines import Engine, EngineOptions, build_engine
+from ..engines.quantize import QUANTIZE_ENGINES, quantize_model
+from ..errors import ConfigError, InputError
+from ..evaluation.prediction import normalization
+from ..analysis.common import jsonable
+from ..io import atomic_write
+from ..models.checkpoint import load_segmentor
+from .benchmark import latency_stats, machine_info, paired_ratio, time_once
+
+REPORT = "report.json"
+
+
+def split_dataset(cfg: Mapping[str, Any], split: str, *, evaluation_transforms: bool = True) -> Any:
+    """The ``split`` of the config's dataset, with the evaluation transforms (val's resize and
+    normalisation) when ``evaluation_transforms``."""
+    data = cfg.get("data") or {}
+    if not isinstance(data.get(split), Mapping):
+        raise ConfigError(f"data.{split}: the config has no {split} split to calibrate on; choose one of "
+                          f"{[k for k in ('train', 'val', 'test') if isinstance(data.get(k), Mapping)]}")
+    split_cfg = dict(data[split])
+    if evaluation_transforms:
+        val = ((data.get("val") or {}).get("transforms")) or {"normalize": normalization(cfg)}
+        split_cfg["transforms"] = {k: v for k, v in val.items() if k in ("resize", "normalize")}
+    return build_dataset(data.get("dataset") or {"name": "synthetic"}, split_cfg, train=False)
+
+
+def calibration_images(dataset: Any, num_images: int, seed: int = 0) -> Iterator[torch.Tensor]:
+    """``(1, 3, h, w)`` images of a seeded random subset of ``dataset`` (all of it if smaller)."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num_images]
+    for index in order.tolist():
+        yield dataset[index][0].unsqueeze(0)
+
+
+def label_agreement(a: Engine, b: Engine, dataset: Any, limit: int | None = None) -> dict[str, Any]:
+    """Fraction of pixels where ``a`` and ``b`` predict the same label, over ``dataset``'s images."""
+    equal = total = 0
+    with torch.inference_mode():
+        for index in range(len(dataset) if limit is None else min(limit, len(dataset))):
+            x = dataset[index][0].unsqueeze(0)
+            equal += int((a(x).argmax(1) == b(x).argmax(1)).sum())
+            total += x.shape[-2] * x.shape[-1]
+    return {"pixels": total, "agreement": equal / max(total, 1)}
+
+
+def time_engines(engines: Mapping[str, Engine], x: torch.Tensor, repeats: int = 10, warmup: int = 2) -> dict[str, Any]:
+    """Latency of each engine on ``x``, interleaved (A B, B A, …), with per-round ratios to the first."""
+    device = torch.device("cpu")
+    steps = {name: (lambda e=engine: e(x)) for name, engine in engines.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    with torch.inference_mode():
+        for step in steps.values():
+            for _ in range(warmup):
+                step()
+        names = list(steps)
+        for r in range(repeats):
+            for name in names if r % 2 == 0 else names[::-1]:
+                times[name].append(time_once(steps[name], device))
+    stats = {name: latency_stats(t, x.shape[0]) for name, t in times.items()}
+    first = names[0]
+    ratios = {name: paired_ratio(stats[first], stats[name]) for name in names[1:]}  # first / other: speed-up
+    return {"image_size": list(x.shape[-2:]), "latency": stats, "speedup_over_" + first.replace(" ", "_"): ratios}
+
+
+def run_quantize(
+    *,
+    checkpoint: str,
+    output: str,
+    engine: str = "openvino",
+    calibration: str = "train",
+    num_images: int = 128,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+    evaluate: bool = True,
+    repeats: int = 10,
+) -> dict[str, Any]:
+    """What ``atrous quantize`` does; returns the report (also written to ``output/report.json``)."""
+    from ..training.runner import evaluate as evaluate_split
+
+    if engine not in QUANTIZE_ENGINES:
+        raise InputError(f"--engine {engine}: atrous quantizes for {list(QUANTIZE_ENGINES)}")
+    model, cfg = load_segmentor(checkpoint, config, overrides)
+    dataset = split_dataset(cfg, calibration)
+    if len(dataset) == 0:
+        raise InputError(f"the {calibration} split has no images to calibrate on")
+    print(f"atrous quantize: calibrating {engine} int8 on {min(num_images, len(dataset))} {calibration} images",
+          file=sys.stderr)
+    folder = quantize_model(
+        copy.deepcopy(model), engine, calibration_images(dataset, num_images), output, num_images=num_images,
+        calibration_info={"split": calibration, "seed": 0, "checkpoint": str(checkpoint)}, overwrite=overwrite,
+    )
+    fp32 = EngineOptions(engine=engine)
+    int8 = EngineOptions(engine=engine, precision="int8", quantized=folder)
+    report: dict[str, Any] = {"engine": engine, "checkpoint": str(checkpoint), "quantized": str(folder),
+                              "calibration": {"split": calibration, "num_images": min(num_images, len(dataset))},
+                              "machine": machine_info(torch.device("cpu"))}
+    engines = {f"{engine} fp32": build_engine(model, fp32, "cpu"), f"{engine} int8": build_engine(model, int8, "cpu")}
+    val = split_dataset(cfg, "val") if isinstance((cfg.get("data") or {}).get("val"), Mapping) else None
+    if evaluate and val is not None and len(val):
+        train_cfg = {**(cfg.get("train") or {}), "accelerator": "cpu", "devices": 1}
+        eval_cfg = {**cfg, "train": train_cfg}
+        scores = {name: evaluate_split(eval_cfg, checkpoint, stage="val", engine=options)
+                  for name, options in ((f"{engine} fp32", fp32), (f"{engine} int8", int8))}
+        miou = {name: s["mIoU"] for name, s in scores.items()}
+        a, b = miou.values()
+        report["val"] = {"mIoU": miou, "mIoU_lost_points": round(100 * (a - b), 3),
+                         **label_agreement(*engines.values(), val)}
+        sample = val[0][0].unsqueeze(0)
+    else:
+        report["val"] = None
+        sample = next(calibration_images(dataset, 1))
+    report["timing"] = time_engines(engines, sample, repeats=repeats)
+    atomic_write(folder / REPORT, lambda tmp: tmp.write_text(_json(report)))
+    return report
+
+
+def _json(report: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(jsonable(report), indent=2) + "\n"
+
+
+def format_quantize_report(report: Mapping[str, Any]) -> str:
+    """The table ``atrous quantize`` prints."""
+    lines = [f"int8 ({report['engine']}) calibrated on {report['calibration']['num_images']} "
+             f"{report['calibration']['split']} images; {report['machine']['device_name']}"]
+    val = report.get("val")
+    if val:
+        for name, value in val["mIoU"].items():
+            lines.append(f"  val mIoU {name:<18} {100 * value:6.2f}")
+        lines.append(f"  mIoU lost by int8        {val['mIoU_lost_points']:6.2f} points")
+        lines.append(f"  labels equal to fp32     {100 * val['agreement']:6.2f} % of {val['pixels']:,} val pixels")
+    timing = report["timing"]
+    size = "x".join(map(str, timing["image_size"]))
+    for name, stats in timing["latency"].items():
+        lines.append(f"  latency {name:<17} {stats['median_ms']:8.1f} ms (median, {size})")
+    for key, ratios in timing.items():
+        if key.startswith("speedup_over_"):
+            for name, r in ratios.items():
+                lines.append(f"  speed-up of {name} over fp32: {r['paired_median']:.2f}x "
+                             f"(per-round p10-p90 {r['paired_p10']:.2f}-{r['paired_p90']:.2f})")
+    lines.append(f"Wrote {report['quantized']}/{REPORT}")
+    return "\n".join(lines)
+

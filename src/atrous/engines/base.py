@@ -1,0 +1,111 @@
+"""The engine contract: a segmentor behind one interface, whatever runs it.
+
+An engine maps a normalised float32 batch ``(N, 3, h, w)`` (on the engine's device) to logits
+``(N, K, h, w)``, exactly like :class:`atrous.models.Segmentor`, so every test-time strategy of
+:mod:`atrous.evaluation.inference` (scales, flips, sliding windows) and the evaluation step of
+``atrous validate|test`` run on it unchanged. It is an ``nn.Module`` without parameters of its
+own (Lightning and ``.eval()`` treat it like a model) and carries what the strategies read from a
+model: ``num_classes``, ``output_stride``, ``align_corners``.
+
+The output stride of an exported engine is fixed when it is built
+(:class:`EngineOptions.output_stride`, part of its cache key): ``set_output_stride`` to another
+stride raises :class:`~atrous.errors.InputError` naming the way out, so ``--output-stride 8``
+works with every engine when given at build time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run a segmentor: the ``--engine``/``--precision``/``--compile``/``--memory-format``
+    options of ``atrous predict|validate|test|benchmark``.
+
+    Exported graphs keep batch, height and width dynamic; OpenVINO compiles each input size it
+    meets once (a sliding ``--window`` means one size) and caches the compiled blob on disk.
+    ``quantized``: the folder ``atrous quantize`` wrote (needed for int8).
+    ``cache_dir``: where exported engines are kept (``None``: :func:`atrous.engines.cache.default_cache_dir`).
+    """
+
+    engine: str = "torch"
+    precision: str = "fp32"
+    compile: bool = False
+    memory_format: str = "auto"
+    output_stride: int | None = None
+    quantized: Path | None = None
+    cache_dir: Path | None = None
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise InputError(f"--engine {self.engine}: unknown engine; choose from {list(ENGINES)}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision}: unknown precision; choose from {list(PRECISIONS)}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise InputError(f"--memory-format {self.memory_format}: choose from {list(MEMORY_FORMATS)}")
+        if self.engine != "torch" and (self.compile or self.memory_format != "auto"):
+            raise InputError(f"--compile and --memory-format apply to --engine torch, not {self.engine}")
+        if self.precision == "int8" and self.quantized is None:
+            raise InputError(
+                "--precision int8 runs a quantized model: make one with `atrous quantize --checkpoint CKPT "
+                "--engine openvino --output DIR`, then pass --quantized DIR"
+            )
+        if self.quantized is not None and self.precision != "int8":
+            raise InputError(f"--quantized {self.quantized} is an int8 model: pass --precision int8 with it")
+
+    def describe(self) -> str:
+        """One line, e.g. ``openvino fp32`` or ``torch fp32 channels_last compiled``."""
+        parts = [self.engine, self.precision]
+        if self.compile:
+            parts.append("compiled")
+        return " ".join(parts)
+
+
+class Engine(nn.Module):
+    """Base of every engine: ``forward(x (N, 3, h, w)) → logits (N, K, h, w)`` float32."""
+
+    name: str = "engine"
+
+    def __init__(self, *, num_classes: int, output_stride: int, align_corners: bool, options: EngineOptions) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self._output_stride = int(output_stride)
+        self.align_corners = bool(align_corners)
+        self.options = options
+
+    @property
+    def output_stride(self) -> int:
+        return self._output_stride
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Exported engines run at the stride they were built with; another one needs a rebuild."""
+        if output_stride != self._output_stride:
+            raise InputError(
+                f"the {self.name} engine was built at output stride {self._output_stride}; pass "
+                f"--output-stride {output_stride} when building it (atrous re-exports at that stride), "
+                f"or use --engine torch"
+            )
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse what the exported graph cannot take, with the model's own wording."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a batch (N, 3, H, W), got {tuple(x.shape)}")
+        if min(x.shape[-2:]) < self._output_stride:
+            raise InputError(
+                f"input of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the output stride {self._output_stride}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"{self.options.describe()}, classes={self.num_classes}, output_stride={self._output_stride}"

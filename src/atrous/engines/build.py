@@ -1,0 +1,150 @@
+"""``build_engine``: a segmentor and :class:`EngineOptions` → an :class:`Engine` to predict with.
+
+Exported engines are built once per model, output stride, engine, precision and library
+versions and kept in the engine cache (:mod:`atrous.engines.cache`); int8 engines load what
+``atrous quantize`` wrote (:mod:`atrous.engines.quantize`) after checking it was quantized from
+this very model.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..devices import resolve_device
+from ..errors import DeviceError, InputError
+from .base import Engine, EngineOptions
+from .cache import CacheEntry, cached_build, default_cache_dir, engine_key, model_digest
+from .exported import OnnxRuntimeEngine, OpenVINOEngine, onnxruntime_providers, require
+from .torch_engine import TorchEngine
+
+ENGINE_LIBRARIES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",), "tensorrt": ("onnxruntime-gpu", "onnxruntime")}
+EXTRAS = {"onnxruntime": "export", "openvino": "openvino", "tensorrt": "export"}
+
+
+def build_engine(model: nn.Module, options: EngineOptions | None = None, device: str | torch.device = "cpu",
+                 *, log: bool = True) -> Engine:
+    """Wrap ``model`` (a :class:`~atrous.models.Segmentor`, put in eval mode) in the engine
+    ``options`` ask for, on ``device``.
+
+    The torch engine keeps ``model`` (and switches its output stride on demand); exported
+    engines export a copy at ``options.output_stride`` (default: the model's) and never change
+    ``model``. ``log`` prints one line to stderr when an engine is built or found in the cache.
+    """
+    options = options or EngineOptions()
+    device = resolve_device(device)
+    model = model.eval()
+    if options.engine == "torch":
+        return TorchEngine(model, options, device)
+    if options.engine == "openvino" and device.type != "cpu":
+        raise DeviceError(f"--engine openvino runs on the CPU here, not {device}; use --device cpu")
+    if options.output_stride is not None and options.output_stride != model.output_stride:
+        model = copy.deepcopy(model)
+        model.set_output_stride(options.output_stride)
+    info = {"num_classes": model.num_classes, "output_stride": model.output_stride,
+            "align_corners": getattr(model, "align_corners", False), "options": options}
+    if options.precision == "int8":
+        from .quantize import load_quantized
+
+        return load_quantized(model, options, device, info)
+    require(ENGINE_LIBRARIES[options.engine][-1].replace("-", "_"), EXTRAS[options.engine])
+    with _cache_root(options) as root:
+        entry = exported_entry(model, options, root, log=log)
+        return engine_from_entry(entry, options, device, info)
+
+
+def engine_from_entry(entry: CacheEntry, options: EngineOptions, device: torch.device, info: dict[str, Any],
+                      *, compiled_cache: Path | None | str = "entry") -> Engine:
+    """Open the engine whose files ``entry`` holds (a cache entry or a quantized folder);
+    OpenVINO keeps its compiled blobs in ``compiled_cache`` (default: inside the entry)."""
+    if options.engine == "openvino":
+        cache = entry.path / "compiled" if compiled_cache == "entry" else compiled_cache
+        return OpenVINOEngine(entry.file("openvino"), compiled_cache=cache, **info)
+    trt_cache = entry.path / "tensorrt" if options.engine == "tensorrt" else None
+    if trt_cache is not None:
+        trt_cache.mkdir(exist_ok=True)
+    providers = onnxruntime_providers(options, device, trt_cache)
+    engine = OnnxRuntimeEngine(entry.file("onnx"), providers=providers, **info)
+    engine.name = options.engine
+    return engine
+
+
+class _cache_root:
+    """The cache folder of ``options`` (a temporary one, removed on exit, without the cache)."""
+
+    def __init__(self, options: EngineOptions) -> None:
+        self.options, self.tmp = options, None
+
+    def __enter__(self) -> Path:
+        if not self.options.use_cache:
+            self.tmp = Path(tempfile.mkdtemp(prefix="atrous-engine-"))
+            return self.tmp
+        return Path(self.options.cache_dir) if self.options.cache_dir else default_cache_dir()
+
+    def __exit__(self, *exc: object) -> None:
+        # The engine has read its files (sessions and compiled models live in memory).
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def library_versions(engine: str) -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    for name in ("onnx", "onnxscript", *ENGINE_LIBRARIES.get(engine, ())):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def exported_entry(model: nn.Module, options: EngineOptions, root: Path, *, log: bool = True) -> CacheEntry:
+    """The cache entry holding ``model``'s files for ``options.engine`` (built if missing).
+
+    The ONNX export is dynamic in batch, height and width: one entry serves every input size.
+    """
+    fields = {"engine": options.engine, "precision": options.precision, "output_stride": model.output_stride,
+              "versions": library_versions(options.engine), "format": 1}
+    digest = model_digest(model)
+    name = f"{options.engine}-{options.precision}-{engine_key(digest, fields)}"
+    started = time.perf_counter()
+
+    def build(folder: Path) -> dict[str, str]:
+        if log:
+            print(f"atrous: building the {options.engine} engine (once; cached in {root})", file=sys.stderr)
+        return write_engine_files(model, options.engine, folder)
+
+    entry = cached_build(root, name, build, describe={**fields, "model_sha256": digest})
+    if log:
+        what = "built" if entry.built else "found in the cache"
+        print(f"atrous: {options.engine} engine {what} ({time.perf_counter() - started:.1f} s): {entry.path}",
+              file=sys.stderr)
+    return entry
+
+
+def write_engine_files(model: nn.Module, engine: str, folder: Path) -> dict[str, str]:
+    """Export ``model`` into ``folder``: ``model.onnx`` and, for OpenVINO, ``model.xml/.bin``."""
+    from .export import export_model
+
+    stride = int(model.output_stride)
+    side = max(64, 8 * stride)  # the example's size; the graph stays dynamic
+    export_model(model, folder / "model.onnx", "onnx", image_size=(side, side), verify=False)
+    files = {"onnx": "model.onnx"}
+    if engine == "openvino":
+        files["openvino"] = onnx_to_openvino(folder / "model.onnx", folder / "model.xml")
+    return files
+
+
+def onnx_to_openvino(onnx_path: Path, xml: Path) -> str:
+    """Convert an ONNX file to OpenVINO IR beside it, weights kept in fp32; the xml's name."""
+    ov = require("openvino", "openvino")
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    return xml.name

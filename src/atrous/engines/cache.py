@@ -1,0 +1,140 @@
+"""The on-disk engine cache: an exported engine is built once and found again by its key.
+
+An entry is a folder ``<cache>/<engine>-<precision>-<key>/`` holding the engine's files and a
+``meta.json`` naming them. The key (:func:`engine_key`) hashes everything the files depend on:
+the model's architecture (its ``repr``: every layer, dilation and padding) and weights (the bytes
+of its state dict, in key order), the output stride, the shape policy, the engine and precision,
+and the versions of torch and of the engine's library. A changed checkpoint, config override or
+upgrade is therefore a new entry, never a stale one.
+
+Two processes may build the same entry at once: each builds into a private temporary folder in
+the cache and publishes it with one ``rename``; the first one wins, the other discards its copy
+and uses the winner's. A reader sees an entry only once it is complete. An entry that cannot be
+loaded (a file removed or truncated by hand) is moved aside and rebuilt.
+
+The cache lives in ``$ATROUS_CACHE_DIR/engines`` if set, else ``$XDG_CACHE_HOME/atrous/engines``,
+else ``~/.cache/atrous/engines``; ``--engine-cache DIR`` chooses another, ``--no-engine-cache``
+builds into a temporary folder that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+META = "meta.json"
+
+
+def default_cache_dir() -> Path:
+    """``$ATROUS_CACHE_DIR/engines``, ``$XDG_CACHE_HOME/atrous/engines`` or ``~/.cache/atrous/engines``."""
+    if os.environ.get("ATROUS_CACHE_DIR"):
+        return Path(os.environ["ATROUS_CACHE_DIR"]) / "engines"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "atrous" / "engines"
+
+
+def model_digest(model: nn.Module) -> str:
+    """sha256 of the model's architecture and weights (float64-exact: the raw bytes)."""
+    digest = hashlib.sha256(repr(model).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def engine_key(model_hash: str, fields: Mapping[str, Any]) -> str:
+    """20 hex digits over the model's digest and every field the built files depend on."""
+    payload = json.dumps({"model": model_hash, **fields}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path
+    meta: dict[str, Any]
+    built: bool  # built by this call (False: found in the cache)
+
+    def file(self, name: str) -> Path:
+        return self.path / self.meta["files"][name]
+
+
+def cached_build(
+    root: Path,
+    name: str,
+    build: Callable[[Path], dict[str, str]],
+    *,
+    describe: Mapping[str, Any],
+    valid: Callable[[CacheEntry], bool] | None = None,
+) -> CacheEntry:
+    """The entry ``root/name``, built by ``build(folder) → {role: file name}`` unless present.
+
+    ``valid`` checks a found entry (e.g. that its files load); an invalid one is moved aside to
+    ``root/.broken-<name>-<pid>`` and rebuilt.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    entry = _read(final)
+    if entry is not None and (valid is None or valid(entry)):
+        return entry
+    if final.exists():
+        _move_aside(final, root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".building-{name}-{socket.gethostname()}-{os.getpid()}-", dir=root))
+    try:
+        files = build(tmp)
+        missing = [f for f in files.values() if not (tmp / f).is_file()]
+        if missing:
+            raise RuntimeError(f"engine build did not write {missing}")
+        meta = {"files": dict(files), **describe}
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process published the same entry first: use theirs
+            found = _read(final)
+            if found is None:
+                raise
+            return found
+        return CacheEntry(final, meta, built=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read(path: Path) -> CacheEntry | None:
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError):
+        return None
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not all((path / f).is_file() for f in files.values()):
+        return None
+    return CacheEntry(path, meta, built=False)
+
+
+def _move_aside(path: Path, root: Path) -> None:
+    target = root / f".broken-{path.name}-{os.getpid()}"
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.rename(path, target)
+    except OSError:
+        pass  # another process moved or replaced it: build ours, the rename below sorts it out
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def entries(root: Path) -> Iterable[CacheEntry]:
+    """Complete entries under ``root`` (for ``atrous`` to list or a user to prune)."""
+    if not root.is_dir():
+        return []
+    found = (_read(p) for p in sorted(root.iterdir()) if not p.name.startswith("."))
+    return [e for e in found if e is not None]

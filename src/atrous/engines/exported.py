@@ -1,0 +1,137 @@
+"""Engines that run an exported graph: onnxruntime, OpenVINO, TensorRT (onnxruntime's provider).
+
+Each is built from the model's ONNX export (:func:`atrous.engines.export.export_model`, dynamic
+batch, height and width), kept in the engine cache (:mod:`atrous.engines.cache`):
+
+* ``onnxruntime``: the ONNX file in an ``InferenceSession`` (all graph optimisations; the CPU
+  provider, or CUDA's with ``--device cuda`` and ``onnxruntime-gpu``). fp32, or int8 from
+  ``atrous quantize``.
+* ``openvino``: the ONNX file converted to OpenVINO IR (weights kept in fp32), compiled for the
+  CPU with an explicit ``INFERENCE_PRECISION_HINT`` (OpenVINO otherwise picks bf16 on CPUs that
+  have it, which would change the numbers silently). fp32, bf16 and fp16 where the CPU supports
+  them, or int8 from ``atrous quantize`` (NNCF). A fixed ``shape`` compiles the graph for it;
+  otherwise each new input size is compiled once (an LRU of :data:`OPENVINO_SHAPES`): static
+  shapes are what OpenVINO's CPU plugin runs fastest. Compiled blobs go to OpenVINO's own cache
+  inside the entry (``CACHE_DIR``), so a second process starts fast too.
+* ``tensorrt``: onnxruntime's ``TensorrtExecutionProvider`` (``onnxruntime-gpu`` built with
+  TensorRT, a CUDA device), fp32 or fp16, its engine cache inside the entry.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DeviceError, InputError
+from .base import Engine, EngineOptions
+
+OPENVINO_SHAPES = 8  # compiled input sizes kept per OpenVINO engine
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+OPENVINO_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional engine library, or say which ``pip install`` brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise InputError(f"this engine needs {module}: pip install 'atrous[{extra}]'") from err
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+class OnnxRuntimeEngine(Engine):
+    """An ONNX file in an onnxruntime ``InferenceSession``."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, *, providers: list[Any], **info: Any) -> None:
+        super().__init__(**info)
+        ort = require("onnxruntime", "export")
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session_options.intra_op_num_threads = _threads()
+        session_options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), session_options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        array = x.detach().float().cpu().contiguous().numpy()
+        (logits,) = self.session.run(None, {self.input_name: array})
+        return torch.from_numpy(logits).to(x.device)
+
+
+def onnxruntime_providers(options: EngineOptions, device: torch.device, trt_cache: Path | None = None) -> list[Any]:
+    """The execution providers for ``options.engine`` on ``device``; a clear error if missing."""
+    ort = require("onnxruntime", "export")
+    available = ort.get_available_providers()
+    if options.engine == "tensorrt":
+        if device.type != "cuda" or "TensorrtExecutionProvider" not in available:
+            raise DeviceError(
+                "--engine tensorrt needs a CUDA device and onnxruntime with TensorRT "
+                f"(pip install onnxruntime-gpu, TensorRT libraries); this onnxruntime offers {available}"
+            )
+        if options.precision not in ("fp32", "fp16"):
+            raise InputError(f"--engine tensorrt runs fp32 or fp16, not {options.precision}")
+        trt = {"device_id": device.index or 0, "trt_fp16_enable": options.precision == "fp16",
+               "trt_engine_cache_enable": trt_cache is not None,
+               "trt_engine_cache_path": str(trt_cache or "")}
+        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", {"device_id": device.index or 0})]
+    if options.precision not in ("fp32", "int8"):
+        raise InputError(f"--engine onnxruntime runs fp32 (or int8 from atrous quantize), not {options.precision}")
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise DeviceError(f"--engine onnxruntime --device cuda needs pip install onnxruntime-gpu; this one offers {available}")
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OpenVINOEngine(Engine):
+    """An OpenVINO IR compiled for the CPU, one compiled model per input size."""
+
+    name = "openvino"
+
+    def __init__(self, xml: Path, *, compiled_cache: Path | None, **info: Any) -> None:
+        super().__init__(**info)
+        ov = require("openvino", "openvino")
+        self.core = ov.Core()
+        if compiled_cache is not None:
+            self.core.set_property({"CACHE_DIR": str(compiled_cache)})
+        precision = self.options.precision
+        if precision in OPENVINO_CAPABILITY:
+            capabilities = self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            if OPENVINO_CAPABILITY[precision] not in capabilities:
+                raise DeviceError(f"--precision {precision}: this CPU's OpenVINO plugin supports {list(capabilities)} only")
+        self.model = self.core.read_model(str(xml))
+        self.config = {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+                       "INFERENCE_NUM_THREADS": _threads()}
+        self.compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        if shape in self.compiled:
+            self.compiled.move_to_end(shape)
+            return self.compiled[shape]
+        model = self.model.clone()
+        model.reshape({model.inputs[0].any_name: list(shape)})
+        request = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        self.compiled[shape] = request
+        if len(self.compiled) > OPENVINO_SHAPES:
+            self.compiled.popitem(last=False)
+        return request
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        array = x.detach().float().cpu().contiguous().numpy()
+        request = self._request(tuple(array.shape))
+        request.infer({0: array})
+        logits = np.array(request.get_output_tensor(0).data, copy=True)
+        return torch.from_numpy(logits).to(x.device)

@@ -1,0 +1,176 @@
+"""int8 post-training quantization: calibrate on real images, write a quantized engine folder.
+
+* ``openvino``: NNCF's ``nncf.quantize`` on the OpenVINO IR (``PERFORMANCE`` preset: symmetric
+  int8 weights and activations, per-channel weights, what the CPU plugin's VNNI/AVX2 kernels
+  take), statistics from the calibration images.
+* ``onnxruntime``: ``onnxruntime.quantization.quantize_static`` on the ONNX export (QDQ format,
+  per-channel int8 weights, uint8 activations, min-max calibration), after onnxruntime's
+  ``quant_pre_process`` (shape inference and graph clean-up).
+
+The folder (``atrous quantize --output DIR``)::
+
+    quantization.json   engine, files, the fp32 model's sha256 (architecture + weights), output
+                        stride, classes, calibration (split, images, seed), library versions
+    model_fp32.onnx     the export the quantizer started from
+    model_int8.xml/.bin (openvino) or model_int8.onnx (onnxruntime)
+
+``--precision int8 --quantized DIR`` loads it (:func:`load_quantized`) after checking that the
+checkpoint builds the very model it was quantized from. The folder is written to a temporary
+sibling and renamed into place, so an interrupted run leaves no half folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, InputError, OutputExistsError
+from .base import Engine, EngineOptions
+from .cache import CacheEntry, model_digest
+from .exported import require
+
+QUANTIZE_ENGINES = ("openvino", "onnxruntime")
+MANIFEST = "quantization.json"
+EXTRAS = {"openvino": "openvino", "onnxruntime": "export"}
+
+
+def quantize_model(
+    model: nn.Module,
+    engine: str,
+    calibration: Iterable[torch.Tensor],
+    output: str | os.PathLike,
+    *,
+    num_images: int,
+    calibration_info: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Quantize ``model`` for ``engine`` with ``calibration`` batches ``(1, 3, h, w)`` (normalised
+    as in evaluation; the first ``num_images`` are used) and write the folder ``output``."""
+    if engine not in QUANTIZE_ENGINES:
+        raise InputError(f"--engine {engine}: atrous quantizes for {list(QUANTIZE_ENGINES)}")
+    if num_images < 1:
+        raise InputError(f"--num-images must be at least 1, got {num_images}")
+    require("nncf" if engine == "openvino" else "onnxruntime.quantization", EXTRAS[engine])
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
+        raise OutputExistsError(f"--output {output} already exists; pass --overwrite to replace it, or choose another folder")
+    model = model.eval()
+    images = [x.detach().float().cpu() for _, x in zip(range(num_images), calibration)]
+    if not images:
+        raise InputError("the calibration split has no images")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.atrous-tmp-", dir=output.parent))
+    try:
+        from .build import library_versions, write_engine_files
+
+        write_engine_files(model, "onnx", tmp)
+        os.rename(tmp / "model.onnx", tmp / "model_fp32.onnx")
+        quantizer = _quantize_openvino if engine == "openvino" else _quantize_onnxruntime
+        files = quantizer(tmp / "model_fp32.onnx", images, tmp)
+        manifest = {
+            "engine": engine, "files": {"fp32": "model_fp32.onnx", **files},
+            "model_sha256": model_digest(model), "output_stride": int(model.output_stride),
+            "num_classes": int(model.num_classes),
+            "calibration": {**(calibration_info or {}), "num_images": len(images),
+                            "image_sizes": sorted({tuple(x.shape[-2:]) for x in images})},
+            "versions": library_versions(engine),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=list) + "\n")
+        _publish(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output
+
+
+def _publish(tmp: Path, output: Path) -> None:
+    """Rename ``tmp`` to ``output``; an existing ``output`` (``--overwrite``) is removed only then."""
+    if output.exists():
+        old = output.with_name(f".{output.name}.atrous-old-{os.getpid()}")
+        os.rename(output, old)
+        os.rename(tmp, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, output)
+
+
+def _quantize_openvino(onnx_path: Path, images: list[torch.Tensor], folder: Path) -> dict[str, str]:
+    import nncf
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    dataset = nncf.Dataset([x.numpy() for x in images])
+    quantized = nncf.quantize(
+        model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.PERFORMANCE,
+        target_device=nncf.TargetDevice.CPU,
+    )
+    ov.save_model(quantized, str(folder / "model_int8.xml"), compress_to_fp16=False)
+    return {"int8": "model_int8.xml"}
+
+
+def _quantize_onnxruntime(onnx_path: Path, images: list[torch.Tensor], folder: Path) -> dict[str, str]:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .export import INPUT_NAME
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(images)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.items, None)
+            return None if x is None else {INPUT_NAME: x.numpy()}
+
+    prepared = folder / "model_prepared.onnx"
+    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    reader = Reader()
+    quantize_static(
+        str(prepared), str(folder / "model_int8.onnx"), reader, quant_format=QuantFormat.QDQ,
+        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # min-max calibration keeps two scalars per tensor and image (ReduceMin/ReduceMax outputs)
+    prepared.unlink()
+    return {"int8": "model_int8.onnx"}
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``quantization.json`` of an ``atrous quantize`` folder; a clear error if it is not one."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise InputError(f"--quantized {folder}: no {MANIFEST}; pass the folder `atrous quantize --output` wrote") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"--quantized {folder}/{MANIFEST} is unreadable ({err}); quantize again") from None
+    missing = [f for f in manifest.get("files", {}).values() if not (folder / f).is_file()]
+    if missing or "engine" not in manifest:
+        raise InputError(f"--quantized {folder} is incomplete (missing {missing or ['engine']}); quantize again")
+    return manifest
+
+
+def load_quantized(model: nn.Module, options: EngineOptions, device: torch.device, info: dict[str, Any]) -> Engine:
+    """The int8 engine of ``options.quantized``, checked against ``model`` (the fp32 model)."""
+    from .build import engine_from_entry
+
+    folder = Path(options.quantized)  # type: ignore[arg-type]
+    manifest = read_manifest(folder)
+    if manifest["engine"] != options.engine:
+        raise InputError(f"--quantized {folder} was quantized for {manifest['engine']}; pass --engine {manifest['engine']}")
+    if manifest.get("output_stride") != model.output_stride:
+        raise InputError(f"--quantized {folder} runs at output stride {manifest.get('output_stride')}, not {model.output_stride}; "
+                         "quantize again at that stride or drop --output-stride")
+    if manifest.get("model_sha256") != model_digest(model):
+        raise CheckpointError(f"--quantized {folder} was quantized from another model than this checkpoint's; "
+                              "quantize this checkpoint (atrous quantize --checkpoint CKPT ...)")
+    files = manifest["files"]
+    role = "openvino" if options.engine == "openvino" else "onnx"
+    entry = CacheEntry(folder, {"files": {role: files["int8"]}}, built=False)
+    return engine_from_entry(entry, options, device, info, compiled_cache=None)  # the folder stays as written

@@ -1,0 +1,63 @@
+"""PyTorch eager (or ``torch.compile``d) as an engine: memory format, autocast precision.
+
+``memory_format="auto"`` is ``channels_last`` on the CPU, where oneDNN's NHWC convolutions are
+faster (DenseASPP-121 at 512×1024: 1.24× over NCHW on the machine of issue 13; see
+docs/export_and_benchmarks.md for this machine's table), and the contiguous NCHW layout on CUDA.
+``precision`` bf16/fp16 run under ``torch.autocast``; the logits come back as float32.
+``compile=True`` wraps the model in ``torch.compile`` (Inductor keeps its compiled kernels in its
+own on-disk cache, so a second run compiles faster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .base import Engine, EngineOptions
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def memory_format(options: EngineOptions, device: torch.device) -> torch.memory_format:
+    """The layout the torch engine runs in (``auto``: channels_last on CPU, NCHW elsewhere)."""
+    if options.memory_format == "channels_last" or (options.memory_format == "auto" and device.type == "cpu"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class TorchEngine(Engine):
+    """``model`` run by PyTorch; the model stays a submodule (``.to(device)`` moves it)."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, options: EngineOptions, device: torch.device) -> None:
+        if options.precision not in AUTOCAST:
+            raise InputError(
+                f"--engine torch runs {list(AUTOCAST)}; int8 needs a quantized model in "
+                f"--engine openvino or onnxruntime (atrous quantize)"
+            )
+        super().__init__(
+            num_classes=model.num_classes, output_stride=model.output_stride,
+            align_corners=getattr(model, "align_corners", False), options=options,
+        )
+        self.memory_format = memory_format(options, device)
+        self.model = model.to(device=device, memory_format=self.memory_format).eval()
+        self.run = torch.compile(self.model) if options.compile else self.model
+
+    @property
+    def output_stride(self) -> int:
+        return self.model.output_stride
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Re-dilate the wrapped model in place (the torch engine can switch at any time)."""
+        self.model.set_output_stride(output_stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = AUTOCAST[self.options.precision]
+        autocast = torch.autocast(x.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with autocast:
+            logits = self.run(x.contiguous(memory_format=self.memory_format))
+        return logits.float().contiguous()
