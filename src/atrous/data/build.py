@@ -45,7 +45,8 @@ DATASETS = {
     "folder": ("atrous.data.folder", "FolderDataset"),
 }
 SPLIT_KEYS = ("split", "transforms", "bootstrap")
-DATA_KEYS = ("dataset", "train", "val", "test", "batch_size", "val_batch_size", "num_workers")
+SPLIT_SECTIONS = ("train", "val", "test")  # data.<split>: the splits a config can describe
+DATA_KEYS = ("dataset", *SPLIT_SECTIONS, "batch_size", "val_batch_size", "num_workers")
 COUNTS = {"batch_size": 1, "val_batch_size": 1, "num_workers": 0}  # key: smallest value
 
 
@@ -65,7 +66,7 @@ def check_data_section(cfg: Mapping[str, Any] | None) -> None:
     if cfg.get("dataset") is not None:
         check_mapping("data.dataset", cfg["dataset"])
         dataset_class(cfg["dataset"].get("name", "synthetic"))
-    for stage in ("train", "val", "test"):
+    for stage in SPLIT_SECTIONS:
         if stage in cfg:
             check_split_section(cfg.get("dataset"), stage, cfg[stage])
 

@@ -66,6 +66,7 @@ from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ..
     collect_inputs,
     output_names,
 )
+from .strategy import EvaluationStrategy
 from .video import VideoWriter, read_video
 
 
@@ -284,10 +285,7 @@ def run_predict(
     output: str,
     config: str | None = None,
     overrides: Sequence[str] = (),
-    tta: Mapping[str, Any] | None = None,
-    window: tuple[int, int] | None = None,
-    overlap: float = 1 / 3,
-    stride: int | None = None,
+    strategy: EvaluationStrategy | None = None,
     probabilities: bool = False,
     cityscapes_submission: bool = False,
     overlay_video: bool = False,
@@ -297,15 +295,17 @@ def run_predict(
     engine: EngineOptions | None = None,
     progress: bool = True,
 ) -> PredictResult:
-    """What ``atrous predict`` does: load, predict, write (``tta``: scales/flip/average options;
-    ``engine``: what runs the model, see :mod:`atrous.engines`; default: PyTorch)."""
+    """What ``atrous predict`` does: load, predict, write. ``strategy``: the test-time strategy
+    (:func:`~atrous.evaluation.strategy.strategy_from_options`, as validate and test build it;
+    default: one forward pass per image); ``engine``: what runs the model (:mod:`atrous.engines`;
+    default: PyTorch), built at the strategy's output stride."""
     model, cfg = load_segmentor(checkpoint, config, overrides)
     device = str(resolve_device(device))
-    options = {**(tta or {}), "window": window, "overlap": overlap}
-    check_strategy(model, options.get("scales", (1.0,)), window, overlap, stride,
-                   options.get("average", "probabilities"))  # one error, before any input is read
-    engine = replace(engine or EngineOptions(), output_stride=stride)
-    model = build_engine(model, engine, device)
+    options = (strategy or EvaluationStrategy()).predict_options()
+    stride = options.pop("output_stride")  # the whole run switches stride, not each call
+    check_strategy(model, options["scales"], options["window"], options["overlap"], stride,
+                   options["average"])  # one error, before any input is read
+    model = build_engine(model, replace(engine or EngineOptions(), output_stride=stride), device)
     predictor = Predictor(model, normalization(cfg), torch.device(device), options)
     classes = class_info(cfg, model.num_classes)
     if evaluation_resize(cfg):

@@ -162,7 +162,8 @@ def _scales(value: Any, where: str) -> tuple[float, ...]:
     except (TypeError, ValueError):
         scales = ()
     if not scales or len(scales) != len(items) or not all(math.isfinite(s) and s > 0 for s in scales):
-        raise ConfigError(f"{where}.scales: positive numbers, e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]; got {value!r}")
+        raise ConfigError(f"{where}.scales: scales must be positive numbers, e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]; "
+                          f"got {value!r}")
     return scales
 
 
@@ -201,10 +202,14 @@ def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
     return value
 
 
-def strategy_from_options(section: Mapping[str, Any] | None, options: Mapping[str, Any]) -> EvaluationStrategy:
-    """The strategy of ``atrous validate|test``: the config's ``evaluate:`` section with the
-    command-line ``options`` (``tta``, ``scales``, ``flip``, ``window``, ``overlap``,
-    ``output_stride``, ``labels``; ``None`` where not given) on top."""
+def strategy_from_options(
+    section: Mapping[str, Any] | None, options: Mapping[str, Any], where: str | None = None
+) -> EvaluationStrategy:
+    """The test-time strategy of a command: the config's ``evaluate:`` section (``None`` for a
+    command without one, ``atrous predict``) with the command-line ``options`` (``tta``,
+    ``scales``, ``flip``, ``window``, ``overlap``, ``output_stride``, ``labels``; ``None`` where
+    not given) on top. ``where`` names them in errors (default: ``evaluate``, ``evaluate (with
+    the command-line options)`` when any is given)."""
     tta = options.get("tta")
     if tta is not None and tta not in TTA_PRESETS:
         raise ConfigError(f"--tta {tta}: unknown preset; presets: {list(TTA_PRESETS)}")
@@ -212,5 +217,6 @@ def strategy_from_options(section: Mapping[str, Any] | None, options: Mapping[st
     given = {**options, "window": list(window) if window else None}
     scales = options.get("scales")
     given["scales"] = list(scales) if scales else None
-    where = "evaluate (with the command-line options)" if any(v is not None for v in given.values()) else "evaluate"
+    if where is None:
+        where = "evaluate (with the command-line options)" if any(v is not None for v in given.values()) else "evaluate"
     return strategy_from_config(merge_options(section, given), where)

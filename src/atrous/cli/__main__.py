@@ -1,0 +1,7 @@
+"""``python -m atrous.cli``: the ``atrous`` console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

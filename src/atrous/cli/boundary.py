@@ -1,0 +1,74 @@
+"""The command line's error boundary: what is checked before a command runs (its config,
+overrides applied, and its ``--device``) and how an error leaves it (see :mod:`atrous.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import ConfigError, load_config
+from ..errors import UserError, disk_full_cause, disk_full_message, worker_error_message
+
+EXIT_USER_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 2, 1, 130
+INTERNAL_ERROR_LINE = "atrous: internal error — please report it with the traceback above"
+
+
+# -- checks before a command runs ------------------------------------------------------------------
+
+def check_config(cfg: Mapping[str, Any], where: str = "") -> None:
+    """Validate a whole config, overrides applied: each section by the module that owns it
+    (``model``: :mod:`atrous.models.build`, ``data``: :mod:`atrous.data.build`, ``train``:
+    :mod:`atrous.training.config`). Raises :class:`ConfigError` naming the key and the value."""
+    from ..data.build import check_data_section
+    from ..models.build import check_model_section
+    from ..training.config import check_train_section
+
+    if "model" not in cfg:
+        raise ConfigError(f"{where}the config has no 'model' section; start from a shipped one (`atrous zoo`)")
+    try:
+        check_model_section(cfg["model"])
+        check_data_section(cfg.get("data"))
+        check_train_section(cfg.get("train"))
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from err
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What can be checked before a command starts: its config (every command with --config,
+    overrides applied) and its --device."""
+    from ..devices import resolve_device
+
+    overrides = list(getattr(args, "overrides", []) or []) + list(getattr(args, "set", []) or [])
+    configs = [args.config] if isinstance(getattr(args, "config", None), str) else []
+    configs += list(getattr(args, "configs", None) or [])  # atrous compare
+    for config in configs:
+        check_config(load_config(config, overrides), f"{config}: ")
+    if isinstance(getattr(args, "device", None), str):
+        resolve_device(args.device)
+
+
+# -- the error boundary -------------------------------------------------------------------------
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def report_error(err: BaseException) -> int:
+    """Print ``err`` the way the command line does and return the exit status (see
+    :mod:`atrous.cli`): user errors and a full disk as one line (2), anything else with its
+    traceback (1)."""
+    message = worker_error_message(err)  # a user error raised in a DataLoader worker
+    if message is None and isinstance(err, UserError):
+        message = str(err)
+    full = disk_full_cause(err)
+    if message is None and full is not None:
+        message = disk_full_message(full)
+    if message is not None:
+        print(f"atrous: error: {_one_line(message)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    traceback.print_exception(err, file=sys.stderr)
+    print(INTERNAL_ERROR_LINE, file=sys.stderr)
+    return EXIT_INTERNAL_ERROR

@@ -1,0 +1,79 @@
+"""``atrous validate``, ``atrous test`` and ``atrous evaluate-cityscapes``: scoring a model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import load_config
+from ..evaluation.strategy import LABELS
+from .options import (
+    checkpoint_or_weights,
+    is_rank_zero,
+    output_dir,
+    overrides,
+    stored_config,
+    strategy_of,
+    test_time_options,
+    with_config,
+)
+
+STAGES = {"validate": "val", "test": "test"}  # command → split
+
+
+def add_validate_and_test(sub: argparse._SubParsersAction) -> None:
+    for name, stage in STAGES.items():
+        ev = with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"), required=False)
+        checkpoint_or_weights(ev, required=False, checkpoint_help="checkpoint (default: the run's best.ckpt)")
+        ev.add_argument("--output", help="folder for metrics.json (default: <output_dir>/" + name + ")")
+        test_time_options(ev, config_section=True)
+        ev.add_argument("--labels", choices=list(LABELS),
+                        help="score against the label maps as on disk (default) or resized with the images")
+        ev.add_argument("--sweep", action="store_true",
+                        help="DeepLabv3 Tables 4/6: output stride 16 and 8 x single scale, +MS, +MS+flip; "
+                             "writes sweep.md/json")
+        ev.set_defaults(func=evaluate_command)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from ..training.runner import evaluate, format_table, write_metrics
+
+    stage = STAGES[args.command]
+    cfg = load_config(args.config, overrides(args)) if args.config else stored_config(args)
+    out_dir = output_dir(cfg)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out_dir / "checkpoints" / "best.ckpt"
+    strategy = strategy_of(args, cfg.get("evaluate"), labels=args.labels)
+    output = Path(args.output) if args.output else out_dir / args.command
+    if args.sweep:
+        from ..training.sweep import run_sweep
+
+        return run_sweep(cfg, checkpoint, stage=stage, strategy=strategy, output=output, report=is_rank_zero())
+    metrics = evaluate(cfg, checkpoint, stage=stage, strategy=strategy)
+    if not is_rank_zero():
+        return 0
+    write_metrics(output / "metrics.json", metrics)
+    print(format_table(metrics))
+    print(f"Wrote {output / 'metrics.json'}")
+    return 0
+
+
+def add_evaluate_cityscapes(sub: argparse._SubParsersAction) -> None:
+    cs = sub.add_parser("evaluate-cityscapes",
+                        help="score label-id PNGs with cityscapesScripts' own evaluator (IoU/iIoU, class/category)")
+    cs.add_argument("results", help="folder of label-id PNGs (atrous predict --cityscapes-submission)")
+    cs.add_argument("--gt", required=True, metavar="ROOT", help="Cityscapes root holding gtFine/<split>/<city>/")
+    cs.add_argument("--split", default="val", help="gtFine split to score against (default: val)")
+    cs.add_argument("--output", help="also write the scores as JSON to this file")
+    cs.set_defaults(func=evaluate_cityscapes_command)
+
+
+def evaluate_cityscapes_command(args: argparse.Namespace) -> int:
+    from ..evaluation.cityscapes_eval import evaluate_cityscapes, format_scores, write_scores
+
+    scores = evaluate_cityscapes(args.results, args.gt, split=args.split)
+    print(format_scores(scores))
+    print(f"{scores['images']} images of gtFine/{args.split} scored by {scores['evaluator']}")
+    if args.output:
+        write_scores(args.output, scores)
+        print(f"Wrote {args.output}")
+    return 0

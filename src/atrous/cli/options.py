@@ -1,0 +1,98 @@
+"""Options and helpers several commands share, each defined once: ``--config`` with overrides,
+``--checkpoint``/``--weights``, and the test-time strategy of validate, test and predict
+(:mod:`atrous.evaluation.strategy`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+from ..evaluation.inference import TTA_PRESETS
+from ..evaluation.strategy import EvaluationStrategy, strategy_from_options
+
+PRESETS = ", ".join(TTA_PRESETS)
+
+
+def with_config(p: argparse.ArgumentParser, required: bool = True) -> argparse.ArgumentParser:
+    """``--config``, and overrides of its values as trailing ``KEY=VALUE`` items or ``--set``."""
+    stored = "" if required else " (default: the config the --checkpoint stores)"
+    p.add_argument("--config", required=required, help="YAML config file" + stored)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config values")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+    return p
+
+
+def checkpoint_or_weights(p: argparse.ArgumentParser, required: bool,
+                          checkpoint_help: str = "atrous checkpoint (.ckpt)") -> None:
+    """``--checkpoint`` or ``--weights NAME`` (published weights; :func:`atrous.cli.main` resolves them)."""
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument("--checkpoint", help=checkpoint_help)
+    group.add_argument("--weights", metavar="NAME",
+                       help="published weights by name instead (atrous weights lists them; downloaded once)")
+
+
+def test_time_options(p: argparse.ArgumentParser, *, config_section: bool) -> None:
+    """The test-time strategy: ``--tta``, ``--scales``, ``--flip``, ``--window``, ``--overlap``,
+    ``--output-stride`` (read back by :func:`strategy_of`). Every default is ``None``, "not given".
+
+    ``config_section``: validate and test, whose options override the config's ``evaluate:``
+    section (``--tta`` is checked with it, ``--no-flip`` turns a preset's flips off); predict has
+    no such section (``--tta`` is one of the presets, ``--flip`` only adds flips).
+    """
+    if config_section:
+        p.add_argument("--tta", help=f"test-time preset: {PRESETS} (--scales/--flip override it)")
+    else:
+        p.add_argument("--tta", choices=list(TTA_PRESETS), help="test-time strategy preset; --scales and --flip override it")
+    p.add_argument("--scales", nargs="+", type=float, metavar="S", help="input scales, e.g. 0.5 0.75 1 1.25 1.5 1.75")
+    if config_section:
+        p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                       help="also predict left-right flipped inputs (--no-flip: not, whatever the preset)")
+    else:
+        p.add_argument("--flip", action="store_true", default=None, help="also predict left-right flipped inputs")
+    p.add_argument("--window", nargs=2, type=int, metavar=("H", "W"), help="sliding-window size (the training crop)")
+    p.add_argument("--overlap", type=float, help="overlap of neighbouring windows (default 1/3)")
+    p.add_argument("--output-stride", type=int, help="evaluate at this output stride (e.g. 8 for a model trained at 16)")
+
+
+def strategy_of(args: argparse.Namespace, section: Any = None, where: str | None = None,
+                **extra: Any) -> EvaluationStrategy:
+    """The strategy the :func:`test_time_options` (and ``extra`` options, e.g. ``labels``) give,
+    on top of a config's ``evaluate:`` ``section`` (``None``: the defaults); ``where`` names
+    them in errors."""
+    options = {key: getattr(args, key) for key in ("tta", "scales", "flip", "window", "overlap", "output_stride")}
+    return strategy_from_options(section, {**options, **extra}, where)
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The trailing ``KEY=VALUE`` items and ``--set``'s, in that order."""
+    return list(args.overrides) + list(args.set)
+
+
+def stored_config(args: argparse.Namespace) -> dict:
+    """The config a checkpoint stores (``atrous fit`` and ``atrous convert`` write it), overridden."""
+    from ..models.checkpoint import checkpoint_config, read_checkpoint
+
+    if not args.checkpoint:
+        raise ConfigError("pass --config, or a --checkpoint that stores its config")
+    return checkpoint_config(read_checkpoint(args.checkpoint), args.checkpoint, None, overrides(args))
+
+
+def config_file(config: str | None) -> str | None:
+    """The file a ``--config`` names, when it is a path rather than a packaged name."""
+    return config if config and Path(config).is_file() else None
+
+
+def output_dir(cfg: dict) -> Path:
+    """The run folder, ``train.output_dir``."""
+    from ..training.config import TrainConfig
+
+    return Path(TrainConfig.from_mapping(cfg.get("train")).output_dir)
+
+
+def is_rank_zero() -> bool:
+    """Under DDP every process runs the command; only rank 0 reports and writes."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0

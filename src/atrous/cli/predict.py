@@ -1,0 +1,47 @@
+"""``atrous predict``: segment images, folders and videos with a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .options import checkpoint_or_weights, strategy_of, test_time_options
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    pred = sub.add_parser("predict", help="segment images, folders and videos with a checkpoint")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) and videos")
+    checkpoint_or_weights(pred, required=True)
+    pred.add_argument("--config", help="YAML config (default: the config the checkpoint stores)")
+    pred.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
+    pred.add_argument("--output", required=True, help="output folder (outside the inputs)")
+    test_time_options(pred, config_section=False)
+    pred.add_argument("--probabilities", action="store_true", help="also write <name>_probs.npz (float16, C×H×W)")
+    pred.add_argument("--cityscapes-submission", action="store_true",
+                      help="write only Cityscapes label-id PNGs named for the benchmark")
+    pred.add_argument("--overlay-video", action="store_true", help="for videos, also write <name>_overlay.mp4")
+    pred.add_argument("--overwrite", action="store_true",
+                      help="replace output files that exist (default: refuse before predicting; never an input)")
+    pred.add_argument("--max-pixels", type=int, metavar="N",
+                      help="skip images of more pixels (default: Pillow's decompression-bomb limit, 89478485; 0: none)")
+    pred.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    pred.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pred.set_defaults(func=predict_command)
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from ..evaluation.prediction import run_predict
+
+    result = run_predict(
+        checkpoint=args.checkpoint, inputs=args.inputs, output=args.output, config=args.config,
+        overrides=args.set, strategy=strategy_of(args, where="predict's test-time options"), probabilities=args.probabilities,
+        cityscapes_submission=args.cityscapes_submission, overlay_video=args.overlay_video,
+        overwrite=args.overwrite, max_pixels=args.max_pixels, device=args.device, progress=not args.no_progress,
+    )
+    print(f"Wrote {len(result.written)} files to {args.output}")
+    if result.failed:
+        print(f"atrous predict: skipped {len(result.failed)} input(s), the others were predicted:", file=sys.stderr)
+        for path, reason in result.failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,65 @@
+"""``atrous fit``, ``atrous compare`` and ``atrous demo``: training."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import load_config
+from .options import is_rank_zero, output_dir, overrides, with_config
+
+
+def add_fit(sub: argparse._SubParsersAction) -> None:
+    fit = with_config(sub.add_parser("fit", help="train a model"))
+    fit.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                     help="continue the run in train.output_dir from its last.ckpt (or from the given checkpoint)")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="start afresh in a train.output_dir that holds a previous run (its outputs are moved "
+                          "aside into <output_dir>/replaced-<time>/)")
+    fit.set_defaults(func=fit_command)
+
+
+def fit_command(args: argparse.Namespace) -> int:
+    from ..training.runner import fit, format_table
+
+    cfg = load_config(args.config, overrides(args))
+    metrics = fit(cfg, resume=args.resume or False, overwrite=args.overwrite)
+    out = output_dir(cfg)
+    if not is_rank_zero():
+        return 0
+    print(format_table(metrics))
+    print(f"Wrote {out}/metrics.json, checkpoints in {out}/checkpoints, logs in {out}/tb and {out}/csv")
+    return 0
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    cmp_ = sub.add_parser("compare", help="train several configs the same way and tabulate them")
+    cmp_.add_argument("configs", nargs="+", help="YAML config files")
+    cmp_.add_argument("--output", required=True, help="folder for the runs and results.md")
+    cmp_.add_argument("--classes", nargs="*", default=[], help="classes whose IoU gets a column")
+    cmp_.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override values in every config")
+    cmp_.add_argument("--seeds", nargs="*", type=int, default=[], help="train every config once per seed (train.seed)")
+    cmp_.set_defaults(func=compare_command)
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from ..training.compare import compare, markdown_table
+
+    results = compare([Path(c) for c in args.configs], Path(args.output), args.classes, args.set, args.seeds)
+    if is_rank_zero():
+        print(markdown_table(results, args.classes))
+        print(f"Wrote {args.output}/results.md and results.json")
+    return 0
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="run the main job on the built-in data")
+    demo.add_argument("--output", default="runs/demo", help="output folder")
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override demo config values")
+    demo.set_defaults(func=demo_command)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    return run_demo(Path(args.output), list(args.overrides))
