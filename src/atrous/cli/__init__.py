@@ -1,5 +1,5 @@
 """The ``atrous`` command line: fit, validate, test, info, zoo, weights, convert, predict,
-evaluate-cityscapes, analyze, export, benchmark, benchmark-data, check-data, demo.
+evaluate-cityscapes, analyze, export, quantize, benchmark, benchmark-data, check-data, demo.
 
 Every command that reads a config takes overrides of any config value, either as trailing
 ``key.path=value`` items or with ``--set``: ``atrous fit --config C train.max_epochs=2``. The

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..config import ConfigError
 from ..deploy.benchmark import PHASES, PRECISIONS
+from ..deploy.engine_benchmark import VARIANTS
 from .options import config_file, overrides, with_config
 
 
@@ -30,6 +31,11 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     bench.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 is steadier on a busy machine)")
+    bench.add_argument("--engines", nargs="+", metavar="ENGINE",
+                       help="instead of the phases: inference under each engine variant side by side "
+                            f"({', '.join(VARIANTS)}, or all); the first is the reference (with --peers: "
+                            "torchvision's eager DeepLabV3 and atrous' eager DenseASPP-121)")
+    bench.add_argument("--engine-cache", metavar="DIR", help="where exported engines are kept (default ~/.cache/atrous/engines)")
     json_output_options(bench)
     bench.set_defaults(func=benchmark_command)
 
@@ -71,11 +77,18 @@ def benchmark_command(args: argparse.Namespace) -> int:
         compile=args.compile, fold_bn=args.fold_bn, repeats=args.repeats, warmup=args.warmup,
         phases=tuple(args.phases), threads=args.threads,
     )
-    if args.peers:
+    if args.engines:
+        from ..deploy.engine_benchmark import benchmark_engines, format_engine_report
+
+        report = benchmark_engines(settings, args.engines, config=args.config, overrides=overrides(args),
+                                   peers=args.peers, cache_dir=Path(args.engine_cache) if args.engine_cache else None)
+        print(format_engine_report(report))
+    elif args.peers:
         report = benchmark.benchmark_peers(settings)
     else:
         report = benchmark.benchmark_config(args.config, settings, overrides(args))
-    print(benchmark.format_report(report))
+    if not args.engines:
+        print(benchmark.format_report(report))
     write_report(args, report)
     return 0
 

@@ -9,6 +9,8 @@ from ..config import load_config
 from ..evaluation.strategy import LABELS
 from .options import (
     checkpoint_or_weights,
+    engine_of,
+    engine_options,
     is_rank_zero,
     output_dir,
     overrides,
@@ -32,6 +34,7 @@ def add_validate_and_test(sub: argparse._SubParsersAction) -> None:
         ev.add_argument("--sweep", action="store_true",
                         help="DeepLabv3 Tables 4/6: output stride 16 and 8 x single scale, +MS, +MS+flip; "
                              "writes sweep.md/json")
+        engine_options(ev)
         ev.set_defaults(func=evaluate_command)
 
 
@@ -44,11 +47,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else out_dir / "checkpoints" / "best.ckpt"
     strategy = strategy_of(args, cfg.get("evaluate"), labels=args.labels)
     output = Path(args.output) if args.output else out_dir / args.command
+    engine = engine_of(args)
     if args.sweep:
         from ..training.sweep import run_sweep
 
-        return run_sweep(cfg, checkpoint, stage=stage, strategy=strategy, output=output, report=is_rank_zero())
-    metrics = evaluate(cfg, checkpoint, stage=stage, strategy=strategy)
+        return run_sweep(cfg, checkpoint, stage=stage, strategy=strategy, output=output, report=is_rank_zero(),
+                         engine=engine)
+    metrics = evaluate(cfg, checkpoint, stage=stage, strategy=strategy, engine=engine)
     if not is_rank_zero():
         return 0
     write_metrics(output / "metrics.json", metrics)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
+from ..engines.base import ENGINES, MEMORY_FORMATS, PRECISIONS, EngineOptions
 from ..evaluation.inference import TTA_PRESETS
 from ..evaluation.strategy import EvaluationStrategy, strategy_from_options
 
@@ -63,6 +64,31 @@ def strategy_of(args: argparse.Namespace, section: Any = None, where: str | None
     them in errors."""
     options = {key: getattr(args, key) for key in ("tta", "scales", "flip", "window", "overlap", "output_stride")}
     return strategy_from_options(section, {**options, **extra}, where)
+
+
+def engine_options(p: argparse.ArgumentParser) -> None:
+    """What runs the model: ``--engine``, ``--precision``, ``--compile``, ``--memory-format``,
+    ``--quantized``, ``--engine-cache``/``--no-engine-cache`` (read back by :func:`engine_of`)."""
+    g = p.add_argument_group("engine (docs/engines.md)")
+    g.add_argument("--engine", choices=list(ENGINES), default="torch",
+                   help="what runs the model (default: torch; onnxruntime/openvino export once and cache)")
+    g.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                   help="fp32 (default); bf16/fp16 (torch autocast, OpenVINO where the CPU has it); int8 with --quantized")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (--engine torch)")
+    g.add_argument("--memory-format", choices=list(MEMORY_FORMATS), default="auto",
+                   help="torch engine layout (default auto: channels_last on CPU, NCHW on CUDA)")
+    g.add_argument("--quantized", metavar="DIR", help="the int8 model atrous quantize wrote (with --precision int8)")
+    g.add_argument("--engine-cache", metavar="DIR", help="where exported engines are kept (default ~/.cache/atrous/engines)")
+    g.add_argument("--no-engine-cache", action="store_true", help="build the engine afresh, keep nothing")
+
+
+def engine_of(args: argparse.Namespace) -> EngineOptions:
+    """The :class:`~atrous.engines.EngineOptions` of :func:`engine_options`."""
+    return EngineOptions(
+        engine=args.engine, precision=args.precision, compile=args.compile, memory_format=args.memory_format,
+        quantized=Path(args.quantized) if args.quantized else None,
+        cache_dir=Path(args.engine_cache) if args.engine_cache else None, use_cache=not args.no_engine_cache,
+    )
 
 
 def overrides(args: argparse.Namespace) -> list[str]:

@@ -11,6 +11,7 @@ from .data import add_check_data
 from .evaluate import add_evaluate_cityscapes, add_validate_and_test
 from .models import add_convert, add_export, add_info, add_weights, add_zoo
 from .predict import add_predict
+from .quantize import add_quantize
 from .train import add_compare, add_demo, add_fit
 
 
@@ -23,7 +24,7 @@ def add_analyze(sub: argparse._SubParsersAction) -> None:
 
 COMMANDS = (
     add_fit, add_validate_and_test, add_info, add_compare, add_zoo, add_weights, add_convert, add_predict,
-    add_evaluate_cityscapes, add_analyze, add_export, add_benchmark, add_benchmark_data, add_check_data, add_demo,
+    add_evaluate_cityscapes, add_analyze, add_export, add_quantize, add_benchmark, add_benchmark_data, add_check_data, add_demo,
 )
 
 

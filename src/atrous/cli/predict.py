@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import checkpoint_or_weights, strategy_of, test_time_options
+from .options import checkpoint_or_weights, engine_of, engine_options, strategy_of, test_time_options
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                       help="skip images of more pixels (default: Pillow's decompression-bomb limit, 89478485; 0: none)")
     pred.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pred.add_argument("--no-progress", action="store_true", help="no progress bar")
+    engine_options(pred)
     pred.set_defaults(func=predict_command)
 
 
@@ -36,7 +37,8 @@ def predict_command(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, inputs=args.inputs, output=args.output, config=args.config,
         overrides=args.set, strategy=strategy_of(args, where="predict's test-time options"), probabilities=args.probabilities,
         cityscapes_submission=args.cityscapes_submission, overlay_video=args.overlay_video,
-        overwrite=args.overwrite, max_pixels=args.max_pixels, device=args.device, progress=not args.no_progress,
+        overwrite=args.overwrite, max_pixels=args.max_pixels, device=args.device, engine=engine_of(args),
+        progress=not args.no_progress,
     )
     print(f"Wrote {len(result.written)} files to {args.output}")
     if result.failed:

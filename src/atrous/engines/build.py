@@ -27,8 +27,10 @@ from .cache import CacheEntry, cached_build, default_cache_dir, engine_key, mode
 from .exported import OnnxRuntimeEngine, OpenVINOEngine, onnxruntime_providers, require
 from .torch_engine import TorchEngine
 
+# The distributions whose versions key an engine's cache entry, the module it imports, its extra.
 ENGINE_LIBRARIES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",), "tensorrt": ("onnxruntime-gpu", "onnxruntime")}
-EXTRAS = {"onnxruntime": "export", "openvino": "openvino", "tensorrt": "export"}
+ENGINE_MODULES = {"onnxruntime": ("onnxruntime", "export"), "openvino": ("openvino", "openvino"),
+                  "tensorrt": ("onnxruntime", "export")}
 
 
 def build_engine(model: nn.Module, options: EngineOptions | None = None, device: str | torch.device = "cpu",
@@ -56,22 +58,24 @@ def build_engine(model: nn.Module, options: EngineOptions | None = None, device:
         from .quantize import load_quantized
 
         return load_quantized(model, options, device, info)
-    require(ENGINE_LIBRARIES[options.engine][-1].replace("-", "_"), EXTRAS[options.engine])
+    require(*ENGINE_MODULES[options.engine])
     with _cache_root(options) as root:
         entry = exported_entry(model, options, root, log=log)
-        return engine_from_entry(entry, options, device, info)
+        # Without the cache the entry is removed on return: engines keep nothing more on disk.
+        return engine_from_entry(entry, options, device, info, compiled_cache="entry" if options.use_cache else None)
 
 
 def engine_from_entry(entry: CacheEntry, options: EngineOptions, device: torch.device, info: dict[str, Any],
                       *, compiled_cache: Path | None | str = "entry") -> Engine:
     """Open the engine whose files ``entry`` holds (a cache entry or a quantized folder);
     OpenVINO keeps its compiled blobs in ``compiled_cache`` (default: inside the entry)."""
+    folder = entry.path / ("compiled" if options.engine == "openvino" else "tensorrt")
+    cache = folder if compiled_cache == "entry" else compiled_cache
     if options.engine == "openvino":
-        cache = entry.path / "compiled" if compiled_cache == "entry" else compiled_cache
         return OpenVINOEngine(entry.file("openvino"), compiled_cache=cache, **info)
-    trt_cache = entry.path / "tensorrt" if options.engine == "tensorrt" else None
+    trt_cache = cache if options.engine == "tensorrt" else None
     if trt_cache is not None:
-        trt_cache.mkdir(exist_ok=True)
+        Path(trt_cache).mkdir(exist_ok=True)
     providers = onnxruntime_providers(options, device, trt_cache)
     engine = OnnxRuntimeEngine(entry.file("onnx"), providers=providers, **info)
     engine.name = options.engine
@@ -109,38 +113,44 @@ def library_versions(engine: str) -> dict[str, str]:
 def exported_entry(model: nn.Module, options: EngineOptions, root: Path, *, log: bool = True) -> CacheEntry:
     """The cache entry holding ``model``'s files for ``options.engine`` (built if missing).
 
-    The ONNX export is dynamic in batch, height and width: one entry serves every input size.
+    The ONNX export (dynamic in batch, height and width: one entry serves every input size) is an
+    entry of its own, ``onnx-…``, which onnxruntime and TensorRT run directly and OpenVINO
+    converts into its ``openvino-…`` entry: a model is exported once for all engines.
     """
-    fields = {"engine": options.engine, "precision": options.precision, "output_stride": model.output_stride,
-              "versions": library_versions(options.engine), "format": 1}
     digest = model_digest(model)
-    name = f"{options.engine}-{options.precision}-{engine_key(digest, fields)}"
+    onnx = _entry(root, digest, "onnx", {"output_stride": model.output_stride, "versions": library_versions("onnx")},
+                  lambda folder: export_onnx(model, folder), log=log)
+    if options.engine != "openvino":
+        return onnx
+    return _entry(root, digest, "openvino", {"output_stride": model.output_stride, "onnx": onnx.path.name,
+                                             "versions": library_versions("openvino")},
+                  lambda folder: {"openvino": onnx_to_openvino(onnx.file("onnx"), folder / "model.xml")}, log=log)
+
+
+def _entry(root: Path, digest: str, kind: str, fields: dict[str, Any], build: Any, *, log: bool) -> CacheEntry:
+    fields = {"kind": kind, "format": 1, **fields}
+    name = f"{kind}-{engine_key(digest, fields)}"
     started = time.perf_counter()
 
-    def build(folder: Path) -> dict[str, str]:
+    def announced(folder: Path) -> dict[str, str]:
         if log:
-            print(f"atrous: building the {options.engine} engine (once; cached in {root})", file=sys.stderr)
-        return write_engine_files(model, options.engine, folder)
+            print(f"atrous: building the {kind} engine files (once; cached in {root})", file=sys.stderr)
+        return build(folder)
 
-    entry = cached_build(root, name, build, describe={**fields, "model_sha256": digest})
+    entry = cached_build(root, name, announced, describe={**fields, "model_sha256": digest})
     if log:
         what = "built" if entry.built else "found in the cache"
-        print(f"atrous: {options.engine} engine {what} ({time.perf_counter() - started:.1f} s): {entry.path}",
-              file=sys.stderr)
+        print(f"atrous: {kind} {what} ({time.perf_counter() - started:.1f} s): {entry.path}", file=sys.stderr)
     return entry
 
 
-def write_engine_files(model: nn.Module, engine: str, folder: Path) -> dict[str, str]:
-    """Export ``model`` into ``folder``: ``model.onnx`` and, for OpenVINO, ``model.xml/.bin``."""
+def export_onnx(model: nn.Module, folder: Path) -> dict[str, str]:
+    """``model.onnx`` in ``folder``: the dynamic export (:func:`atrous.engines.export.export_model`)."""
     from .export import export_model
 
-    stride = int(model.output_stride)
-    side = max(64, 8 * stride)  # the example's size; the graph stays dynamic
+    side = max(64, 8 * int(model.output_stride))  # the example's size; the graph stays dynamic
     export_model(model, folder / "model.onnx", "onnx", image_size=(side, side), verify=False)
-    files = {"onnx": "model.onnx"}
-    if engine == "openvino":
-        files["openvino"] = onnx_to_openvino(folder / "model.onnx", folder / "model.xml")
-    return files
+    return {"onnx": "model.onnx"}
 
 
 def onnx_to_openvino(onnx_path: Path, xml: Path) -> str:

@@ -22,6 +22,7 @@ sibling and renamed into place, so an interrupted run leaves no half folder behi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -70,10 +71,11 @@ def quantize_model(
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.atrous-tmp-", dir=output.parent))
     try:
-        from .build import library_versions, write_engine_files
+        from .build import exported_entry, library_versions
+        from .cache import default_cache_dir
 
-        write_engine_files(model, "onnx", tmp)
-        os.rename(tmp / "model.onnx", tmp / "model_fp32.onnx")
+        onnx = exported_entry(model, EngineOptions(engine="onnxruntime"), default_cache_dir())  # exported once
+        shutil.copyfile(onnx.file("onnx"), tmp / "model_fp32.onnx")
         quantizer = _quantize_openvino if engine == "openvino" else _quantize_onnxruntime
         files = quantizer(tmp / "model_fp32.onnx", images, tmp)
         manifest = {
@@ -132,11 +134,16 @@ def _quantize_onnxruntime(onnx_path: Path, images: list[torch.Tensor], folder: P
 
     prepared = folder / "model_prepared.onnx"
     quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-    reader = Reader()
-    quantize_static(
-        str(prepared), str(folder / "model_int8.onnx"), reader, quant_format=QuantFormat.QDQ,
-        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-    )  # min-max calibration keeps two scalars per tensor and image (ReduceMin/ReduceMax outputs)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # per-channel axis notes on every BatchNorm weight it leaves in float
+    try:
+        quantize_static(
+            str(prepared), str(folder / "model_int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # min-max calibration keeps two scalars per tensor and image (ReduceMin/ReduceMax outputs)
+    finally:
+        root.setLevel(level)
     prepared.unlink()
     return {"int8": "model_int8.onnx"}
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..engines import EngineOptions
 from ..evaluation.inference import TTA_PRESETS
 from ..evaluation.strategy import EvaluationStrategy
 from ..io import atomic_write
@@ -37,13 +38,14 @@ def sweep_strategies(base: EvaluationStrategy) -> list[EvaluationStrategy]:
 
 def sweep(
     config: Mapping[str, Any], checkpoint: str | Path | None, *, stage: str = "val",
-    strategy: EvaluationStrategy | None = None,
+    strategy: EvaluationStrategy | None = None, engine: EngineOptions | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` with every :func:`sweep_strategies` row; rows hold ``output_stride``,
-    ``multi_scale``, ``flip``, ``mIoU`` and the full metrics (``metrics``)."""
+    """Evaluate ``checkpoint`` with every :func:`sweep_strategies` row (in ``engine``, built once per
+    output stride); rows hold ``output_stride``, ``multi_scale``, ``flip``, ``mIoU`` and the full
+    metrics (``metrics``)."""
     rows = []
     for row in sweep_strategies(strategy or EvaluationStrategy()):
-        metrics = evaluate(config, checkpoint, stage=stage, strategy=row)
+        metrics = evaluate(config, checkpoint, stage=stage, strategy=row, engine=engine)
         rows.append({"output_stride": row.output_stride, "multi_scale": len(row.scales) > 1, "flip": row.flip,
                      "scales": list(row.scales), "mIoU": metrics["mIoU"], "metrics": metrics})
     return {"checkpoint": str(checkpoint) if checkpoint else None, "split": stage, "rows": rows}
@@ -70,10 +72,10 @@ def write_sweep(output: Path, result: Mapping[str, Any]) -> tuple[Path, Path]:
 
 def run_sweep(
     config: Mapping[str, Any], checkpoint: str | Path | None, *, stage: str, strategy: EvaluationStrategy,
-    output: Path, report: bool,
+    output: Path, report: bool, engine: EngineOptions | None = None,
 ) -> int:
     """The command: sweep, then (rank 0) write and print the table."""
-    result = sweep(config, checkpoint, stage=stage, strategy=strategy)
+    result = sweep(config, checkpoint, stage=stage, strategy=strategy, engine=engine)
     if report:
         write_sweep(output, result)
         print(markdown_table(result))

@@ -1,0 +1,36 @@
+"""``atrous quantize``: int8 post-training quantization with calibration on real images."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..engines.quantize import QUANTIZE_ENGINES
+from .options import checkpoint_or_weights, overrides, with_config
+
+
+def add_quantize(sub: argparse._SubParsersAction) -> None:
+    q = with_config(sub.add_parser("quantize", help="int8 post-training quantization (OpenVINO/NNCF or onnxruntime) "
+                                                    "with calibration, and its accuracy/latency report"), required=False)
+    checkpoint_or_weights(q, required=True)
+    q.add_argument("--engine", choices=list(QUANTIZE_ENGINES), default="openvino",
+                   help="the engine to quantize for (default: openvino)")
+    q.add_argument("--calibration", default="train", choices=["train", "val", "test"],
+                   help="split whose images calibrate the quantizer (default: train; evaluation transforms)")
+    q.add_argument("--num-images", type=int, default=128, help="calibration images (a seeded random subset; default 128)")
+    q.add_argument("--output", required=True, help="folder to write (the quantized model, quantization.json, report.json)")
+    q.add_argument("--no-evaluate", action="store_true", help="skip the val-split mIoU and agreement (latency only)")
+    q.add_argument("--repeats", type=int, default=10, help="timed runs per engine for the latency (default 10)")
+    q.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    q.set_defaults(func=quantize_command)
+
+
+def quantize_command(args: argparse.Namespace) -> int:
+    from ..deploy.quantize import format_quantize_report, run_quantize
+
+    report = run_quantize(
+        checkpoint=args.checkpoint, output=args.output, engine=args.engine, calibration=args.calibration,
+        num_images=args.num_images, config=args.config, overrides=overrides(args), overwrite=args.overwrite,
+        evaluate=not args.no_evaluate, repeats=args.repeats,
+    )
+    print(format_quantize_report(report))
+    return 0

@@ -1,0 +1,291 @@
+"""Engines (atrous.engines): every engine agrees with PyTorch eager, test-time strategies run on
+each, the on-disk cache is found again, keyed right and safe for concurrent builders, and the
+CLI options fail with one clear line."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from helpers_models import randomized_batchnorm
+from helpers_predict import random_image
+
+from atrous.cli import main
+from atrous.engines import EngineOptions, build_engine
+from atrous.engines import build as engine_build
+from atrous.engines.cache import cached_build, default_cache_dir, entries, model_digest
+from atrous.errors import InputError
+from atrous.evaluation.inference import predict, predict_probabilities
+from atrous.models import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CONFIG = {
+    "model": {
+        "num_classes": 19,  # the synthetic streets' classes
+        "backbone": {"name": "resnet18", "output_stride": 8, "num_stages": 2, "pretrained": False},
+        "head": {"name": "denseaspp", "atrous_rates": [3, 6], "growth_channels": 16, "bottleneck_channels": 32},
+    },
+    "data": {
+        "dataset": {"name": "synthetic", "image_size": [64, 96]},
+        "train": {"split": "train", "length": 6},
+        "val": {"split": "val", "length": 3},
+        "batch_size": 2,
+        "num_workers": 0,
+    },
+    "train": {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu"},
+}
+EXPORTED = ("onnxruntime", "openvino")
+AGREEMENT = 0.999  # issue 13: fp32 engines' labels >= 99.9% equal to eager
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(CONFIG["model"], pretrained_backbone=False)
+    return randomized_batchnorm(model, seed=seed + 1).eval()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("engine-cache")
+
+
+@pytest.fixture
+def model() -> torch.nn.Module:
+    """A fresh one per test: the torch engine puts the model it wraps in channels_last."""
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    model = tiny_model()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"config": CONFIG, "class_names": [f"c{i}" for i in range(19)],
+                                     "ignore_index": 255}}, path)
+    return path
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.argmax(1) == b.argmax(1)).float().mean())
+
+
+@pytest.mark.parametrize("engine", ["torch", *EXPORTED])
+def test_engines_agree_with_eager_on_other_sizes_and_batches(engine, model, cache):
+    built = build_engine(model, EngineOptions(engine=engine, cache_dir=cache), "cpu", log=False)
+    assert (built.num_classes, built.output_stride) == (19, 8)
+    for shape in [(1, 3, 64, 96), (3, 3, 40, 72), (2, 3, 37, 61)]:  # odd sizes too
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+        with torch.no_grad():
+            expected, actual = model(x), built(x)
+        assert actual.shape == expected.shape and actual.dtype == torch.float32
+        assert torch.allclose(actual, expected, atol=1e-3, rtol=1e-3), float((actual - expected).abs().max())
+        assert _agreement(actual, expected) >= AGREEMENT
+
+
+def test_torch_engine_layouts_and_autocast(model):
+    cpu = torch.device("cpu")
+    default = build_engine(tiny_model(), EngineOptions(), cpu)
+    assert default.memory_format == torch.channels_last, "auto: channels_last on the CPU"
+    nchw = build_engine(tiny_model(), EngineOptions(memory_format="contiguous"), cpu)
+    assert nchw.memory_format == torch.contiguous_format
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        reference = model(x)
+        assert torch.equal(nchw(x), reference), "NCHW eager is the model itself"
+        assert _agreement(default(x), reference) >= AGREEMENT
+        bf16 = build_engine(tiny_model(), EngineOptions(precision="bf16"), cpu)(x)
+    assert bf16.dtype == torch.float32 and _agreement(bf16, reference) > 0.9
+
+
+@pytest.mark.parametrize("engine", EXPORTED)
+def test_test_time_strategies_run_on_exported_engines(engine, model, cache):
+    built = build_engine(model, EngineOptions(engine=engine, cache_dir=cache), "cpu", log=False)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    for options in ({"scales": (0.75, 1.0, 1.25), "flip": True}, {"window": (48, 64), "overlap": 0.25},
+                    {"scales": (0.5, 1.0), "average": "log_probabilities"}):
+        expected = predict_probabilities(model, x, **options)
+        actual = predict_probabilities(built, x, **options)
+        assert torch.allclose(actual, expected, atol=1e-4), options
+        assert _agreement(actual, expected) >= AGREEMENT
+
+
+@pytest.mark.parametrize("engine", EXPORTED)
+def test_output_stride_is_built_into_exported_engines(engine, cache):
+    model = tiny_model()
+    built = build_engine(model, EngineOptions(engine=engine, output_stride=16, cache_dir=cache), "cpu", log=False)
+    assert built.output_stride == 16 and model.output_stride == 8, "the caller's model is untouched"
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        model.set_output_stride(16)
+        assert _agreement(built(x), model(x)) >= AGREEMENT
+        model.set_output_stride(8)
+    # the strategies' output-stride switch: the built stride is accepted, another one is refused
+    assert predict(built, x, output_stride=16).shape == (1, 64, 96)
+    with pytest.raises(InputError, match="built at output stride 16.*--output-stride 8"):
+        predict(built, x, output_stride=8)
+
+
+def test_cache_is_found_again_and_keyed_by_weights(tmp_path, monkeypatch):
+    model = tiny_model()
+    first = engine_build.exported_entry(model, EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+    assert first.built and (first.path / "meta.json").is_file()
+    monkeypatch.setattr(engine_build, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
+    again = engine_build.exported_entry(tiny_model(), EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+    assert not again.built and again.path == first.path, "same architecture and weights: the same entry"
+    changed = tiny_model()
+    with torch.no_grad():
+        changed.classifier.bias.add_(1e-6)
+    assert model_digest(changed) != model_digest(model)
+    with pytest.raises(pytest.fail.Exception, match="exported again"):  # a new entry is needed
+        engine_build.exported_entry(changed, EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+    assert [e.path for e in entries(tmp_path)] == [first.path], "a failed build leaves no entry or temporary"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.path.name]
+
+
+def test_a_broken_entry_is_rebuilt(tmp_path):
+    model = tiny_model()
+    entry = engine_build.exported_entry(model, EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+    (entry.path / "model.onnx").unlink()  # removed by hand
+    rebuilt = engine_build.exported_entry(model, EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+    assert rebuilt.built and (rebuilt.path / "model.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [entry.path.name]
+
+
+def test_concurrent_builders_publish_one_entry(tmp_path):
+    """While one process builds, another publishes the same entry: the first one's copy is
+    discarded and both use the published files."""
+    def theirs(folder: Path) -> dict[str, str]:
+        (folder / "f.txt").write_text("theirs")
+        return {"f": "f.txt"}
+
+    def build(folder: Path) -> dict[str, str]:
+        (folder / "f.txt").write_text("mine")
+        cached_build(tmp_path, "x", theirs, describe={})  # the other process, finishing first
+        return {"f": "f.txt"}
+
+    entry = cached_build(tmp_path, "x", build, describe={})
+    assert not entry.built and entry.file("f").read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"], "no temporary folder is left"
+
+
+def _build_in_process(root: str, queue) -> None:
+    torch.set_num_threads(1)
+    entry = engine_build.exported_entry(tiny_model(), EngineOptions(engine="onnxruntime"), Path(root), log=False)
+    queue.put(str(entry.path))
+
+
+@pytest.mark.slow
+def test_two_processes_building_at_once(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_build_in_process, args=(str(tmp_path), queue)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(300)
+        assert w.exitcode == 0
+    paths = {queue.get(timeout=5) for _ in workers}
+    assert len(paths) == 1 and [p.name for p in tmp_path.iterdir()] == [Path(paths.pop()).name]
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATROUS_CACHE_DIR", str(tmp_path / "a"))
+    assert default_cache_dir() == tmp_path / "a" / "engines"
+    monkeypatch.delenv("ATROUS_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert default_cache_dir() == tmp_path / "x" / "atrous" / "engines"
+
+
+def test_no_cache_keeps_nothing(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATROUS_CACHE_DIR", str(tmp_path / "cache"))
+    built = build_engine(model, EngineOptions(engine="openvino", use_cache=False), "cpu", log=False)
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        assert _agreement(built(x), model(x)) >= AGREEMENT, "runs after its temporary files are gone"
+    assert not (tmp_path / "cache").exists()
+
+
+# -- the command line ------------------------------------------------------------------------
+def test_predict_with_each_engine_writes_the_same_labels(checkpoint, cache, tmp_path):
+    random_image(tmp_path / "in" / "a.png", size=(48, 80))
+    labels = {}
+    for engine in ("torch", *EXPORTED):
+        out = tmp_path / engine
+        assert main(["predict", str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--output", str(out),
+                     "--device", "cpu", "--no-progress", "--engine", engine, "--engine-cache", str(cache),
+                     "--scales", "0.75", "1", "--flip"]) == 0
+        labels[engine] = torch.from_numpy(np.array(Image.open(out / "a_labels.png")))
+    for engine in EXPORTED:
+        assert float((labels[engine] == labels["torch"]).float().mean()) >= AGREEMENT
+
+
+def test_validate_with_an_engine_records_it(checkpoint, cache, tmp_path):
+    scores = {}
+    for engine in ("torch", "onnxruntime"):
+        out = tmp_path / engine
+        assert main(["validate", "--checkpoint", str(checkpoint), "--output", str(out), "--engine", engine,
+                     "--engine-cache", str(cache)]) == 0
+        scores[engine] = json.loads((out / "metrics.json").read_text())
+    assert scores["onnxruntime"]["engine"]["engine"] == "onnxruntime"
+    assert scores["onnxruntime"]["mIoU"] == pytest.approx(scores["torch"]["mIoU"], abs=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precision", "int8"], "--precision int8 runs a quantized model.*atrous quantize"),
+    (["--engine", "onnxruntime", "--compile"], "--compile and --memory-format apply to --engine torch"),
+    (["--engine", "openvino", "--device", "cuda"], "openvino runs on the CPU"),
+    (["--engine", "onnxruntime", "--precision", "fp16"], "onnxruntime runs fp32"),
+    (["--engine", "torch", "--precision", "int8", "--quantized", "q"], "--engine torch runs"),
+    (["--engine", "openvino", "--precision", "int8", "--quantized", "nowhere"], "no quantization.json"),
+])
+def test_engine_option_mistakes_are_one_line(args, message, checkpoint, cache, tmp_path, capsys):
+    random_image(tmp_path / "a.png")
+    code = main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o"),
+                 "--no-progress", "--engine-cache", str(cache), *args] + ([] if "--device" in args else ["--device", "cpu"]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("atrous: error:"), err
+    assert re.search(message, err[0]), err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_extra_names_the_pip_install(model, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("No module named 'openvino'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    with pytest.raises(InputError, match=r"pip install 'atrous\[openvino\]'"):
+        build_engine(model, EngineOptions(engine="openvino"), "cpu")
+
+
+def test_cache_entries_are_readable_json(cache):
+    found = list(entries(cache))
+    assert found, "the tests above filled the cache"
+    for entry in found:
+        meta = json.loads((entry.path / "meta.json").read_text())
+        assert meta["model_sha256"] and meta["versions"]["torch"] == torch.__version__
+        assert all((entry.path / f).is_file() for f in meta["files"].values())
+
+
+def test_engine_options_reject_unknown_values():
+    with pytest.raises(InputError, match="unknown engine"):
+        EngineOptions(engine="tflite")
+    with pytest.raises(InputError, match="unknown precision"):
+        EngineOptions(precision="int4")
+    with pytest.raises(InputError, match="--quantized q is an int8 model"):
+        EngineOptions(engine="openvino", quantized=Path("q"))
+    assert EngineOptions(compile=True).describe() == "torch fp32 compiled"
