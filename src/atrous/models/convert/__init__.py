@@ -30,7 +30,14 @@ from ...io import check_output
 from ..checkpoint import label_space, write_checkpoint
 from ..segmentor import Segmentor
 from . import denseaspp_official, torchvision_deeplabv3
-from .core import ConversionError, SourceFormat, StateDict, match_state_dict, read_state_dict, target_model
+from .core import (
+    ConversionError,
+    SourceFormat,
+    StateDict,
+    match_state_dict,
+    read_state_dict,
+    target_model,
+)
 from .denseaspp_official import convert_denseaspp_official
 from .sniff import describe_state_dict
 from .torchvision_deeplabv3 import convert_torchvision_deeplabv3, torchvision_weights
