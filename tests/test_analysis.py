@@ -170,11 +170,10 @@ def test_valid_weights_reproduce_deeplabv3_fig4():
 
 
 # -- block removal -------------------------------------------------------------------------
-@pytest.mark.parametrize("concat_order", ["input_first", "new_first"])
-def test_removing_top_layers_equals_zeroing_their_outputs(concat_order):
+@pytest.mark.parametrize("official", [False, True])  # input first / new features first
+def test_removing_top_layers_equals_zeroing_their_outputs(official):
     torch.manual_seed(4)
-    head = DenseASPPHead(16, (3, 6, 12, 18), growth_channels=4, bottleneck_channels=8, concat_order=concat_order,
-                         input_relu=True)
+    head = DenseASPPHead(16, (3, 6, 12, 18), growth_channels=4, bottleneck_channels=8, official=official)
     randomized_batchnorm(head)
     head.eval().double()
     x = torch.randn(2, 16, 12, 14, dtype=torch.float64)
@@ -185,13 +184,15 @@ def test_removing_top_layers_equals_zeroing_their_outputs(concat_order):
     for k in range(1, 5):
         zeroed = copy.deepcopy(head)
         for layer in zeroed.layers[4 - k:]:
-            layer.conv2.weight.data.zero_()  # no bias, no output norm: the layer outputs zeros
+            layer.conv2.weight.data.zero_()  # no output norm: without bias, the layer outputs zeros
+            if layer.conv2.bias is not None:
+                layer.conv2.bias.data.zero_()
         with removed_top_layers(head, k):
             assert_identical(head(x), zeroed(x))
     with removed_top_layers(head, 4):
         alone = head(x)
-    parts = [F.relu(x), torch.zeros(2, 16, 12, 14, dtype=torch.float64)]  # the (rectified) input, then zeros
-    assert_identical(alone, torch.cat(parts if concat_order == "input_first" else parts[::-1], 1))
+    parts = [x, torch.zeros(2, 16, 12, 14, dtype=torch.float64)]  # the input, then zeros
+    assert_identical(alone, torch.cat(parts[::-1] if official else parts, 1))
     assert not any(layer._forward_hooks for layer in head.layers)  # restored
     assert list(head.state_dict()) == list(copy.deepcopy(head).state_dict())
     with pytest.raises(ValueError, match="0 to 4"):

@@ -150,7 +150,9 @@ def test_densenet_cut_and_official_layout():
     assert official.out_channels == 2208 // 2
     assert official.features.norm5.num_features == 1104
     assert isinstance(official.features.transition4.conv, nn.Conv2d)
-    assert [n for n, _ in official.features.named_children()][-2:] == ["transition4", "norm5"]
+    assert [n for n, _ in official.features.named_children()][-3:] == ["transition4", "norm5", "relu5"]
+    with torch.no_grad():  # the official first ASPP block's in-place ReLU, on the backbone output
+        assert (official.eval()(torch.randn(1, 3, 32, 32))["block4"] >= 0).all()
     with pytest.raises(ValueError, match="num_blocks"):
         DenseNetBackbone("densenet121", num_blocks=5)
     with pytest.raises(ValueError, match="official_layout"):

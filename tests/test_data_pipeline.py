@@ -178,3 +178,34 @@ def test_uint8_masks_give_the_int64_loss_and_metrics(cityscapes_root):
         results.append((metrics.compute(), metrics.compute_metrics()))
     assert torch.equal(results[0][0], results[1][0]) and results[0][0].sum() == (expected != IGNORE).sum()
     assert results[0][1]["mIoU"] == results[1][1]["mIoU"] and results[0][1]["num_pixels"] > 0
+
+
+def test_config_classes_is_the_one_label_space_of_convert_and_predict(tmp_path):
+    """``data/label_space.config_classes``: what ``atrous convert`` stores and ``predict`` uses."""
+    from fixtures_user_data import write_classes
+
+    from atrous.data.cityscapes import CLASSES_19, CLASSES_20
+    from atrous.data.label_space import config_classes
+    from atrous.data.voc import VOCSegmentation
+    from atrous.evaluation.prediction import class_info
+    from atrous.models.checkpoint import label_space
+
+    def data(**dataset):
+        return {"data": {"dataset": dataset}}
+
+    assert config_classes(data(name="cityscapes")) is CLASSES_19
+    assert config_classes(data(name="cityscapes", variant=20)) is CLASSES_20
+    assert config_classes(data(name="cityscapes", variant="21")) is None
+    assert config_classes(data(name="voc")) is VOCSegmentation.classes
+    assert config_classes({}) is SyntheticStreets.classes
+    assert config_classes(data(name="nonsense")) is None
+    assert config_classes(data(name="folder", root=str(tmp_path))) is None  # no classes file there
+    write_classes(tmp_path / "classes.yaml", {"names": ["background", "road", "car"]})
+    folder = data(name="folder", root=str(tmp_path))
+    assert config_classes(folder).names == ("background", "road", "car")
+    # both users agree, the 20-class variant included
+    for cfg in (data(name="cityscapes", variant="20"), folder):
+        info = config_classes(cfg)
+        assert label_space(cfg, info.num_classes) == (list(info.names), info.ignore_index)
+        assert class_info(cfg, info.num_classes).names == info.names
+    assert label_space(folder, 5) == (None, config_classes(folder).ignore_index)  # names that do not fit

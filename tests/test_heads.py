@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from helpers_models import assert_identical
 from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 
+from atrous.config import ConfigError
 from atrous.models import build_model
 from atrous.models.heads import ASPPHead, CascadeHead, DenseASPPHead, FCNHead
 from atrous.models.heads.cascade import cascade_plan
@@ -68,33 +69,40 @@ def official_denseaspp_forward(head: DenseASPPHead, feature: torch.Tensor) -> to
     return feature
 
 
-def test_denseaspp_official_configuration_matches_official_forward():
-    cfg = dict(
-        atrous_rates=(3, 6, 12, 18, 24), bottleneck_channels=16, growth_channels=8, first_input_norm=False,
-        input_relu=True, conv_bias=True, dropout=0.1, concat_order="new_first", bn_momentum=0.0003,
-    )
-    head = DenseASPPHead(32, **cfg)
+def test_denseaspp_official_variant_matches_official_forward():
+    head = DenseASPPHead(32, (3, 6, 12, 18, 24), bottleneck_channels=16, growth_channels=8, dropout=0.1, official=True)
     _randomize_bn(head)
     head.eval().double()
     assert head.layers[0].norm1.__class__.__name__ == "Identity"
     assert head.layers[1].norm1.momentum == 0.0003
-    x = torch.randn(2, 32, 13, 15, dtype=torch.float64)
+    assert head.layers[0].conv1.bias is not None and head.layers[4].conv2.bias is not None
+    # The official backbone's output is rectified (its relu5, the official first block's in-place ReLU).
+    x = F.relu(torch.randn(2, 32, 13, 15, dtype=torch.float64))
     assert_identical(head(x), official_denseaspp_forward(head, x))  # the same layers: float64 rounding only
-    # Without input_relu the concatenated input differs from the official model's.
-    head.input_relu = False
-    assert not torch.allclose(head(x), official_denseaspp_forward(head, x))
+    assert torch.equal(head(x)[:, -32:], x)  # new features in front, the input last
+    # The paper's layers: BN first, no biases, default momentum, the input first.
+    paper = DenseASPPHead(32, (3, 6), bottleneck_channels=16, growth_channels=8).eval().double()
+    layer = paper.layers[0]
+    assert (layer.norm1.num_features, layer.norm1.momentum, layer.conv1.bias, layer.conv2.bias) == (32, 0.1, None, None)
+    assert torch.equal(paper(x)[:, :32], x)
 
 
-def test_denseaspp_output_norm_and_postactivation():
-    pre = DenseASPPHead(16, (3, 6), growth_channels=4, bottleneck_channels=8, output_norm=True)
-    assert pre.layers[0].norm3.num_features == 4
-    post = DenseASPPHead(16, (3, 6), growth_channels=4, bottleneck_channels=8, preactivation=False).eval()
-    layer = post.layers[0]
-    assert (layer.norm1.num_features, layer.norm2.num_features) == (8, 4)
-    y = post(torch.randn(1, 16, 8, 8))
-    assert (y[:, 16:] >= 0).all()  # conv-BN-ReLU ends in a ReLU
-    with pytest.raises(ValueError, match="concat_order"):
-        DenseASPPHead(16, (3,), concat_order="random")
+def test_denseaspp_output_norm():
+    head = DenseASPPHead(16, (3, 6), growth_channels=4, bottleneck_channels=8, output_norm=True)
+    assert head.layers[0].norm3.num_features == 4
+    assert [layer.norm1.num_features for layer in head.layers] == [16, 20]
+
+
+@pytest.mark.parametrize("key", ["preactivation", "first_input_norm", "input_relu", "conv_bias", "concat_order", "bn_momentum"])
+def test_denseaspp_removed_options_name_their_replacement(key):
+    cfg = {"num_classes": 3, "backbone": {"name": "resnet18"}, "head": {"name": "denseaspp", key: False}}
+    with pytest.raises(ConfigError, match=rf"model\.head \(denseaspp\): '{key}' was removed: .*(official|pre-activation)"):
+        build_model(cfg)
+    old_official = {"first_input_norm": False, "input_relu": True, "conv_bias": True, "concat_order": "new_first",
+                    "bn_momentum": 0.0003}
+    cfg["head"] = {"name": "denseaspp", **old_official}
+    with pytest.raises(ConfigError, match=r"were removed: use `official: true`.*; the backbone's `official_layout: true`"):
+        build_model(cfg)
 
 
 @pytest.mark.parametrize("rates", [(6, 12, 18), (12, 24, 36)])

@@ -48,7 +48,8 @@ def removed_top_layers(head: DenseASPPHead, count: int) -> Iterator[DenseASPPHea
     A removed layer's output is replaced by zeros (a forward hook), so the trained classifier
     keeps its input width and sees no contribution from the removed scales; no parameter, buffer
     or state-dict name changes. ``count`` = 0 is the full head; ``count`` = ``len(head.layers)``
-    leaves only the (rectified, if ``input_relu``) input features.
+    leaves only the head's input features (for the official DenseASPP: rectified, by the
+    backbone's ``relu5``).
     """
     if not 0 <= count <= len(head.layers):
         raise ValueError(f"can remove 0 to {len(head.layers)} DenseASPP layers, got {count}")

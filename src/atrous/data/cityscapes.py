@@ -59,6 +59,7 @@ CLASSES_20 = ClassInfo(
     palette=np.concatenate([CITYSCAPES_PALETTE, np.zeros((1, 3), np.uint8)]),
     ignore_index=IGNORE_INDEX,
 )
+CLASSES = {"19": CLASSES_19, "20": CLASSES_20}  # by variant
 
 
 def _labelid_to_trainid(void: int) -> np.ndarray:
@@ -120,7 +121,7 @@ class Cityscapes(SegmentationDataset):
         self.split = split
         self.variant = variant
         self.coarse = coarse
-        self.classes = CLASSES_19 if variant == "19" else CLASSES_20
+        self.classes = CLASSES[variant]
         self._lookup = TRAINID_LOOKUPS[variant]
         if not self.root.is_dir():
             raise DatasetError(

@@ -140,7 +140,7 @@ class FolderDataset(SegmentationDataset):
             if not directory.is_dir():
                 raise DatasetError(f"{directory}: folder not found; {self._layout_hint()}")
 
-        spec = read_classes_file(_find_classes_file(self.root, classes_file))
+        spec = read_classes_file(find_classes_file(self.root, classes_file))
         self.classes_file = spec.path
         self.classes = spec.classes
         self._color_keys, self._color_ids = _color_lookup(spec)
@@ -246,7 +246,9 @@ class FolderDataset(SegmentationDataset):
         return hint
 
 
-def _find_classes_file(root: Path, classes_file: str | Path | None) -> Path:
+def find_classes_file(root: Path, classes_file: str | Path | None) -> Path:
+    """The classes file a folder dataset reads: ``classes_file`` (a relative path not found from
+    the working directory is looked up in ``root``), else the first of ``CLASSES_FILES`` in ``root``."""
     if classes_file is not None:
         path = Path(classes_file)
         if not path.is_absolute() and not path.exists() and (root / path).exists():

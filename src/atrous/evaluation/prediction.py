@@ -41,12 +41,11 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from ..config import ConfigError
 from ..data.base import ClassInfo, DatasetError
-from ..data.build import dataset_class
 from ..data.cityscapes import CLASSES_19, CLASSES_20, trainid_to_labelid
-from ..data.folder import CLASSES_FILES, generated_palette, read_classes_file
+from ..data.folder import generated_palette
 from ..data.io import pixel_limit, read_image_array
+from ..data.label_space import config_classes
 from ..data.palettes import colorize, overlay
 from ..data.transforms import transforms_from_config
 from ..devices import resolve_device
@@ -99,34 +98,13 @@ def evaluation_resize(cfg: Mapping[str, Any]) -> tuple[int, int] | None:
 def class_info(cfg: Mapping[str, Any], num_classes: int) -> ClassInfo:
     """The label space of the config's dataset (names, palette) when it has ``num_classes``
     classes; otherwise the checkpoint's class names with generated colours."""
-    dataset = dict((cfg.get("data") or {}).get("dataset") or {"name": "synthetic"})
-    info = _dataset_classes(dataset)
+    info = config_classes(cfg)
     names = cfg.get("class_names")
     if info is not None and info.num_classes == num_classes and (not names or tuple(names) == info.names):
         return info
     if not names or len(names) != num_classes:
         names = [f"class {i}" for i in range(num_classes)]
     return ClassInfo(tuple(names), generated_palette(num_classes))
-
-
-def _dataset_classes(dataset: Mapping[str, Any]) -> ClassInfo | None:
-    name = dataset.get("name", "synthetic")
-    if name == "cityscapes":
-        return CLASSES_19 if str(dataset.get("variant", "19")) == "19" else CLASSES_20
-    if name == "folder":  # the classes file, when it is where the config says
-        root = Path(dataset.get("root", "."))
-        candidates = [Path(dataset["classes_file"])] if dataset.get("classes_file") else [root / f for f in CLASSES_FILES]
-        for path in candidates:
-            if path.is_file():
-                try:
-                    return read_classes_file(path).classes
-                except DatasetError:
-                    return None
-        return None
-    try:
-        return getattr(dataset_class(name), "classes", None)
-    except ConfigError:
-        return None
 
 
 def cityscapes_lut(classes: ClassInfo) -> np.ndarray:

@@ -35,6 +35,11 @@ MODEL_KEYS = ("num_classes", "backbone", "head", "aux_head", "classifier_dropout
 
 
 def _check_keys(section: str, given: Mapping[str, Any], target: Any, fixed: tuple[str, ...] = ()) -> None:
+    removed = getattr(target, "removed_options", {})  # a head's options of earlier versions
+    if retired := sorted(key for key in given if key in removed):
+        advice = dict.fromkeys(removed[key] for key in retired)  # each piece of advice once
+        verb = "was" if len(retired) == 1 else "were"
+        raise ConfigError(f"{section}: {', '.join(map(repr, retired))} {verb} removed: {'; '.join(advice)}")
     params = inspect.signature(target).parameters
     allowed = [p for p in params if p not in fixed and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
     check_keys(section, given, allowed)

@@ -9,7 +9,8 @@ Loading a checkpoint never fetches weights it is about to overwrite: the model i
 ``pretrained_backbone=False`` whatever the stored config says (a run trained from ImageNet
 weights stores ``pretrained: true``), as torchvision's builders drop ``weights_backbone`` when
 ``weights`` are given. Predict, validate, test, export, benchmark, analyze and resume all load
-through :func:`load_segmentor` or :func:`checkpoint_config` here.
+through :func:`load_segmentor` or :func:`checkpoint_config` here; ``atrous convert`` writes its
+checkpoints with :func:`write_checkpoint`, in the layout ``atrous fit`` writes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 import torch
 
 from ..config import apply_overrides, load_config
+from ..data.label_space import config_classes
 from ..errors import CheckpointError
+from ..io import atomic_write
 from .build import build_model
 from .segmentor import Segmentor
 
@@ -98,3 +101,31 @@ def load_segmentor(
     model = build_model(cfg, pretrained_backbone=False)
     load_state(model, ckpt, path)
     return model.eval(), cfg
+
+
+def label_space(config: Mapping[str, Any], num_classes: int) -> tuple[list[str] | None, int]:
+    """Class names and ignore index of the config's dataset, as ``atrous fit`` stores them
+    (``None`` names when the config does not tell them, or they do not fit ``num_classes``;
+    ignore index 255 then)."""
+    info = config_classes(config)
+    if info is None:
+        return None, 255
+    names = list(info.names) if len(info.names) == num_classes else None
+    return names, info.ignore_index
+
+
+def write_checkpoint(
+    output: str | os.PathLike, model: Segmentor, config: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` with its experiment ``config`` as an atrous checkpoint, atomically, in the
+    layout ``atrous fit`` writes: ``state_dict`` (keys ``model.…``) and ``hyper_parameters``
+    (``config``, ``class_names``, ``ignore_index`` of :func:`label_space`), plus ``extra``
+    entries (e.g. ``converted_from``). Returns the path written."""
+    class_names, ignore_index = label_space(config, model.num_classes)
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {"config": config, "class_names": class_names, "ignore_index": ignore_index},
+        **(extra or {}),
+    }
+    return atomic_write(output, lambda tmp: torch.save(checkpoint, tmp), overwrite=overwrite)

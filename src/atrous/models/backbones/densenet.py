@@ -10,7 +10,11 @@ Options the seed and the official code need:
 
 * ``num_blocks`` < 4 cuts the network after an earlier dense block (seed Table 1, models #1–#3).
 * ``official_layout`` adds the official DenseASPP code's ``transition4`` (BN-ReLU-1×1 conv
-  halving the channels, no pool) and its ``norm5`` BatchNorm on the halved channels.
+  halving the channels, no pool), its ``norm5`` BatchNorm on the halved channels, and a ReLU
+  (``relu5``, no weights): in the official ``models/DenseASPP.py`` the first ASPP block,
+  ``_DenseAsppBlock(bn_start=False)``, starts with ``nn.ReLU(inplace=True)`` on the backbone
+  output, which rectifies that tensor in place before ``torch.cat((aspp3, feature), dim=1)``
+  concatenates it: the official head sees and passes on ``relu(norm5(·))``.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ class DenseNetBackbone(Backbone):
         frozen: freeze parameters and BatchNorm statistics.
         num_blocks: keep dense blocks 1..``num_blocks`` (1–4); the output is the last kept
             block's concatenated features (no transition after it, no ``norm5`` unless 4).
-        official_layout: add ``transition4`` and the official ``norm5`` (DenseASPP code).
+        official_layout: add ``transition4``, the official ``norm5`` and ``relu5`` (DenseASPP code).
         memory_efficient: torchvision's checkpointed dense layers (less memory, slower).
 
     Features: ``block1`` … ``block{num_blocks}``; the last one is the head's input.
@@ -101,6 +105,7 @@ class DenseNetBackbone(Backbone):
                 c = channels[-1]
                 self.features.add_module("transition4", _official_transition(c))
                 self.features.add_module("norm5", nn.BatchNorm2d(c // 2))
+                self.features.add_module("relu5", nn.ReLU())
                 channels[-1] = c // 2
             else:
                 self.features.add_module("norm5", tv.norm5)

@@ -8,8 +8,9 @@
 * a path to a local state dict (``.pth``) — torchvision's own files, or any checkpoint whose
   ``state_dict``/``model`` entry holds the classification network's keys.
 
-Downloads go through torch.hub's cache. Offline, a missing file raises
-:class:`PretrainedWeightsError` that names the URL and the exact path to place the file at.
+Downloads go through torch.hub's cache (:func:`hub_file`, also for ``atrous convert``). Offline,
+a missing file raises :class:`PretrainedWeightsError` that names the URL and the exact path to
+place the file at.
 """
 
 from __future__ import annotations
@@ -59,12 +60,43 @@ def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise PretrainedWeightsError(f"{source}: not a state dict (a mapping of names to tensors).")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return strip_module_prefix(obj)
+
+
+def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop ``nn.DataParallel``'s ``module.`` prefix from the keys (the one place this rule lives)."""
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
 def hub_checkpoint_path(weights: WeightsEnum) -> Path:
     """Where torch.hub looks for (and downloads) a torchvision weight file."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def hub_file(weights: WeightsEnum, *, instead: str, purpose: str = "") -> Path:
+    """torchvision's file of ``weights`` in torch.hub's cache, downloaded there (hash-checked,
+    written under a temporary name first) if missing.
+
+    Offline, :class:`PretrainedWeightsError` names the URL, the exact path to place the file at
+    and ``instead``, how to pass a local file (e.g. ``"pass a local file: ..."``); ``purpose``
+    follows the weights' name in it (``" for resnet18"``).
+    """
+    target = hub_checkpoint_path(weights)
+    if target.is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = torch.hub.HASH_REGEX.search(target.name)
+        # torch.hub may announce downloads on stdout; keep stdout clean for --json output.
+        with contextlib.redirect_stdout(sys.stderr):
+            torch.hub.download_url_to_file(weights.url, str(target), digest.group(1) if digest else None, progress=False)
+    except Exception as err:  # URLError, HTTPError, OSError, hash mismatch
+        raise PretrainedWeightsError(
+            f"Could not download torchvision weights {type(weights).__name__}.{weights.name}{purpose}: {err}.\n"
+            f"If this machine is offline, download {weights.url} elsewhere and put the file at "
+            f"{target} (or set TORCH_HOME), or {instead}."
+        ) from err
+    return target
 
 
 def build_pretrained(
@@ -84,25 +116,14 @@ def build_pretrained(
     enum_cls = get_model_weights(arch)
     if pretrained is True or (isinstance(pretrained, str) and pretrained in enum_cls.__members__):
         weights = enum_cls.DEFAULT if pretrained is True else enum_cls[pretrained]
-        target = hub_checkpoint_path(weights)
-        cached = target.is_file()
+        name = os.path.basename(weights.url)
+        target = hub_file(weights, instead=f"pass a local file: `pretrained: /path/to/{name}`", purpose=f" for {arch}")
         try:
-            # torch.hub announces downloads on stdout; keep stdout clean for --json output.
-            with contextlib.redirect_stdout(sys.stderr):
-                raw = torch.hub.load_state_dict_from_url(
-                    weights.url, progress=False, check_hash=True, weights_only=True
-                )
-        except Exception as err:  # URLError, HTTPError, OSError, hash mismatch, unpickling refused
-            where = f"{enum_cls.__name__}.{weights.name} for {arch}"
-            if cached:
-                raise PretrainedWeightsError(
-                    f"The cached torchvision weights {target} ({where}) cannot be loaded: {err}. "
-                    f"Delete the file (it is re-downloaded) or replace it with a good copy of {weights.url}."
-                ) from err
+            raw = torch.load(target, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, not a torch file, or pickled code (refused, never run)
             raise PretrainedWeightsError(
-                f"Could not download torchvision weights {where}: {err}.\n"
-                f"If this machine is offline, download {weights.url} elsewhere and put the file at "
-                f"{target} (or set TORCH_HOME), or pass a local file: `pretrained: /path/to/{target.name}`."
+                f"The cached torchvision weights {target} ({enum_cls.__name__}.{weights.name} for {arch}) cannot be "
+                f"loaded: {err}. Delete the file (it is re-downloaded) or replace it with a good copy of {weights.url}."
             ) from err
         return _load_into(builder(weights=None, **kwargs), raw, str(target), arch, ignore_prefixes)
     path = Path(os.fspath(pretrained)).expanduser()

@@ -9,6 +9,8 @@ top and never asks which head it holds. What a head tells the rest of atrous:
 * :meth:`conv_path` — the longest chain of convolutions, for the theoretical receptive field
   (seed §4.1);
 * :meth:`backbone_arguments` — the constructor arguments the builder derives from the backbone;
+* ``removed_options`` — config keys of earlier versions and what replaces each (the builder
+  refuses them with that advice);
 * :meth:`backbone_output_stride`, :meth:`check_output_stride` and :meth:`set_output_stride` —
   how the head follows an output-stride switch at inference (DeepLabv3 §4.3: train at 16,
   evaluate at 8).
@@ -16,7 +18,8 @@ top and never asks which head it holds. What a head tells the rest of atrous:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
@@ -33,6 +36,7 @@ class Head(nn.Module):
     out_channels: int
     extra_stride: int = 1
     global_context: bool = False
+    removed_options: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def backbone_arguments(cls, backbone: Backbone) -> dict[str, Any]:
