@@ -13,43 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from helpers_models import randomized_batchnorm
+from helpers_engines import save_checkpoint, tiny_model
 from helpers_predict import random_image
+from PIL import Image
 
 from atrous.cli import main
 from atrous.engines import EngineOptions, build_engine
 from atrous.engines import build as engine_build
 from atrous.engines.cache import cached_build, default_cache_dir, entries, model_digest
-from atrous.errors import InputError
+from atrous.errors import DeviceError, InputError
 from atrous.evaluation.inference import predict, predict_probabilities
-from atrous.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CONFIG = {
-    "model": {
-        "num_classes": 19,  # the synthetic streets' classes
-        "backbone": {"name": "resnet18", "output_stride": 8, "num_stages": 2, "pretrained": False},
-        "head": {"name": "denseaspp", "atrous_rates": [3, 6], "growth_channels": 16, "bottleneck_channels": 32},
-    },
-    "data": {
-        "dataset": {"name": "synthetic", "image_size": [64, 96]},
-        "train": {"split": "train", "length": 6},
-        "val": {"split": "val", "length": 3},
-        "batch_size": 2,
-        "num_workers": 0,
-    },
-    "train": {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu"},
-}
 EXPORTED = ("onnxruntime", "openvino")
 AGREEMENT = 0.999  # issue 13: fp32 engines' labels >= 99.9% equal to eager
-
-
-def tiny_model(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build_model(CONFIG["model"], pretrained_backbone=False)
-    return randomized_batchnorm(model, seed=seed + 1).eval()
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +43,7 @@ def model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    model = tiny_model()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"config": CONFIG, "class_names": [f"c{i}" for i in range(19)],
-                                     "ignore_index": 255}}, path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -119,7 +92,7 @@ def test_test_time_strategies_run_on_exported_engines(engine, model, cache):
 
 @pytest.mark.parametrize("engine", EXPORTED)
 def test_output_stride_is_built_into_exported_engines(engine, cache):
-    model = tiny_model()
+    model = tiny_model(num_stages=3)
     built = build_engine(model, EngineOptions(engine=engine, output_stride=16, cache_dir=cache), "cpu", log=False)
     assert built.output_stride == 16 and model.output_stride == 8, "the caller's model is untouched"
     x = torch.randn(1, 3, 64, 96)
@@ -241,19 +214,23 @@ def test_validate_with_an_engine_records_it(checkpoint, cache, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--precision", "int8"], "--precision int8 runs a quantized model.*atrous quantize"),
     (["--engine", "onnxruntime", "--compile"], "--compile and --memory-format apply to --engine torch"),
-    (["--engine", "openvino", "--device", "cuda"], "openvino runs on the CPU"),
-    (["--engine", "onnxruntime", "--precision", "fp16"], "onnxruntime runs fp32"),
-    (["--engine", "torch", "--precision", "int8", "--quantized", "q"], "--engine torch runs"),
+    (["--engine", "onnxruntime", "--precision", "fp16"], "--engine onnxruntime runs fp32/int8, not --precision fp16"),
+    (["--engine", "torch", "--precision", "int8", "--quantized", "q"], "--engine torch runs fp32/bf16/fp16.*atrous quantize"),
     (["--engine", "openvino", "--precision", "int8", "--quantized", "nowhere"], "no quantization.json"),
 ])
 def test_engine_option_mistakes_are_one_line(args, message, checkpoint, cache, tmp_path, capsys):
     random_image(tmp_path / "a.png")
     code = main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o"),
-                 "--no-progress", "--engine-cache", str(cache), *args] + ([] if "--device" in args else ["--device", "cpu"]))
+                 "--no-progress", "--engine-cache", str(cache), "--device", "cpu", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("atrous: error:"), err
     assert re.search(message, err[0]), err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_openvino_refuses_a_cuda_device(model):
+    with pytest.raises(DeviceError, match="openvino runs on the CPU here, not cuda:1; use --device cpu"):
+        build_engine(model, EngineOptions(engine="openvino"), "cuda:1")
 
 
 def test_a_missing_extra_names_the_pip_install(model, monkeypatch):

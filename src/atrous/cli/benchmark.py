@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import ConfigError
 from ..deploy.benchmark import PHASES, PRECISIONS
-from ..deploy.engine_benchmark import VARIANTS
+from ..deploy.engine_benchmark import DEFAULTS, VARIANTS
 from .options import config_file, overrides, with_config
 
 
@@ -31,10 +31,10 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     bench.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 is steadier on a busy machine)")
-    bench.add_argument("--engines", nargs="+", metavar="ENGINE",
+    bench.add_argument("--engines", nargs="*", metavar="ENGINE",
                        help="instead of the phases: inference under each engine variant side by side "
-                            f"({', '.join(VARIANTS)}, or all); the first is the reference (with --peers: "
-                            "torchvision's eager DeepLabV3 and atrous' eager DenseASPP-121)")
+                            f"({', '.join(VARIANTS)}, or all; none given: {' '.join(DEFAULTS['cpu'])} on CPU); "
+                            "the reference is atrous eager (with --peers, torchvision's eager DeepLabV3 for ResNet-50)")
     bench.add_argument("--engine-cache", metavar="DIR", help="where exported engines are kept (default ~/.cache/atrous/engines)")
     json_output_options(bench)
     bench.set_defaults(func=benchmark_command)
@@ -77,7 +77,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
         compile=args.compile, fold_bn=args.fold_bn, repeats=args.repeats, warmup=args.warmup,
         phases=tuple(args.phases), threads=args.threads,
     )
-    if args.engines:
+    if args.engines is not None:
         from ..deploy.engine_benchmark import benchmark_engines, format_engine_report
 
         report = benchmark_engines(settings, args.engines, config=args.config, overrides=overrides(args),
@@ -87,7 +87,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
         report = benchmark.benchmark_peers(settings)
     else:
         report = benchmark.benchmark_config(args.config, settings, overrides(args))
-    if not args.engines:
+    if args.engines is None:
         print(benchmark.format_report(report))
     write_report(args, report)
     return 0

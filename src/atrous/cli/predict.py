@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import checkpoint_or_weights, engine_of, engine_options, strategy_of, test_time_options
+from .options import (
+    checkpoint_or_weights,
+    engine_of,
+    engine_options,
+    strategy_of,
+    test_time_options,
+)
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..engines.quantize import QUANTIZE_ENGINES
 from .options import checkpoint_or_weights, overrides, with_config
@@ -20,6 +21,7 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--output", required=True, help="folder to write (the quantized model, quantization.json, report.json)")
     q.add_argument("--no-evaluate", action="store_true", help="skip the val-split mIoU and agreement (latency only)")
     q.add_argument("--repeats", type=int, default=10, help="timed runs per engine for the latency (default 10)")
+    q.add_argument("--engine-cache", metavar="DIR", help="where exported engines are kept (default ~/.cache/atrous/engines)")
     q.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     q.set_defaults(func=quantize_command)
 
@@ -31,6 +33,7 @@ def quantize_command(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, output=args.output, engine=args.engine, calibration=args.calibration,
         num_images=args.num_images, config=args.config, overrides=overrides(args), overwrite=args.overwrite,
         evaluate=not args.no_evaluate, repeats=args.repeats,
+        cache_dir=Path(args.engine_cache) if args.engine_cache else None,
     )
     print(format_quantize_report(report))
     return 0

@@ -39,23 +39,31 @@ from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
 from ..errors import InputError
 from ..models.complexity import count_parameters
-from .benchmark import BenchmarkSettings, _num_threads, latency_stats, machine_info, paired_ratio, time_once
+from .benchmark import (
+    BenchmarkSettings,
+    _num_threads,
+    latency_stats,
+    machine_info,
+    paired_ratio,
+    time_once,
+)
 
 INT8_CALIBRATION = 8
 
 
 @dataclass(frozen=True)
 class Variant:
-    """An engine configuration of ``--engines``."""
+    """An engine configuration of ``--engines``; ``options`` ``None``: the plain model, ``model(x)``."""
 
     name: str
-    options: dict[str, Any]
+    options: dict[str, Any] | None
     devices: tuple[str, ...] = ("cpu", "cuda")
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("torch", {"engine": "torch", "memory_format": "contiguous"}),
-    Variant("torch-channels-last", {"engine": "torch", "memory_format": "channels_last"}),
+    Variant("eager", None),  # model(x) as PyTorch runs it: NCHW, denormals as they come
+    Variant("torch", {"engine": "torch"}),  # the torch engine's defaults (channels_last, flushed denormals on CPU)
+    Variant("torch-nchw", {"engine": "torch", "memory_format": "contiguous"}),
     Variant("torch-compile", {"engine": "torch", "memory_format": "channels_last", "compile": True}),
     Variant("torch-bf16", {"engine": "torch", "precision": "bf16", "memory_format": "channels_last"}),
     Variant("torch-fp16", {"engine": "torch", "precision": "fp16", "memory_format": "channels_last"}, ("cuda",)),
@@ -66,11 +74,15 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("tensorrt", {"engine": "tensorrt"}, ("cuda",)),
     Variant("tensorrt-fp16", {"engine": "tensorrt", "precision": "fp16"}, ("cuda",)),
 )}
-DEFAULT_CPU = ("torch", "torch-channels-last", "onnxruntime", "openvino", "openvino-int8")
+DEFAULTS = {"cpu": ("eager", "torch", "onnxruntime", "openvino", "openvino-int8"),
+            "cuda": ("eager", "torch", "torch-compile", "torch-bf16", "torch-fp16")}
 
 
 def check_variants(names: Sequence[str], device: torch.device) -> tuple[Variant, ...]:
-    """The variants of ``--engines`` (``all``: every one this device runs), or a clear error."""
+    """The variants of ``--engines`` (none: :data:`DEFAULTS`; ``all``: every one this device
+    runs), or a clear error."""
+    if not names:
+        names = DEFAULTS[device.type]
     if list(names) == ["all"]:
         return tuple(v for v in VARIANTS.values() if device.type in v.devices)
     unknown = [n for n in names if n not in VARIANTS]
@@ -84,6 +96,8 @@ def check_variants(names: Sequence[str], device: torch.device) -> tuple[Variant,
 
 def _engine(model: nn.Module, variant: Variant, device: torch.device, cache: Path, scratch: Path,
             image_size: tuple[int, int]) -> nn.Module:
+    if variant.options is None:
+        return copy.deepcopy(model).to(device)
     options = dict(variant.options)
     if options.get("precision") == "int8":
         from ..engines.quantize import quantize_model
@@ -167,10 +181,17 @@ def benchmark_engines(
     """The engine table: a config's model under ``variants``, or the ``--peers`` groups."""
     from ..config import config_name, load_config
     from ..models import build_model
-    from .peers import DENSEASPP121_CONFIG, TORCHVISION_CONFIG, TORCHVISION_OVERRIDES, torchvision_deeplabv3_resnet50
+    from .peers import (
+        DENSEASPP121_CONFIG,
+        TORCHVISION_CONFIG,
+        TORCHVISION_OVERRIDES,
+        torchvision_deeplabv3_resnet50,
+    )
 
     device = resolve_device(settings.device)
     chosen = check_variants(variants, device)
+    names = [v.name for v in chosen]
+    reference = f"atrous {'eager' if 'eager' in names else names[0]}"  # atrous' own groups
     if cache_dir is None:
         from ..engines.cache import default_cache_dir
 
@@ -190,13 +211,13 @@ def benchmark_engines(
                                           reference="torchvision deeplabv3_resnet50", cache=cache_dir))
             dense = model_of(DENSEASPP121_CONFIG, ())
             groups.append(benchmark_group("DenseASPP-121", dense, chosen, {}, settings,
-                                          reference=f"atrous {chosen[0].name}", cache=cache_dir))
+                                          reference=reference, cache=cache_dir))
         else:
             if config is None:
                 raise InputError("give --config CONFIG or --peers")
             model = model_of(config, overrides)
             groups.append(benchmark_group(config_name(config), model, chosen, {}, settings,
-                                          reference=f"atrous {chosen[0].name}", cache=cache_dir))
+                                          reference=reference, cache=cache_dir))
     machine = machine_info(device)
     machine["cpu_threads"] = settings.threads or machine["cpu_threads"]
     return {"machine": machine, "image_size": list(settings.image_size), "batch": settings.batch,

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
+from ..analysis.common import jsonable
 from ..data.build import build_dataset
 from ..engines import Engine, EngineOptions, build_engine
-from ..engines.quantize import QUANTIZE_ENGINES, quantize_model
+from ..engines.quantize import QUANTIZE_ENGINES, check_quantize_output, quantize_model
 from ..errors import ConfigError, InputError
 from ..evaluation.prediction import normalization
-from ..analysis.common import jsonable
 from ..io import atomic_write
 from ..models.checkpoint import load_segmentor
 from .benchmark import latency_stats, machine_info, paired_ratio, time_once
@@ -96,12 +96,15 @@ def run_quantize(
     overwrite: bool = False,
     evaluate: bool = True,
     repeats: int = 10,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """What ``atrous quantize`` does; returns the report (also written to ``output/report.json``)."""
     from ..training.runner import evaluate as evaluate_split
 
     if engine not in QUANTIZE_ENGINES:
         raise InputError(f"--engine {engine}: atrous quantizes for {list(QUANTIZE_ENGINES)}")
+    check_quantize_output(Path(output), inputs=[checkpoint, *([config] if config and Path(config).is_file() else [])],
+                          overwrite=overwrite)  # before anything is loaded
     model, cfg = load_segmentor(checkpoint, config, overrides)
     dataset = split_dataset(cfg, calibration)
     if len(dataset) == 0:
@@ -111,8 +114,9 @@ def run_quantize(
     folder = quantize_model(
         copy.deepcopy(model), engine, calibration_images(dataset, num_images), output, num_images=num_images,
         calibration_info={"split": calibration, "seed": 0, "checkpoint": str(checkpoint)}, overwrite=overwrite,
+        cache_dir=cache_dir,
     )
-    fp32 = EngineOptions(engine=engine)
+    fp32 = EngineOptions(engine=engine, cache_dir=cache_dir)
     int8 = EngineOptions(engine=engine, precision="int8", quantized=folder)
     report: dict[str, Any] = {"engine": engine, "checkpoint": str(checkpoint), "quantized": str(folder),
                               "calibration": {"split": calibration, "num_images": min(num_images, len(dataset))},

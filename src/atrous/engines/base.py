@@ -26,6 +26,14 @@ from ..errors import InputError
 ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+# What each engine runs: int8 is a model from `atrous quantize`; OpenVINO's bf16/fp16 need a CPU
+# that has them (checked when the engine is built).
+ENGINE_PRECISIONS = {
+    "torch": ("fp32", "bf16", "fp16"),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "fp16", "int8"),
+    "tensorrt": ("fp32", "fp16"),
+}
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,14 @@ class EngineOptions:
         if self.precision == "int8" and self.quantized is None:
             raise InputError(
                 "--precision int8 runs a quantized model: make one with `atrous quantize --checkpoint CKPT "
-                "--engine openvino --output DIR`, then pass --quantized DIR"
+                "--engine openvino --output DIR`, then pass --engine openvino --quantized DIR"
             )
         if self.quantized is not None and self.precision != "int8":
             raise InputError(f"--quantized {self.quantized} is an int8 model: pass --precision int8 with it")
+        if self.precision not in ENGINE_PRECISIONS[self.engine]:
+            hint = "; int8 needs --engine openvino or onnxruntime and atrous quantize" if self.precision == "int8" else ""
+            raise InputError(f"--engine {self.engine} runs {'/'.join(ENGINE_PRECISIONS[self.engine])}, "
+                             f"not --precision {self.precision}{hint}")
 
     def describe(self) -> str:
         """One line, e.g. ``openvino fp32`` or ``torch fp32 channels_last compiled``."""

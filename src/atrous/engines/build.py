@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..devices import resolve_device
-from ..errors import DeviceError, InputError
+from ..errors import DeviceError
 from .base import Engine, EngineOptions
 from .cache import CacheEntry, cached_build, default_cache_dir, engine_key, model_digest
 from .exported import OnnxRuntimeEngine, OpenVINOEngine, onnxruntime_providers, require
@@ -43,12 +43,14 @@ def build_engine(model: nn.Module, options: EngineOptions | None = None, device:
     ``model``. ``log`` prints one line to stderr when an engine is built or found in the cache.
     """
     options = options or EngineOptions()
+    if options.engine == "openvino" and str(device) not in ("cpu", "auto") and torch.device(device).type != "cpu":
+        raise DeviceError(f"--engine openvino runs on the CPU here, not {device}; use --device cpu")
     device = resolve_device(device)
+    if options.engine == "openvino":
+        device = torch.device("cpu")  # --device auto: OpenVINO's CPU plugin
     model = model.eval()
     if options.engine == "torch":
         return TorchEngine(model, options, device)
-    if options.engine == "openvino" and device.type != "cpu":
-        raise DeviceError(f"--engine openvino runs on the CPU here, not {device}; use --device cpu")
     if options.output_stride is not None and options.output_stride != model.output_stride:
         model = copy.deepcopy(model)
         model.set_output_stride(options.output_stride)

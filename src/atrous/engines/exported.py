@@ -80,14 +80,10 @@ def onnxruntime_providers(options: EngineOptions, device: torch.device, trt_cach
                 "--engine tensorrt needs a CUDA device and onnxruntime with TensorRT "
                 f"(pip install onnxruntime-gpu, TensorRT libraries); this onnxruntime offers {available}"
             )
-        if options.precision not in ("fp32", "fp16"):
-            raise InputError(f"--engine tensorrt runs fp32 or fp16, not {options.precision}")
         trt = {"device_id": device.index or 0, "trt_fp16_enable": options.precision == "fp16",
                "trt_engine_cache_enable": trt_cache is not None,
                "trt_engine_cache_path": str(trt_cache or "")}
         return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", {"device_id": device.index or 0})]
-    if options.precision not in ("fp32", "int8"):
-        raise InputError(f"--engine onnxruntime runs fp32 (or int8 from atrous quantize), not {options.precision}")
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise DeviceError(f"--engine onnxruntime --device cuda needs pip install onnxruntime-gpu; this one offers {available}")

@@ -21,6 +21,7 @@ sibling and renamed into place, so an interrupted run leaves no half folder behi
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -53,19 +54,20 @@ def quantize_model(
     num_images: int,
     calibration_info: dict[str, Any] | None = None,
     overwrite: bool = False,
+    cache_dir: Path | None = None,
 ) -> Path:
     """Quantize ``model`` for ``engine`` with ``calibration`` batches ``(1, 3, h, w)`` (normalised
-    as in evaluation; the first ``num_images`` are used) and write the folder ``output``."""
+    as in evaluation; the first ``num_images`` are used) and write the folder ``output``. The
+    fp32 ONNX export comes from the engine cache ``cache_dir`` (default: the user's)."""
     if engine not in QUANTIZE_ENGINES:
         raise InputError(f"--engine {engine}: atrous quantizes for {list(QUANTIZE_ENGINES)}")
     if num_images < 1:
         raise InputError(f"--num-images must be at least 1, got {num_images}")
     require("nncf" if engine == "openvino" else "onnxruntime.quantization", EXTRAS[engine])
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-        raise OutputExistsError(f"--output {output} already exists; pass --overwrite to replace it, or choose another folder")
+    check_quantize_output(output, overwrite=overwrite)
     model = model.eval()
-    images = [x.detach().float().cpu() for _, x in zip(range(num_images), calibration)]
+    images = [x.detach().float().cpu() for x in itertools.islice(calibration, num_images)]
     if not images:
         raise InputError("the calibration split has no images")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,7 @@ def quantize_model(
         from .build import exported_entry, library_versions
         from .cache import default_cache_dir
 
-        onnx = exported_entry(model, EngineOptions(engine="onnxruntime"), default_cache_dir())  # exported once
+        onnx = exported_entry(model, EngineOptions(engine="onnxruntime"), cache_dir or default_cache_dir())
         shutil.copyfile(onnx.file("onnx"), tmp / "model_fp32.onnx")
         quantizer = _quantize_openvino if engine == "openvino" else _quantize_onnxruntime
         files = quantizer(tmp / "model_fp32.onnx", images, tmp)
@@ -91,6 +93,22 @@ def quantize_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output
+
+
+def check_quantize_output(output: Path, *, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False) -> None:
+    """Refuse an ``--output`` that holds an input, is a file, or is a folder with contents;
+    ``overwrite`` replaces only a folder an earlier ``atrous quantize`` wrote."""
+    for source in inputs:
+        if Path(source).resolve().is_relative_to(output.resolve()):
+            raise OutputExistsError(f"--output {output} holds the input {source}; choose another folder")
+    if output.exists() and not output.is_dir():
+        raise OutputExistsError(f"--output {output} is a file; give a folder for the quantized model")
+    if output.is_dir() and any(output.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"--output {output} already exists; pass --overwrite to replace it, or choose another folder")
+        if not (output / MANIFEST).is_file():
+            raise OutputExistsError(f"--output {output} is not a folder atrous quantize wrote (no {MANIFEST}); "
+                                    "--overwrite replaces only those: choose another folder")
 
 
 def _publish(tmp: Path, output: Path) -> None:
@@ -119,7 +137,12 @@ def _quantize_openvino(onnx_path: Path, images: list[torch.Tensor], folder: Path
 
 
 def _quantize_onnxruntime(onnx_path: Path, images: list[torch.Tensor], folder: Path) -> dict[str, str]:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .export import INPUT_NAME

@@ -64,6 +64,11 @@ def plan_stages(stage_strides: list[int], output_stride: int) -> list[StagePlan]
         else:
             stride, current = nominal, current * nominal
         plans.append(StagePlan(stride, before, dilation, current))
+    if current != output_stride:
+        raise ConfigError(
+            f"output_stride {output_stride} is beyond this backbone's {len(stage_strides)} stages, whose strides "
+            f"reach {current} at most; use an output stride of at most {current} (or more stages)"
+        )
     return plans
 
 
