@@ -164,3 +164,14 @@ class DenseASPPHead(Head):
     def conv_path(self) -> list[ConvSpec]:
         """Longest path through the head: every atrous layer in turn (seed's R_max)."""
         return [ConvSpec(3, r) for r in self.atrous_rates]
+
+    def path_fields(self) -> PathFields:  # noqa: F821 (imported in the method)
+        """Every non-empty subset of layers is a path (seed §4.1): ``2^L − 1`` paths, against the
+        ``L`` fields of the same rates in parallel."""
+        from ..receptive_field import PathFields, chain_fields, dense_path_fields
+
+        return PathFields(dense_path_fields(self.atrous_rates), chain_fields(self.conv_path()).parallel, dense=True)
+
+    def removable_layers(self) -> list[tuple[nn.Module, ConvSpec]]:
+        """Every atrous layer: a removed layer's zeros keep the concatenation's width (seed Fig. 4)."""
+        return list(zip(self.layers, self.conv_path(), strict=True))
