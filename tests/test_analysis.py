@@ -46,7 +46,8 @@ from atrous.data.synthetic import SyntheticStreets
 from atrous.data.transforms import build_transforms
 from atrous.evaluation.metrics import metrics_from_confusion
 from atrous.models import build_model
-from atrous.models.heads import DenseASPPHead
+from atrous.models.heads import DenseASPPHead, Head
+from atrous.models.receptive_field import ConvSpec
 
 TINY_MODEL = {
     "num_classes": 19,
@@ -211,6 +212,36 @@ def test_block_removal_rows_and_examples(tiny_model, val_set):
     (index, preds), = result["predictions"].items()
     assert preds.shape == (4, 32, 64) and index == max(result["changed_pixels"], key=result["changed_pixels"].get)
     assert not any(layer._forward_hooks for layer in tiny_model.head.layers)
+
+
+class _TwoBranchHead(Head):
+    """A head that is not DenseASPP: two parallel atrous convolutions, summed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_channels = self.out_channels = 2
+        self.layers = nn.ModuleList(nn.Conv2d(2, 2, 3, padding=d, dilation=d) for d in (1, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[0](x) + self.layers[1](x)
+
+    def conv_path(self) -> list[ConvSpec]:
+        return [ConvSpec(3, 1), ConvSpec(3, 2)]
+
+    def removable_layers(self) -> list[tuple[nn.Module, ConvSpec]]:
+        return list(zip(self.layers, self.conv_path(), strict=True))
+
+
+def test_the_analyses_ask_the_head_contract_not_the_head_type():
+    head = _TwoBranchHead().double()
+    fields = head_receptive_fields(head)  # the default path_fields(): one chain, conv_path()
+    assert fields["scales"] == {3: 1, 7: 1} and fields["parallel_scales"] == [3, 5]
+    assert denseaspp_head(build_model({"num_classes": 3, "backbone": {"name": "resnet18", "output_stride": 8},
+                                       "head": {"name": "denseaspp", "atrous_rates": [3, 6]}})).removable_layers()
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    with removed_top_layers(head, 1):  # any head offering removable layers
+        assert_identical(head(x), head.layers[0](x))
+    assert not any(layer._forward_hooks for layer in head.layers)
 
 
 def test_block_removal_needs_denseaspp():

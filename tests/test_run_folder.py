@@ -19,12 +19,13 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.pytorch.loggers import CSVLogger, Logger
 from test_training import tiny_config
 
 from atrous.cli import main
 from atrous.errors import DiskFullError, InputError, OutputExistsError
 from atrous.training.callbacks import AtomicCheckpointIO
-from atrous.training.loggers import AppendingCSVWriter, truncate_metrics
+from atrous.training.loggers import AppendingCSVWriter, ResumableCSVLogger, truncate_metrics
 from atrous.training.run_folder import LOCK_NAME, RunLock, claim_output_dir
 from atrous.training.runner import fit
 
@@ -238,3 +239,26 @@ def test_csv_writer_continues_a_log_and_truncation_cuts_back_to_the_checkpoint(t
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [r["step"] for r in rows] == ["0", "1"] and "val/mIoU" in rows[0]
     assert truncate_metrics(tmp_path / "absent.csv", global_step=2) == 0
+
+
+def test_resumable_logger_is_a_public_lightning_logger_that_continues_its_folder(tmp_path):
+    """The logger uses Lightning's public ``Logger`` contract only: a second session in the same
+    folder continues metrics.csv; hparams.yaml, the flush interval and finalize behave as in
+    Lightning's CSVLogger."""
+    first = ResumableCSVLogger(save_dir=str(tmp_path), name="csv", version="", flush_logs_every_n_steps=2)
+    assert isinstance(first, Logger) and not isinstance(first, CSVLogger)
+    assert first.log_dir == str(tmp_path / "csv") and (first.name, first.version) == ("csv", "")
+    first.log_hyperparams({"lr": 0.5})
+    first.log_metrics({"loss": torch.tensor(1.5)}, step=0)
+    assert not (tmp_path / "csv" / "metrics.csv").exists()  # buffered until the flush interval
+    first.log_metrics({"loss": 1.0}, step=1)  # (step + 1) % 2 == 0: written
+    assert len(list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))) == 2
+    first.finalize("success")
+    second = ResumableCSVLogger(save_dir=str(tmp_path), name="csv", version="")  # a resumed session
+    second.log_metrics({"loss": 0.5, "val/mIoU": 0.25}, step=2)
+    second.finalize("success")
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    assert [(r["step"], r["loss"], r["val/mIoU"]) for r in rows] == [("0", "1.5", ""), ("1", "1.0", ""), ("2", "0.5", "0.25")]
+    assert yaml.safe_load(open(tmp_path / "csv" / "hparams.yaml")) == {"lr": 0.5}
+    ResumableCSVLogger(save_dir=str(tmp_path / "never"), name="csv").finalize("success")
+    assert not (tmp_path / "never").exists()  # a process that never logged writes nothing

@@ -4,7 +4,8 @@
 when removing 1–2 DenseASPP blocks, but further they suffered significantly ... Smaller objects,
 such as cars in that image, are still recognized more or less correctly even with the 3 top
 blocks removed." The seed does not retrain: the trained classifier is applied with the removed
-layers' features set to zero (:func:`removed_top_layers`, forward hooks on the head's layers). Removing the top ``k``
+layers' features set to zero (:func:`removed_top_layers`, forward hooks on the layers the head
+offers, :meth:`~atrous.models.heads.Head.removable_layers`). Removing the top ``k``
 of ``L`` layers leaves the rates ``d_1 … d_{L−k}`` and a maximum field of
 ``R_{3,d_1} + … + R_{3,d_{L−k}} − (L − k − 1)`` feature pixels (1 when ``k = L``: the classifier
 sees the backbone features alone). Per-class IoU against ``k`` shows which classes need which
@@ -27,8 +28,8 @@ from ..data.base import ClassInfo, SegmentationDataset
 from ..data.palettes import colorize
 from ..errors import InputError
 from ..evaluation.metrics import SegmentationMetrics
-from ..models.heads import DenseASPPHead
-from ..models.receptive_field import ConvSpec, stacked_receptive_field
+from ..models.heads import Head
+from ..models.receptive_field import stacked_receptive_field
 from ..models.segmentor import Segmentor
 from .common import (
     batches,
@@ -42,22 +43,24 @@ from .common import (
 
 
 @contextmanager
-def removed_top_layers(head: DenseASPPHead, count: int) -> Iterator[DenseASPPHead]:
-    """Run ``head`` with its top ``count`` atrous layers removed, then restore it.
+def removed_top_layers(head: Head, count: int) -> Iterator[Head]:
+    """Run ``head`` with its top ``count`` removable layers removed (DenseASPP's atrous layers,
+    :meth:`~atrous.models.heads.Head.removable_layers`), then restore it.
 
     A removed layer's output is replaced by zeros (a forward hook), so the trained classifier
     keeps its input width and sees no contribution from the removed scales; no parameter, buffer
-    or state-dict name changes. ``count`` = 0 is the full head; ``count`` = ``len(head.layers)``
+    or state-dict name changes. ``count`` = 0 is the full head; ``count`` = all its layers
     leaves only the head's input features (for the official DenseASPP: rectified, by the
     backbone's ``relu5``).
     """
-    if not 0 <= count <= len(head.layers):
-        raise ValueError(f"can remove 0 to {len(head.layers)} DenseASPP layers, got {count}")
+    layers = [layer for layer, _ in head.removable_layers()]
+    if not 0 <= count <= len(layers):
+        raise ValueError(f"can remove 0 to {len(layers)} layers of this {type(head).__name__}, got {count}")
 
     def zero(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(output)
 
-    hooks = [layer.register_forward_hook(zero) for layer in head.layers[len(head.layers) - count:]]
+    hooks = [layer.register_forward_hook(zero) for layer in layers[len(layers) - count:]]
     try:
         yield head
     finally:
@@ -65,10 +68,10 @@ def removed_top_layers(head: DenseASPPHead, count: int) -> Iterator[DenseASPPHea
             hook.remove()
 
 
-def denseaspp_head(model: Segmentor) -> DenseASPPHead:
-    """The model's DenseASPP head, or a clear error."""
+def denseaspp_head(model: Segmentor) -> Head:
+    """The model's head if it has layers to remove (a DenseASPP head), or a clear error."""
     head = getattr(model, "head", None)
-    if not isinstance(head, DenseASPPHead):
+    if not isinstance(head, Head) or not head.removable_layers():
         raise InputError(
             f"block removal needs a model with a DenseASPP head; this model's head is {type(head).__name__} "
             "(seed Fig. 4 removes DenseASPP layers)"
@@ -91,9 +94,10 @@ def block_removal(
     "changed_pixels": {index: count}, "predictions": {index: (L + 1, H, W) labels}}``.
     """
     head = denseaspp_head(model)
+    specs = [spec for _, spec in head.removable_layers()]
     model.eval()
     classes = dataset.classes
-    ks = range(len(head.layers) + 1)
+    ks = range(len(specs) + 1)
     metrics = [SegmentationMetrics(classes.num_classes, classes.names, classes.ignore_index) for _ in ks]
     changed: dict[int, int] = {}
     for idx, x, y in batches(dataset, indices, batch_size):
@@ -118,12 +122,12 @@ def block_removal(
         predictions[index] = torch.stack(stack)
     rows = []
     for k in ks:
-        kept = head.atrous_rates[: len(head.layers) - k]
+        kept = specs[: len(specs) - k]
         result = metrics[k].compute_metrics()
         rows.append({
             "removed": k,
-            "rates": list(kept),
-            "max_rf": stacked_receptive_field(ConvSpec(3, r) for r in kept),
+            "rates": [spec.dilation for spec in kept],
+            "max_rf": stacked_receptive_field(kept),
             "mIoU": result["mIoU"],
             "per_class_iou": result["per_class_iou"],
             "confusion": metrics[k].compute(),

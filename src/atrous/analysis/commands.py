@@ -304,7 +304,7 @@ def planned_analyses(ctx: Context) -> list[str]:
             if name == "curves" and ctx.run_dir is None and not args.run:
                 print("analyze all: skipping curves (no --run and the checkpoint is not inside a run folder)")
                 continue
-            if name == "block-removal" and type(ctx.model.head).__name__ != "DenseASPPHead":
+            if name == "block-removal" and not ctx.model.head.removable_layers():
                 print(f"analyze all: skipping block-removal ({type(ctx.model.head).__name__} is not DenseASPP)")
                 continue
         if name in NEEDS_WEIGHTS and ctx.checkpoint is None:

@@ -4,10 +4,11 @@
 add minus one (:mod:`atrous.models.receptive_field`). DenseASPP(3, 6, 12, 18, 24) reaches
 ``R_max = 127`` feature-map pixels, and because every layer sees every lower layer, each of the
 ``2^L − 1`` subsets of layers is a path: the head samples many scales, not ``L``
-(:func:`dense_path_fields`). For a whole model the field in *input* pixels is the backbone's
-(every convolution and pooling on its main path, each growing the field by ``(R − 1)`` times
-the stride of its input) plus the head's ``(R_max − 1)`` feature pixels times the head's input
-stride, plus one output-stride step for the bilinear upsampling of the logits.
+(:func:`~atrous.models.receptive_field.dense_path_fields`; every head describes its paths,
+:meth:`~atrous.models.heads.Head.path_fields`). For a whole model the field in *input* pixels
+is the backbone's (every convolution and pooling on its main path, each growing the field by
+``(R − 1)`` times the stride of its input) plus the head's ``(R_max − 1)`` feature pixels times
+the head's input stride, plus one output-stride step for the bilinear upsampling of the logits.
 
 *Effective.* The gradient of one output logit w.r.t. the input image shows which pixels the
 decision actually uses. We take the centre output pixel's logit of the class predicted there,
@@ -23,8 +24,6 @@ upsampling of the logits places it at ``s·j + (s − 1)/2``, so the field sits 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,12 @@ from matplotlib.colors import PowerNorm
 from matplotlib.patches import Rectangle
 from torch import nn
 
-from ..models.heads import ASPPHead, CascadeHead, DenseASPPHead
-from ..models.receptive_field import ConvSpec, layer_receptive_field, stacked_receptive_field
+from ..models.heads import Head
+from ..models.receptive_field import (
+    dense_path_fields,  # noqa: F401  (part of this module's API)
+    layer_receptive_field,
+    stacked_receptive_field,
+)
 from ..models.segmentor import Segmentor
 from .common import model_device, plt, save_figure
 
@@ -44,30 +47,15 @@ GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 # -- theoretical ---------------------------------------------------------------------------
-def dense_path_fields(rates: Sequence[int], kernel: int = 3) -> dict[int, int]:
-    """Receptive field → number of paths with that field, over all ``2^L − 1`` paths through a
-    DenseASPP head with ``rates`` (each non-empty subset of layers is a path, thanks to the
-    dense connections).
-
-    >>> dense_path_fields((3, 6))
-    {7: 1, 13: 1, 19: 1}
-    """
-    fields: dict[int, int] = {}
-    for n in range(1, len(rates) + 1):
-        for subset in combinations(rates, n):
-            rf = stacked_receptive_field(ConvSpec(kernel, r) for r in subset)
-            fields[rf] = fields.get(rf, 0) + 1
-    return dict(sorted(fields.items()))
-
-
-def head_receptive_fields(head: nn.Module) -> dict[str, Any]:
+def head_receptive_fields(head: Head) -> dict[str, Any]:
     """Per-layer and stacked receptive fields (feature-map pixels) of a head's atrous layers.
 
     ``layers``: one entry per convolution of the head's longest path (``conv_path()``) with
     its ``rate``, ``kernel``, ``layer_rf`` (seed: ``(d − 1)(K − 1) + K``) and ``stacked_rf`` (the
     field after it); ``max_rf`` is ``R_max``; ``scales`` maps each field the head samples to its
-    number of paths: every path for DenseASPP, every parallel branch for ASPP (1: the 1×1
-    branch); ``parallel_scales``: the fields of the same rates side by side (ASPP-style).
+    number of paths (:meth:`~atrous.models.heads.Head.path_fields`): every path for DenseASPP,
+    every parallel branch for ASPP (1: the 1×1 branch); ``parallel_scales``: the fields of the
+    same rates side by side (ASPP-style).
     """
     path = head.conv_path()
     layers = [
@@ -76,20 +64,10 @@ def head_receptive_fields(head: nn.Module) -> dict[str, Any]:
          "stacked_rf": stacked_receptive_field(path[: i + 1])}
         for i, spec in enumerate(path)
     ]
-    max_rf = stacked_receptive_field(path)
-    parallel = sorted({layer["layer_rf"] for layer in layers} or {1})
-    if isinstance(head, DenseASPPHead):
-        scales = dense_path_fields(head.atrous_rates)
-    elif isinstance(head, ASPPHead):  # parallel branches: 1×1 and one 3×3 per rate
-        parallel = sorted({1, *(layer_receptive_field(3, r) for r in head.atrous_rates)})
-        scales = dict.fromkeys(parallel, 1)
-    else:
-        scales = dict.fromkeys(sorted({layer["stacked_rf"] for layer in layers} or {1}), 1)
-    global_context = bool(getattr(head, "global_context", False))
-    if isinstance(head, CascadeHead) and head.aspp is not None:
-        global_context = head.aspp.global_context
-    return {"head": type(head).__name__, "layers": layers, "max_rf": max_rf, "scales": scales,
-            "parallel_scales": parallel, "global_context": global_context}
+    paths = head.path_fields()
+    return {"head": type(head).__name__, "layers": layers, "max_rf": stacked_receptive_field(path),
+            "scales": paths.fields, "parallel_scales": list(paths.parallel),
+            "global_context": bool(head.global_context)}
 
 
 def _conv_specs(module: nn.Module, image_size: tuple[int, int]) -> tuple[list[tuple[int, int, float]], bool]:
@@ -210,13 +188,12 @@ def summarize_erf(erf: torch.Tensor, theoretical: int | None = None) -> dict[str
 
 
 # -- figure --------------------------------------------------------------------------------
-def _is_dense(head: dict[str, Any]) -> bool:
-    return head["head"] == DenseASPPHead.__name__
-
-
-def plot_receptive_field(result: dict[str, Any], erf: torch.Tensor | None, output: Path, title: str = "") -> Path:
-    """Head layers' per-layer and stacked fields, the scales the head samples, and the ERF
-    heat map with its 50% / 90% squares and the theoretical field."""
+def plot_receptive_field(
+    result: dict[str, Any], erf: torch.Tensor | None, output: Path, title: str = "", *, dense: bool = False
+) -> Path:
+    """Head layers' per-layer and stacked fields, the scales the head samples (``dense``: next
+    to the same rates in parallel, :attr:`~atrous.models.receptive_field.PathFields.dense`), and
+    the ERF heat map with its 50% / 90% squares and the theoretical field."""
     head = result["head"]
     os_ = result.get("output_stride")
     ncols = 3 if erf is not None else 2
@@ -239,7 +216,7 @@ def plot_receptive_field(result: dict[str, Any], erf: torch.Tensor | None, outpu
     scales = head["scales"]
     ax.bar(list(scales), list(scales.values()), width=max(1.5, head["max_rf"] / 80), color="tab:purple",
            label=f"{head['head']}: {sum(scales.values())} paths, {len(scales)} fields")
-    if _is_dense(head):
+    if dense:
         parallel = head["parallel_scales"]
         ax.plot(parallel, [-0.25] * len(parallel), "v", color="tab:gray", ms=7,
                 label=f"same rates in parallel: {len(parallel)} fields")
@@ -310,5 +287,5 @@ def receptive_field_report(
         erf = effective_receptive_field(model, images, target=target)
         result["erf"] = {"num_images": len(images), "target": target,
                          **summarize_erf(erf, result["theoretical"]["input_pixels"])}
-    plot_receptive_field(result, erf, output, title=title)
+    plot_receptive_field(result, erf, output, title=title, dense=model.head.path_fields().dense)
     return result

@@ -1,9 +1,12 @@
 """A CSV logger whose ``metrics.csv`` a resumed run continues.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when its folder is reused, so a
-resumed run would lose its history. :class:`ResumableCSVLogger` writes through its own small
-writer (:class:`AppendingCSVWriter`, no private Lightning methods): it appends to the file and,
-when new columns appear, rewrites it with the wider header, as Lightning does.
+resumed run would lose its history. :class:`ResumableCSVLogger` is a logger of its own on
+Lightning's public ``Logger`` base class (the documented way to write one: ``name``,
+``version``, ``log_metrics``, ``log_hyperparams``, ``save``, ``finalize``, rank zero only), so it
+relies on nothing private of Lightning's ``CSVLogger``. It writes through
+:class:`AppendingCSVWriter`, which appends to the file and, when new columns appear, rewrites it
+with the wider header, as Lightning does; ``hparams.yaml`` next to it, as Lightning writes it.
 
 On resume, :func:`truncate_metrics` first drops the rows the interrupted attempt logged after
 its checkpoint (``step >= global_step``), which the resumed run logs again.
@@ -12,12 +15,16 @@ its checkpoint (``step >= global_step``), which the resumed run logs again.
 from __future__ import annotations
 
 import csv
+import os
+from argparse import Namespace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.core.saving import save_hparams_to_yaml
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from ..io import atomic_write
@@ -95,12 +102,65 @@ class AppendingCSVWriter:
         self.metrics = []
 
 
-class ResumableCSVLogger(CSVLogger):
-    """Lightning's ``CSVLogger`` writing through :class:`AppendingCSVWriter`."""
+class ResumableCSVLogger(Logger):
+    """Metrics to ``<save_dir>/<name>/metrics.csv`` (continued, not replaced, when the folder holds
+    one) and hyperparameters to ``hparams.yaml`` beside it; written every
+    ``flush_logs_every_n_steps`` steps and at the end, as Lightning's ``CSVLogger`` does.
+
+    ``version`` is the run folder's sub-folder below ``name`` (``""``: none, atrous' layout).
+    """
+
+    def __init__(self, save_dir: str | os.PathLike, name: str = "csv", version: str = "",
+                 flush_logs_every_n_steps: int = 100) -> None:
+        super().__init__()
+        self._save_dir = os.fspath(save_dir)
+        self._name, self._version = name, version
+        self._flush_every = flush_logs_every_n_steps
+        self._writer: AppendingCSVWriter | None = None
 
     @property
-    def experiment(self) -> AppendingCSVWriter:  # type: ignore[override]
-        if self._experiment is None:
-            get_filesystem(self.root_dir).makedirs(self.root_dir, exist_ok=True)
-            self._experiment = AppendingCSVWriter(log_dir=self.log_dir)
-        return self._experiment
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        """The folder of ``metrics.csv``: ``<save_dir>/<name>[/<version>]``."""
+        return str(Path(self._save_dir, self._name, self._version))
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> AppendingCSVWriter:
+        if self._writer is None:
+            self._writer = AppendingCSVWriter(log_dir=self.log_dir)
+        return self._writer
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Mapping[str, Any] | Namespace | None = None, *args: Any, **kwargs: Any) -> None:
+        params = vars(params) if isinstance(params, Namespace) else dict(params or {})
+        self.experiment.log_hparams(params)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if step is None:
+            step = len(self.experiment.metrics)
+        self.experiment.log_metrics(dict(metrics), step)
+        if (step + 1) % self._flush_every == 0:
+            self.save()
+
+    @rank_zero_only
+    def save(self) -> None:
+        super().save()
+        self.experiment.save()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._writer is not None:  # a process that never logged has nothing to write
+            self.save()

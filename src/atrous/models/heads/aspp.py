@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from ..receptive_field import ConvSpec
+from ..receptive_field import ConvSpec, PathFields, layer_receptive_field
 from .base import Head
 
 
@@ -129,6 +129,12 @@ class ASPPHead(Head):
         if isinstance(self.refine, nn.Sequential):
             path.append(ConvSpec(3))
         return path
+
+    def path_fields(self) -> PathFields:
+        """Parallel branches: the 1×1 and one 3×3 per rate, one path each (image pooling is
+        global, the refine conv shared)."""
+        parallel = tuple(sorted({1, *(layer_receptive_field(3, r) for r in self.atrous_rates)}))
+        return PathFields(dict.fromkeys(parallel, 1), parallel)
 
     @property
     def global_context(self) -> bool:  # type: ignore[override]

@@ -8,6 +8,10 @@ top and never asks which head it holds. What a head tells the rest of atrous:
   DeepLabv3's cascade without atrous rates), ``global_context`` (image-level pooling);
 * :meth:`conv_path` — the longest chain of convolutions, for the theoretical receptive field
   (seed §4.1);
+* :meth:`path_fields` — the scales the head samples: the fields of all its paths (seed §4.1),
+  for ``atrous analyze receptive-field``;
+* :meth:`removable_layers` — the layers block removal may switch off (seed §5.2, Fig. 4), for
+  ``atrous analyze block-removal``; none unless the head says so;
 * :meth:`backbone_arguments` — the constructor arguments the builder derives from the backbone;
 * ``removed_options`` — config keys of earlier versions and what replaces each (the builder
   refuses them with that advice);
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
-from ..receptive_field import ConvSpec
+from ..receptive_field import ConvSpec, PathFields, chain_fields
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
@@ -46,6 +50,17 @@ class Head(nn.Module):
     def conv_path(self) -> list[ConvSpec]:
         """The convolutions along the head's longest path, input to output."""
         raise NotImplementedError(f"{type(self).__name__} must describe its conv_path()")
+
+    def path_fields(self) -> PathFields:
+        """The receptive fields of the head's paths, input to output (feature-map pixels).
+        Default: the head is one chain, :meth:`conv_path` (its field after each convolution)."""
+        return chain_fields(self.conv_path())
+
+    def removable_layers(self) -> list[tuple[nn.Module, ConvSpec]]:
+        """The layers block removal (seed §5.2, Fig. 4) may switch off, bottom to top, each with
+        its convolution: modules whose output can be replaced by zeros while everything above
+        keeps its input width. Default: none (block removal does not apply to the head)."""
+        return []
 
     def backbone_output_stride(self, output_stride: int) -> int:
         """The backbone output stride this head needs for a model output stride (before any

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from ..receptive_field import ConvSpec
+from ..receptive_field import ConvSpec, PathFields, chain_fields, dense_path_fields
 from .base import Head
 
 
@@ -166,3 +166,12 @@ class DenseASPPHead(Head):
     def conv_path(self) -> list[ConvSpec]:
         """Longest path through the head: every atrous layer in turn (seed's R_max)."""
         return [ConvSpec(3, r) for r in self.atrous_rates]
+
+    def path_fields(self) -> PathFields:
+        """Every non-empty subset of layers is a path (seed §4.1): ``2^L − 1`` paths, against the
+        ``L`` fields of the same rates in parallel."""
+        return PathFields(dense_path_fields(self.atrous_rates), chain_fields(self.conv_path()).parallel, dense=True)
+
+    def removable_layers(self) -> list[tuple[nn.Module, ConvSpec]]:
+        """Every atrous layer: a removed layer's zeros keep the concatenation's width (seed Fig. 4)."""
+        return list(zip(self.layers, self.conv_path(), strict=True))
