@@ -10,7 +10,9 @@ Loading a checkpoint never fetches weights it is about to overwrite: the model i
 weights stores ``pretrained: true``), as torchvision's builders drop ``weights_backbone`` when
 ``weights`` are given. Predict, validate, test, export, benchmark, analyze and resume all load
 through :func:`load_segmentor` or :func:`checkpoint_config` here; ``atrous convert`` writes its
-checkpoints with :func:`write_checkpoint`, in the layout ``atrous fit`` writes.
+checkpoints with :func:`write_checkpoint`, in the layout ``atrous fit`` writes. A stored config of
+an earlier version is migrated on load (:mod:`atrous.models.config_migrations`); the file is
+never rewritten.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..data.label_space import config_classes
 from ..errors import CheckpointError
 from ..io import atomic_write
 from .build import build_model
+from .config_migrations import migrate_config
 from .segmentor import Segmentor
 
 ConfigSource = str | os.PathLike | Mapping[str, Any] | None
@@ -50,14 +53,16 @@ def checkpoint_config(
     ckpt: Mapping[str, Any], source: str | os.PathLike, config: ConfigSource = None, overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
     """The experiment config to use with a checkpoint: ``config`` (a path, a packaged name or a
-    mapping) if given, else the one the checkpoint stores, with ``overrides`` applied; the
-    checkpoint's class names under ``class_names`` unless the config has its own."""
+    mapping) if given, else the one the checkpoint stores (in the current format:
+    :func:`~atrous.models.config_migrations.migrate_config` migrates a config of an earlier
+    version, or says why it cannot), with ``overrides`` applied; the checkpoint's class names
+    under ``class_names`` unless the config has its own."""
     hparams = ckpt.get("hyper_parameters") or {}
     if config is None:
         stored = hparams.get("config")
         if not stored:
             raise CheckpointError(f"{source} stores no config; pass --config")
-        cfg = apply_overrides(stored, overrides)
+        cfg = apply_overrides(migrate_config(stored, source), overrides)
     elif isinstance(config, Mapping):
         cfg = apply_overrides(config, overrides)
     else:
