@@ -25,7 +25,7 @@ from atrous.models.heads import FCNHead
 REPO = Path(__file__).resolve().parents[1]
 
 DEMO = CONFIG_ROOT / "demo" / "denseaspp_resnet18_small.yaml"
-MODEL4 = CONFIG_ROOT / "seed" / "table1_model4.yaml"
+MODEL4 = CONFIG_ROOT / "denseaspp_report" / "table1_model4.yaml"
 
 
 def small_model_cfg(**changes: object) -> dict:
@@ -467,29 +467,43 @@ def test_base_configs_merge_and_switch_components(tmp_path):
 # -- configs are package data: names resolve from any folder ---------------------------------
 def test_packaged_config_names_resolve_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outside the checkout
-    by_name = load_config("seed/table1_model4")
-    assert load_config("seed/table1_model4.yaml") == by_name
-    assert load_config(CONFIG_ROOT / "seed" / "table1_model4.yaml") == by_name
-    assert count_parameters(build_model(load_config("seed/table1_model4", ["model.backbone.pretrained=false"])))[1] == 2_252_820
+    by_name = load_config("denseaspp_report/table1_model4")
+    assert load_config("denseaspp_report/table1_model4.yaml") == by_name
+    assert load_config(CONFIG_ROOT / "denseaspp_report" / "table1_model4.yaml") == by_name
+    assert count_parameters(build_model(load_config("denseaspp_report/table1_model4", ["model.backbone.pretrained=false"])))[1] == 2_252_820
+
+
+def test_a_renamed_config_name_fails_with_the_new_one(tmp_path, monkeypatch):
+    """``seed/`` (the DenseASPP report's configs) is now ``denseaspp_report/``: the old name
+    is an error that names the new one, also as a ``base``."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"'seed/table1_model4' .*did you mean 'denseaspp_report/table1_model4'\?"):
+        load_config("seed/table1_model4")
+    (tmp_path / "old.yaml").write_text("base: seed/table2_convnext.yaml\n")
+    with pytest.raises(ConfigError, match=r"old.yaml: base config .*did you mean 'denseaspp_report/table2_convnext'\?"):
+        load_config(tmp_path / "old.yaml")
+    with pytest.raises(ConfigError) as unknown:  # no such report config: no hint
+        load_config("seed/table9_model9")
+    assert "did you mean" not in str(unknown.value)
 
 
 def test_a_file_on_disk_wins_over_a_packaged_name(tmp_path, monkeypatch):
-    (tmp_path / "seed").mkdir()
-    (tmp_path / "seed" / "table1_model4.yaml").write_text(
+    (tmp_path / "denseaspp_report").mkdir()
+    (tmp_path / "denseaspp_report" / "table1_model4.yaml").write_text(
         "model:\n  num_classes: 3\n  backbone: {name: resnet18}\n  head: {name: fcn}\n")
     monkeypatch.chdir(tmp_path)
-    assert load_config("seed/table1_model4.yaml")["model"]["num_classes"] == 3
-    assert load_config("seed/table1_model4")["model"]["num_classes"] == 20  # no such file: the packaged one
+    assert load_config("denseaspp_report/table1_model4.yaml")["model"]["num_classes"] == 3
+    assert load_config("denseaspp_report/table1_model4")["model"]["num_classes"] == 20  # no such file: the packaged one
 
 
 def test_a_user_config_may_base_a_packaged_one_by_name(tmp_path):
     mine = tmp_path / "mine.yaml"
-    mine.write_text("base: seed/table1_model4\nmodel:\n  num_classes: 7\n")
+    mine.write_text("base: denseaspp_report/table1_model4\nmodel:\n  num_classes: 7\n")
     cfg = load_config(mine)
     assert cfg["model"]["num_classes"] == 7
-    assert cfg["model"]["head"] == load_config("seed/table1_model4")["model"]["head"]
-    (tmp_path / "bad.yaml").write_text("base: seed/no_such_config\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: base config 'seed/no_such_config' is neither"):
+    assert cfg["model"]["head"] == load_config("denseaspp_report/table1_model4")["model"]["head"]
+    (tmp_path / "bad.yaml").write_text("base: denseaspp_report/no_such_config\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: base config 'denseaspp_report/no_such_config' is neither"):
         load_config(tmp_path / "bad.yaml")
 
 
