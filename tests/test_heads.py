@@ -25,7 +25,7 @@ def _randomize_bn(module: torch.nn.Module) -> None:
 
 
 def test_denseaspp_channel_arithmetic():
-    """Seed §4.2: c_l = c_0 + n·(l − 1); the output has c_0 + L·n channels."""
+    """Report §4.2: c_l = c_0 + n·(l − 1); the output has c_0 + L·n channels."""
     head = DenseASPPHead(1024, (3, 6, 12, 18, 24), growth_channels=64, bottleneck_channels=256)
     assert [layer.norm1.num_features for layer in head.layers] == [1024 + 64 * i for i in range(5)]
     assert all(layer.conv1.out_channels == 256 for layer in head.layers)
@@ -40,7 +40,7 @@ def test_denseaspp_input_first_keeps_input_channels():
     x = torch.randn(2, 32, 10, 10)
     y = head(x)
     torch.testing.assert_close(y[:, :32], x)
-    assert not hasattr(head.layers[0].conv1, "weight")  # no bottleneck (seed Table 1 #1-#3)
+    assert not hasattr(head.layers[0].conv1, "weight")  # no bottleneck (report Table 1 #1-#3)
 
 
 def official_denseaspp_forward(head: DenseASPPHead, feature: torch.Tensor) -> torch.Tensor:
@@ -143,7 +143,7 @@ def test_cascade_striding_blocks_reduce_resolution():
 def test_receptive_field_formulas():
     assert layer_receptive_field(3, 1) == 3
     assert [layer_receptive_field(3, d) for d in (3, 6, 12, 18, 24)] == [7, 13, 25, 37, 49]
-    assert stacked_receptive_field(ConvSpec(3, d) for d in (3, 6, 12, 18, 24)) == 127  # seed R_max
+    assert stacked_receptive_field(ConvSpec(3, d) for d in (3, 6, 12, 18, 24)) == 127  # report R_max
     assert stacked_receptive_field(ConvSpec(3, d) for d in (3, 6, 9, 12, 18, 24)) == 145
     # Strides multiply later growth: 3x3 s2, 3x3 s2, 3x3 → 1 + 2 + 2·2 + 2·4 = 15.
     assert stacked_receptive_field([ConvSpec(3, 1, 2), ConvSpec(3, 1, 2), ConvSpec(3)]) == 15

@@ -7,7 +7,7 @@ top and never asks which head it holds. What a head tells the rest of atrous:
 * ``out_channels``, ``extra_stride`` (how much further the head downsamples; 1 for all but
   DeepLabv3's cascade without atrous rates), ``global_context`` (image-level pooling);
 * :meth:`conv_path` — the longest chain of convolutions, for the theoretical receptive field
-  (seed §4.1);
+  (report §4.1);
 * :meth:`backbone_arguments` — the constructor arguments the builder derives from the backbone;
 * :meth:`backbone_output_stride`, :meth:`check_output_stride` and :meth:`set_output_stride` —
   how the head follows an output-stride switch at inference (DeepLabv3 §4.3: train at 16,
