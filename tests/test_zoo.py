@@ -42,7 +42,7 @@ def test_reference_numbers(zoo_entry):
     if "params_trainable" in ref:
         assert trainable == ref["params_trainable"]
     if "receptive_field" in ref:
-        assert model.receptive_field == ref["receptive_field"]
+        assert model.head_receptive_field == ref["receptive_field"]
 
 
 def test_shapes_strides_gradients_determinism_export(zoo_entry):

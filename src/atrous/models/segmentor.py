@@ -75,7 +75,7 @@ class Segmentor(nn.Module):
         return self.backbone.output_stride // self.feature_upsample * self.head.extra_stride
 
     @property
-    def receptive_field(self) -> int:
+    def head_receptive_field(self) -> int:
         """The head's theoretical maximum receptive field in feature-map pixels (report §4.1)."""
         return stacked_receptive_field(self.head.conv_path())
 
