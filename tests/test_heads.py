@@ -6,22 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_models import assert_identical
+from helpers_models import assert_identical, randomized_batchnorm
 from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 
 from atrous.models import build_model
 from atrous.models.heads import ASPPHead, CascadeHead, DenseASPPHead, FCNHead
 from atrous.models.heads.cascade import cascade_plan
 from atrous.models.receptive_field import ConvSpec, layer_receptive_field, stacked_receptive_field
-
-
-def _randomize_bn(module: torch.nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
 
 
 def test_denseaspp_channel_arithmetic():
@@ -74,7 +65,7 @@ def test_denseaspp_official_configuration_matches_official_forward():
         input_relu=True, conv_bias=True, dropout=0.1, concat_order="new_first", bn_momentum=0.0003,
     )
     head = DenseASPPHead(32, **cfg)
-    _randomize_bn(head)
+    randomized_batchnorm(head)
     head.eval().double()
     assert head.layers[0].norm1.__class__.__name__ == "Identity"
     assert head.layers[1].norm1.momentum == 0.0003
@@ -101,7 +92,7 @@ def test_denseaspp_output_norm_and_postactivation():
 def test_aspp_matches_torchvision(rates):
     ours = ASPPHead(64, rates, out_channels=32)
     ref = TorchvisionASPP(64, list(rates), out_channels=32)
-    _randomize_bn(ours)
+    randomized_batchnorm(ours)
     ref.load_state_dict(ours.state_dict())
     ours.eval().double(), ref.eval().double()
     x = torch.randn(2, 64, 17, 19, dtype=torch.float64)
