@@ -72,3 +72,14 @@ def measured_receptive_field(head: nn.Module, in_channels: int, bound: int) -> i
     first, last = int(rows.min()), int(rows.max())
     assert 0 < first and last < length - 1, f"the field reaches the input's ends: larger than {bound}"
     return last - first + 1
+
+
+def small_model_cfg(**changes: object) -> dict:
+    """A ResNet-18 + FCN model section, with top-level model keys replaced by ``changes``."""
+    cfg = {
+        "num_classes": 3,
+        "backbone": {"name": "resnet18", "output_stride": 8, "pretrained": False},
+        "head": {"name": "fcn"},
+    }
+    cfg.update(changes)
+    return cfg
