@@ -36,11 +36,11 @@ from torchvision import tv_tensors
 from ..errors import InputError
 from .base import DatasetError
 
+# The image files read_image_array decodes, lower case (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # EXIF orientations (tag 0x0112) that swap width and height: 5 transpose, 6 rotate 90° clockwise,
 # 7 transverse, 8 rotate 90° counter-clockwise.
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
-# The image files read_image_array decodes, lower case (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 EXIF_ORIENTATION = 0x0112
 _pillow_limit_lock = threading.Lock()
 
