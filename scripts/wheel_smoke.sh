@@ -15,7 +15,7 @@ import atrous
 root = pathlib.Path(atrous.__file__).parent
 assert "site-packages" in str(root), f"atrous imported from {root}, not from an installed wheel"
 assert (root / "py.typed").is_file(), "py.typed missing from the wheel"
-assert (root / "configs" / "seed" / "table1_model4.yaml").is_file(), "configs missing from the wheel"
+assert (root / "configs" / "denseaspp_report" / "table1_model4.yaml").is_file(), "configs missing from the wheel"
 print(f"wheel: atrous {atrous.__version__} from {root}")
 PY
 
@@ -24,8 +24,8 @@ rows=$(grep -c '^| `' zoo.md)
 test "$rows" -ge 20 || { echo "atrous zoo lists $rows configs"; exit 1; }
 echo "wheel: atrous zoo lists $rows packaged configs"
 
-"$BIN/atrous" info --config seed/table1_model4 --json > info.json
-"$BIN/python" -c "import json; n = json.load(open('info.json'))['params_trainable']; assert n == 2252820, n; print(f'wheel: seed/table1_model4 has {n:,} trainable parameters')"
+"$BIN/atrous" info --config denseaspp_report/table1_model4 --json > info.json
+"$BIN/python" -c "import json; n = json.load(open('info.json'))['params_trainable']; assert n == 2252820, n; print(f'wheel: denseaspp_report/table1_model4 has {n:,} trainable parameters')"
 
 # Two training steps of the demo config (tiny splits), then predict with its checkpoint.
 "$BIN/atrous" fit --config demo/denseaspp_resnet18_small train.output_dir=run train.max_steps=2 \

@@ -1,4 +1,4 @@
-"""Shared fixtures: every config of the zoo, small input sizes, deterministic seeds."""
+"""Shared fixtures: a deterministic torch seed per test, the repository root, one torch thread."""
 
 from __future__ import annotations
 
@@ -6,13 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from atrous.config import config_name, list_configs
-
-torch.set_num_threads(max(1, torch.get_num_threads()))
-
-ZOO = list_configs()
-ZOO_IDS = [config_name(p) for p in ZOO]
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
 """The analyses behind ``atrous analyze``: every computation against an independent computation
-or a known answer (the seed's receptive fields, brute-force valid-weight counts, a BFS for
+or a known answer (the report's receptive fields, brute-force valid-weight counts, a BFS for
 connected components, hand-made label maps), then every subcommand once on a tiny checkpoint."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def val_set() -> SyntheticStreets:
 
 # -- receptive fields ----------------------------------------------------------------------
 @pytest.mark.parametrize(("rates", "expected"), [
-    ((3, 6, 12, 18, 24), 127),  # seed §4.1 and Table 1 #4
+    ((3, 6, 12, 18, 24), 127),  # report §4.1 and Table 1 #4
     ((3, 6, 9, 12), 61),  # Table 1 #1/#2
     ((6, 12, 18, 24), 121),  # Table 1 #3
     ((3, 6, 9, 12, 18, 24), 145),  # Table 1 #5

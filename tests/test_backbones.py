@@ -120,6 +120,22 @@ def test_mobilenet_output_stride_16_is_torchvision_dilated():
         assert_identical(ours(x)["stage5"], ref.features(x))  # the same network: float64 rounding only
 
 
+def test_mobilenet_return_blocks_declares_and_returns_block_outputs():
+    """torchvision's aux input, features[4]: 40 channels at stride 8, before stage3 ends."""
+    for output_stride in (8, 16, 32):
+        backbone = MobileNetV3Backbone(output_stride=output_stride, return_blocks=[4]).eval()
+        names = [f.name for f in backbone.feature_info]
+        assert names == ["stage1", "stage2", "block4", "stage3", "stage4", "stage5"]
+        with torch.no_grad():
+            features = backbone(torch.randn(1, 3, 64, 64))
+        assert list(features) == names
+        for info in backbone.feature_info:
+            assert features[info.name].shape[1:] == (info.channels, 64 // info.stride, 64 // info.stride)
+        assert backbone.feature_info[2] == type(backbone.feature_info[2])("block4", 40, 8)
+    with pytest.raises(ValueError, match="return_blocks"):
+        MobileNetV3Backbone(return_blocks=[16])
+
+
 def test_densenet_output_stride_32_is_torchvision_features():
     ours = DenseNetBackbone("densenet121", output_stride=32).eval().double()
     ref = models.densenet121().eval().double()

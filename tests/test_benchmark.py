@@ -151,7 +151,7 @@ def test_data_benchmark_reads_cityscapes_layout(tmp_path):
     report = benchmark_data(tmp_path, repeats=1, rounds=2, train_images_per_s=3.0)
     assert report["frames"] == 2 and report["frame_size"] == [64, 128] and not report["synthetic_frames"]
     assert report["rounds"] == 2 and all(v > 0 for v in report["stages_ms"].values())
-    for name in ("augment", "seed"):
+    for name in ("augment", "denseaspp_report"):
         entry = report["pipelines"][name]
         assert entry["images_per_s_per_worker"] > 0 and entry["sample_ms"] > 0
         assert entry["workers_needed"] >= 1

@@ -34,7 +34,6 @@ from torchvision.models.segmentation import (
 from atrous.cli import main
 from atrous.config import CONFIG_ROOT, load_config
 from atrous.models import build_model
-from atrous.models.backbones import MobileNetV3Backbone
 from atrous.models.checkpoint import load_segmentor
 from atrous.models.convert import (
     ConversionError,
@@ -364,22 +363,6 @@ def test_torchvision_resnet101_fits_its_config_key_for_key():
     converted = convert_torchvision_deeplabv3(state, load_config(TORCHVISION["resnet101"]))
     assert len(converted) == len(state)
     assert "head.refine.1.running_var" in converted and "aux_head.4.bias" in converted
-
-
-def test_mobilenet_return_blocks_declares_and_returns_block_outputs():
-    """torchvision's aux input, features[4]: 40 channels at stride 8, before stage3 ends."""
-    for output_stride in (8, 16, 32):
-        backbone = MobileNetV3Backbone(output_stride=output_stride, return_blocks=[4]).eval()
-        names = [f.name for f in backbone.feature_info]
-        assert names == ["stage1", "stage2", "block4", "stage3", "stage4", "stage5"]
-        with torch.no_grad():
-            features = backbone(torch.randn(1, 3, 64, 64))
-        assert list(features) == names
-        for info in backbone.feature_info:
-            assert features[info.name].shape[1:] == (info.channels, 64 // info.stride, 64 // info.stride)
-        assert backbone.feature_info[2] == type(backbone.feature_info[2])("block4", 40, 8)
-    with pytest.raises(ValueError, match="return_blocks"):
-        MobileNetV3Backbone(return_blocks=[16])
 
 
 # -- wrong and missing files ---------------------------------------------------------------------

@@ -263,7 +263,7 @@ def test_valid_train_values_pass():
         (["model.num_classes=0"], ["model.num_classes", ">= 1"]),
         (["model.backbone.outputstride=8"], ["'outputstride'", "did you mean 'output_stride'"]),
         (["evaluate=3"], ["evaluate", "mapping"]),
-        (["base=seed/table1_model4"], ["'base'", "unknown section"]),
+        (["base=denseaspp_report/table1_model4"], ["'base'", "unknown section"]),
     ],
 )
 def test_whole_config_errors_after_overrides(overrides, needles):

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers_predict import STRIDE, predict, random_image, tiny_checkpoint, tree
@@ -27,6 +28,7 @@ from atrous.io import (
     TEMPORARY_NAME,
     atomic_write,
     check_output,
+    json_text,
     remove_orphaned_temporaries,
     temporary_prefix,
 )
@@ -35,6 +37,34 @@ from atrous.io import (
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("safety"))
+
+
+# -- JSON: NaN and infinities are null, in every writer ------------------------------------------
+
+
+def _strict(text: str):
+    """Parse ``text`` refusing the ``NaN``/``Infinity`` tokens that ``json.dumps`` emits."""
+    return json.loads(text, parse_constant=lambda token: pytest.fail(f"non-JSON token {token}"))
+
+
+def test_json_text_turns_nan_and_infinities_into_null():
+    nan, inf = float("nan"), float("inf")
+    data = {"a": nan, "b": [1.5, inf, -inf], "c": {"d": (np.float64(nan), np.float32(0.25))},
+            "t": torch.tensor([0.5, nan]), "i": np.int64(3), 2: Path("x/y")}
+    text = json_text(data)
+    assert text.endswith("}\n")
+    assert _strict(text) == {"a": None, "b": [1.5, None, None], "c": {"d": [None, 0.25]},
+                             "t": [0.5, None], "i": 3, "2": "x/y"}
+
+
+def test_metrics_and_analysis_json_write_nan_as_null(tmp_path):
+    from atrous.analysis.common import write_json
+    from atrous.training.runner import write_metrics
+
+    write_metrics(tmp_path / "metrics.json", {"mIoU": 0.5, "per_class_iou": [0.5, float("nan")]})
+    write_json(tmp_path / "analysis.json", {"iou": np.array([float("nan"), 1.0])})
+    assert _strict((tmp_path / "metrics.json").read_text()) == {"mIoU": 0.5, "per_class_iou": [0.5, None]}
+    assert _strict((tmp_path / "analysis.json").read_text()) == {"iou": [None, 1.0]}
 
 
 # -- atomic_write: modes and orphans ----------------------------------------------------------

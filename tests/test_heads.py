@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_models import assert_identical
+from helpers_models import assert_identical, randomized_batchnorm
 from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 
 from atrous.config import ConfigError
@@ -16,17 +16,8 @@ from atrous.models.heads.cascade import cascade_plan
 from atrous.models.receptive_field import ConvSpec, layer_receptive_field, stacked_receptive_field
 
 
-def _randomize_bn(module: torch.nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-
-
 def test_denseaspp_channel_arithmetic():
-    """Seed §4.2: c_l = c_0 + n·(l − 1); the output has c_0 + L·n channels."""
+    """Report §4.2: c_l = c_0 + n·(l − 1); the output has c_0 + L·n channels."""
     head = DenseASPPHead(1024, (3, 6, 12, 18, 24), growth_channels=64, bottleneck_channels=256)
     assert [layer.norm1.num_features for layer in head.layers] == [1024 + 64 * i for i in range(5)]
     assert all(layer.conv1.out_channels == 256 for layer in head.layers)
@@ -41,7 +32,7 @@ def test_denseaspp_input_first_keeps_input_channels():
     x = torch.randn(2, 32, 10, 10)
     y = head(x)
     torch.testing.assert_close(y[:, :32], x)
-    assert not hasattr(head.layers[0].conv1, "weight")  # no bottleneck (seed Table 1 #1-#3)
+    assert not hasattr(head.layers[0].conv1, "weight")  # no bottleneck (report Table 1 #1-#3)
 
 
 def official_denseaspp_forward(head: DenseASPPHead, feature: torch.Tensor) -> torch.Tensor:
@@ -71,7 +62,7 @@ def official_denseaspp_forward(head: DenseASPPHead, feature: torch.Tensor) -> to
 
 def test_denseaspp_official_variant_matches_official_forward():
     head = DenseASPPHead(32, (3, 6, 12, 18, 24), bottleneck_channels=16, growth_channels=8, dropout=0.1, official=True)
-    _randomize_bn(head)
+    randomized_batchnorm(head)
     head.eval().double()
     assert head.layers[0].norm1.__class__.__name__ == "Identity"
     assert head.layers[1].norm1.momentum == 0.0003
@@ -109,7 +100,7 @@ def test_denseaspp_removed_options_name_their_replacement(key):
 def test_aspp_matches_torchvision(rates):
     ours = ASPPHead(64, rates, out_channels=32)
     ref = TorchvisionASPP(64, list(rates), out_channels=32)
-    _randomize_bn(ours)
+    randomized_batchnorm(ours)
     ref.load_state_dict(ours.state_dict())
     ours.eval().double(), ref.eval().double()
     x = torch.randn(2, 64, 17, 19, dtype=torch.float64)
@@ -151,7 +142,7 @@ def test_cascade_striding_blocks_reduce_resolution():
 def test_receptive_field_formulas():
     assert layer_receptive_field(3, 1) == 3
     assert [layer_receptive_field(3, d) for d in (3, 6, 12, 18, 24)] == [7, 13, 25, 37, 49]
-    assert stacked_receptive_field(ConvSpec(3, d) for d in (3, 6, 12, 18, 24)) == 127  # seed R_max
+    assert stacked_receptive_field(ConvSpec(3, d) for d in (3, 6, 12, 18, 24)) == 127  # report R_max
     assert stacked_receptive_field(ConvSpec(3, d) for d in (3, 6, 9, 12, 18, 24)) == 145
     # Strides multiply later growth: 3x3 s2, 3x3 s2, 3x3 → 1 + 2 + 2·2 + 2·4 = 15.
     assert stacked_receptive_field([ConvSpec(3, 1, 2), ConvSpec(3, 1, 2), ConvSpec(3)]) == 15

@@ -16,7 +16,8 @@ from atrous.config import ConfigError
 from atrous.data.base import DatasetError
 from atrous.data.build import build_dataset
 from atrous.data.folder import FolderDataset
-from atrous.data.io import read_image, read_image_array, read_label_png
+from atrous.data.io import IMAGE_EXTENSIONS, read_image, read_image_array, read_label_png
+from atrous.evaluation.prediction_files import collect_inputs
 
 ORIENTATION = 0x0112
 
@@ -204,3 +205,22 @@ def test_datasets_take_the_limit_from_the_config(tmp_path, monkeypatch):
     assert raised.load(0)[0].shape == (3, 20, 30)
     with pytest.raises(ConfigError, match="max_image_pixels"):
         build_dataset({"name": "folder", "root": str(root), "max_image_pixels": "lots"}, {}, train=False)
+
+
+@pytest.mark.parametrize("suffix", IMAGE_EXTENSIONS)
+def test_every_image_extension_is_decoded_and_found_by_datasets_and_predict(tmp_path, suffix):
+    """One list (``data/io.py``): each extension is a file the decoder reads, and both a
+    ``folder`` dataset and ``atrous predict``'s input search pick it up."""
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb).convert("L") if suffix == ".pgm" else Image.fromarray(rgb)
+    write_folder(tmp_path, n=1, size=(20, 30))
+    (tmp_path / "images" / "sample_0000.jpg").unlink()
+    path = tmp_path / "images" / f"sample_0000{suffix}"
+    image.save(path, **({"lossless": True} if suffix == ".webp" else {}))
+    decoded = read_image_array(path)
+    if suffix in (".jpg", ".jpeg"):  # lossy
+        assert decoded.shape == (20, 30, 3) and decoded.dtype == np.uint8
+    else:
+        assert np.array_equal(decoded, np.asarray(image.convert("RGB")))
+    assert FolderDataset(tmp_path).image_path(0) == path
+    assert [source.path for source in collect_inputs([tmp_path / "images"])] == [path]

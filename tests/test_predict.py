@@ -243,7 +243,7 @@ def test_the_cli_offers_every_preset(capsys):
 def test_cityscapes_label_ids_follow_the_official_table():
     lut19, lut20 = cityscapes_lut(CLASSES_19), cityscapes_lut(CLASSES_20)
     assert lut19.tolist() == [trainId2label[t].id for t in range(19)]
-    assert lut20.tolist() == lut19.tolist() + [0]  # the seed's "background" → unlabeled
+    assert lut20.tolist() == lut19.tolist() + [0]  # the report's "background" → unlabeled
 
 
 def test_submission_scored_by_cityscapesscripts_equals_atrous_validate(setup, tmp_path):

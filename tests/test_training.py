@@ -57,7 +57,7 @@ def test_fit_writes_checkpoints_logs_and_metrics(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
     train_miou = [r["train/mIoU"] for r in rows if r.get("train/mIoU")]
     val_miou = [r["val/mIoU"] for r in rows if r.get("val/mIoU")]
-    assert len(train_miou) == 2 and len(val_miou) == 2  # per epoch, as the seed reports both
+    assert len(train_miou) == 2 and len(val_miou) == 2  # per epoch, as the report gives both
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["class_names"][13] == "car"
@@ -176,7 +176,7 @@ class Snapshot(L.Callback):
 
 
 def test_frozen_backbone_stays_frozen_while_the_head_trains(tmp_path):
-    """The seed trains its heads on a frozen backbone: weights and BN statistics stay put."""
+    """The report trains its heads on a frozen backbone: weights and BN statistics stay put."""
     cfg = tiny_config(tmp_path, max_epochs=1)
     cfg["model"]["backbone"]["frozen"] = True
     cfg["model"].pop("aux_head")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+from atrous.config import load_config
 from atrous.data.transforms import NORMALIZATIONS, build_transforms, transforms_from_config
 
 IGNORE = 255
@@ -140,8 +141,15 @@ def test_normalization_matches_manual_computation(normalize) -> None:
     assert torch.allclose(out_image, expected, atol=1e-5)
 
 
-def test_cityscapes_statistics_are_the_denseaspp_ones() -> None:
-    assert NORMALIZATIONS["cityscapes"] == ((0.290101, 0.328081, 0.286964), (0.182954, 0.186566, 0.184475))
+def test_official_denseaspp_configs_normalize_with_the_official_statistics() -> None:
+    """The official code's ``Normalize`` (DenseASPP inference.py lines 20-22), as its configs'
+    evaluation pipeline applies it."""
+    mean = torch.tensor([0.290101, 0.328081, 0.286964]).view(3, 1, 1)
+    std = torch.tensor([0.182954, 0.186566, 0.184475]).view(3, 1, 1)
+    val = load_config("denseaspp/denseaspp121_cityscapes")["data"]["val"]["transforms"]
+    image, mask = random_pair()
+    out_image, _ = transforms_from_config(val, train=False, ignore_index=IGNORE)(image, mask)
+    torch.testing.assert_close(out_image, (image.float() / 255 - mean) / std, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("train", [True, False])

@@ -102,9 +102,19 @@ def test_local_file_accepts_str_path_and_tilde(resnet18_tv, resnet18_file, monke
         assert torch.equal(net.conv1.weight, resnet18_tv.conv1.weight)
 
 
-def test_random_init_differs_from_file(resnet18_tv):
+def test_pretrained_false_loads_nothing_not_even_the_hub_cache(torch_home, tmp_path, resnet18_tv):
+    """``pretrained: false`` loads nothing, not even the hub cache's file: every tensor is
+    torchvision's own initialisation from the same torch seed."""
+    target = hub_checkpoint_path(RESNET18_V1)
+    assert target.is_relative_to(tmp_path)
+    target.parent.mkdir(parents=True)
+    torch.save(resnet18_tv.state_dict(), target)
+    torch.manual_seed(5)
     backbone = ResNetBackbone("resnet18", pretrained=False)
-    assert not torch.equal(backbone.conv1.weight, resnet18_tv.conv1.weight)
+    torch.manual_seed(5)
+    reference = torchvision.models.resnet18().state_dict()
+    expected = {k: v for k, v in reference.items() if not k.startswith("fc.")}
+    _assert_same_tensors(expected, backbone.state_dict())
 
 
 def test_local_file_without_classifier_keys_loads(resnet18_tv, tmp_path):

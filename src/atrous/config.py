@@ -5,12 +5,14 @@ A config file is a mapping with a ``model`` section (the arguments of
 paper reports for it, checked by the tests) and the training/data sections.
 
 A config is named by a path on disk or by the name of a config shipped with atrous (package
-data under ``atrous/configs/``): ``seed/table1_model4`` or ``seed/table1_model4.yaml`` resolve
-from any folder, inside the checkout or from an installed wheel. A path that exists wins.
+data under ``atrous/configs/``): ``denseaspp_report/table1_model4`` or
+``denseaspp_report/table1_model4.yaml`` resolve from any folder, inside the checkout or from an
+installed wheel. A path that exists wins. A name from before a folder was renamed
+(:data:`RENAMED_CONFIG_FOLDERS`) fails with the new name.
 
 ``base: other.yaml`` starts from another config (a path relative to the file, else a packaged
-name, so a user's own config may ``base: seed/table1_model4``): mappings merge key by key,
-anything else replaces — except that a component mapping whose ``name`` differs from the
+name, so a user's own config may ``base: denseaspp_report/table1_model4``): mappings merge key
+by key, anything else replaces — except that a component mapping whose ``name`` differs from the
 base's (another head, dataset or optimizer) replaces the base's mapping as a whole.
 """
 
@@ -37,6 +39,9 @@ __all__ = [
 ]
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"  # package data: ships in the wheel
+# Packaged config folders that were renamed, old → new: ``seed/`` named the DenseASPP
+# implementation report, which "seed" (the random seed, ``train.seed``) did not say.
+RENAMED_CONFIG_FOLDERS = {"seed": "denseaspp_report"}
 TOP_LEVEL_KEYS = ("base", "model", "reference", "data", "train", "evaluate")
 
 
@@ -166,7 +171,7 @@ def resolve_config(
 ) -> Path:
     """The file a config reference names: an existing path (relative to ``relative_to`` if
     given, else to the working directory), else a config shipped with atrous by its name
-    (``seed/table1_model4``, ``.yaml`` optional)."""
+    (``denseaspp_report/table1_model4``, ``.yaml`` optional)."""
     ref = str(ref)
     path = (relative_to / ref) if relative_to is not None else Path(ref).expanduser()
     if path.is_file():
@@ -177,13 +182,24 @@ def resolve_config(
         return packaged
     where = f"{referrer}: base config" if referrer is not None else "config"
     raise ConfigError(
-        f"{where} {ref!r} is neither a file ({path}) nor the name of a config shipped with atrous; "
-        "`atrous zoo` lists the shipped names (e.g. seed/table1_model4)"
+        f"{where} {ref!r} is neither a file ({path}) nor the name of a config shipped with atrous"
+        f"{_renamed_hint(name)}; `atrous zoo` lists the shipped names (e.g. denseaspp_report/table1_model4)"
     )
 
 
+def _renamed_hint(name: str) -> str:
+    """`` (did you mean 'denseaspp_report/table1_model4'? …)`` for ``seed/table1_model4``: a
+    name under a renamed folder whose new name is shipped; else ``""``."""
+    folder, _, rest = name.partition("/")
+    renamed = RENAMED_CONFIG_FOLDERS.get(folder)
+    if renamed is None or not (CONFIG_ROOT / renamed / f"{rest}.yaml").is_file():
+        return ""
+    return f" (did you mean '{renamed}/{rest}'? {folder}/ was renamed {renamed}/)"
+
+
 def config_name(path: Path) -> str:
-    """``…/atrous/configs/seed/table1_model4.yaml`` → ``seed/table1_model4`` (else the path)."""
+    """``…/atrous/configs/denseaspp_report/table1_model4.yaml`` → ``denseaspp_report/table1_model4``
+    (else the path)."""
     try:
         return path.resolve().relative_to(CONFIG_ROOT).with_suffix("").as_posix()
     except ValueError:

@@ -9,18 +9,23 @@
 * :func:`check_output` is what every ``--output`` goes through first: an output equal to one of
   the command's inputs is refused always, an existing file unless ``--overwrite``
   (:class:`~atrous.errors.OutputExistsError`, naming the file).
+* :func:`json_text` is the one way atrous turns results into JSON: NaN (a class never seen) and
+  infinities become ``null``, which strict JSON readers accept, and tensors and arrays lists.
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
 import re
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from .errors import OutputExistsError
 
@@ -177,3 +182,25 @@ def check_output(
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputExistsError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another file")
     return path
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON data, recursively: NaN and ±inf → ``None`` (``null``); tensors,
+    arrays and NumPy scalars → lists and numbers (their ``tolist()``); tuples → lists; paths →
+    strings; mapping keys → strings."""
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # torch.Tensor, np.ndarray, np.generic
+        return json_ready(value.tolist())
+    return value
+
+
+def json_text(data: Any) -> str:
+    """``data`` as indented JSON with a final newline (:func:`json_ready` first)."""
+    return json.dumps(json_ready(data), indent=2) + "\n"

@@ -1,9 +1,9 @@
-"""Removing the top DenseASPP layers at inference (seed §5.2, Fig. 4).
+"""Removing the top DenseASPP layers at inference (report §5.2, Fig. 4).
 
 "We tried removing some of the upper DenseASPP blocks ... Larger objects were still recognizable
 when removing 1–2 DenseASPP blocks, but further they suffered significantly ... Smaller objects,
 such as cars in that image, are still recognized more or less correctly even with the 3 top
-blocks removed." The seed does not retrain: the trained classifier is applied with the removed
+blocks removed." The report does not retrain: the trained classifier is applied with the removed
 layers' features set to zero (:func:`removed_top_layers`, forward hooks on the layers the head
 offers, :meth:`~atrous.models.heads.Head.removable_layers`). Removing the top ``k``
 of ``L`` layers leaves the rates ``d_1 … d_{L−k}`` and a maximum field of
@@ -74,7 +74,7 @@ def denseaspp_head(model: Segmentor) -> Head:
     if not isinstance(head, Head) or not head.removable_layers():
         raise InputError(
             f"block removal needs a model with a DenseASPP head; this model's head is {type(head).__name__} "
-            "(seed Fig. 4 removes DenseASPP layers)"
+            "(report Fig. 4 removes DenseASPP layers)"
         )
     return head
 
@@ -140,7 +140,7 @@ def plot_block_removal(
     example_truths: dict[int, torch.Tensor] | None = None, title: str = "",
 ) -> Path:
     """Per-class IoU against the number of removed layers (left), and the predictions on the
-    example images for every ``k`` (right), as the seed's Fig. 4."""
+    example images for every ``k`` (right), as the report's Fig. 4."""
     rows = result["rows"]
     ks = [r["removed"] for r in rows]
     present = present_classes(rows[0]["confusion"])
@@ -185,5 +185,5 @@ def plot_block_removal(
         shown = sorted({int(v) for p in result["predictions"].values() for v in p.unique()} | set(truth_present))
         fig.legend(handles=legend_handles(classes, [c for c in shown if c < classes.num_classes]),
                    loc="outside lower center", ncol=12, fontsize=8, frameon=False)
-    fig.suptitle(title or "Block removal: DenseASPP without its top k atrous layers (seed Fig. 4)")
+    fig.suptitle(title or "Block removal: DenseASPP without its top k atrous layers (report Fig. 4)")
     return save_figure(fig, output)

@@ -6,8 +6,6 @@ Every ``atrous analyze`` subcommand writes ``<name>.png`` and ``<name>.json`` th
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from ..data.base import ClassInfo, SegmentationDataset  # noqa: E402
 from ..errors import InputError
-from ..io import atomic_write  # noqa: E402
+from ..io import atomic_write, json_text  # noqa: E402
 
 
 def class_ids(classes: ClassInfo | Sequence[str], names: Sequence[str]) -> list[int]:
@@ -83,27 +81,10 @@ def legend_handles(classes: ClassInfo, ids: Sequence[int]) -> list[Patch]:
     return [Patch(facecolor=classes.palette[i] / 255.0, edgecolor="0.3", label=classes.names[i]) for i in ids]
 
 
-def jsonable(value: Any) -> Any:
-    """Tensors and arrays to lists, NaN and infinities to ``null``, recursively."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.floating, np.integer)):
-        return jsonable(value.item())
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as indented JSON atomically (NaN becomes null)."""
-    text = json.dumps(jsonable(data), indent=2)
-    return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+    """Write ``data`` as indented JSON atomically (NaN becomes null: :func:`atrous.io.json_text`)."""
+    text = json_text(data)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:

@@ -1,4 +1,4 @@
-"""Per-class IoU against object size (seed §5.3: "The size of an object in an image plays a
+"""Per-class IoU against object size (report §5.3: "The size of an object in an image plays a
 significant role in the ability of a model to recognize it").
 
 **Objects.** Where the dataset has instance maps (the built-in synthetic streets render one for
@@ -35,7 +35,7 @@ from ..evaluation.metrics import SegmentationMetrics
 from .common import batches, logits_on_cpu, plt, save_figure
 
 DEFAULT_EDGES = (8, 16, 32, 64, 128)
-# Classes that are objects rather than regions (Cityscapes "things", plus the seed's small
+# Classes that are objects rather than regions (Cityscapes "things", plus the report's small
 # traffic signs and lights); the defaults of ``atrous analyze object-size``.
 THING_CLASSES = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
                  "traffic light", "traffic sign")
@@ -233,6 +233,6 @@ def plot_object_size(result: dict[str, Any], classes: ClassInfo, output: Path, t
     ax.tick_params(axis="y", pad=22, length=0)
     ax.set_xticks(range(len(bins)), bins)
     ax.set(xlabel="object size: sqrt(area) in pixels",
-           title=title or f"Object IoU (%) per class and size (seed §5.3), {result['num_images']} images")
+           title=title or f"Object IoU (%) per class and size (report §5.3), {result['num_images']} images")
     fig.tight_layout()
     return save_figure(fig, output)

@@ -1,4 +1,4 @@
-"""Feature similarity to a class (seed §5.2, Fig. 3).
+"""Feature similarity to a class (report §5.2, Fig. 3).
 
 "Cosine similarity is used to measure the similarities between features of pixels and a fixed
 class": every pixel of the head's output feature map (``Segmentor.forward_features``, the
@@ -10,7 +10,7 @@ across images) or over each image alone (``"image"``: undefined where the class 
 
 Hot regions that follow the class's objects (and stay cold on look-alike classes) show that
 the head's features separate the class; the prototype similarity matrix quantifies which
-classes the features confuse (the seed names bus/car and truck/train).
+classes the features confuse (the report names bus/car and truck/train).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def plot_similarity(
     output: Path,
     title: str = "",
 ) -> Path:
-    """One row per image: image, prediction, truth, then one heat map per class (seed Fig. 3)."""
+    """One row per image: image, prediction, truth, then one heat map per class (report Fig. 3)."""
     n, p = len(images), len(class_ids)
     h, w = images[0].shape[:2]
     cols = 3 + p
@@ -143,7 +143,7 @@ def plot_similarity(
     ids = sorted(c for c in shown if c < classes.num_classes)
     fig.legend(handles=legend_handles(classes, ids), loc="outside lower center", ncol=min(len(ids), 12), fontsize=8,
                frameon=False)
-    fig.suptitle(title or "Cosine similarity of head features to each class's mean feature (seed Fig. 3)")
+    fig.suptitle(title or "Cosine similarity of head features to each class's mean feature (report Fig. 3)")
     return save_figure(fig, output)
 
 

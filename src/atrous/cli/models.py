@@ -64,7 +64,7 @@ def zoo_command(args: argparse.Namespace) -> int:
         name = config_name(path)
         rows.append(
             (name, cfg["model"]["backbone"]["name"], cfg["model"]["head"]["name"], model.output_stride,
-             model.receptive_field, total, trainable, ref.get("source", ""))
+             model.head_receptive_field, total, trainable, ref.get("source", ""))
         )
     print("| config | backbone | head | OS | RF | params | trainable | reproduces |")
     print("|---|---|---|---:|---:|---:|---:|---|")

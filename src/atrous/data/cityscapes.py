@@ -17,7 +17,7 @@ Variants of the label space:
 
 * ``"19"`` — the 19 evaluation classes; every other label (void, parking, rail track, …) is
   ignored (255). This is what the benchmark scores.
-* ``"20"`` — the seed report's version: those void pixels form a 20th class ``background``
+* ``"20"`` — the DenseASPP report's version: those void pixels form a 20th class ``background``
   (train id 19, colour (0, 0, 0)); the ignore index stays 255 but no labelled pixel maps to it.
 
 The ``test`` split has no usable labels (the public gtFine test maps are void everywhere), so it

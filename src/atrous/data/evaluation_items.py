@@ -1,8 +1,8 @@
 """Evaluation items: the transformed image with the label map at the resolution it is scored at.
 
 The evaluation transforms (:mod:`atrous.data.transforms`) resize image and mask together
-(``data.val.transforms.resize``; the seed report evaluates Cityscapes at 512×1024). The Cityscapes
-benchmark scores predictions at the label maps' own resolution, so :class:`EvaluationItems`
+(``data.val.transforms.resize``; the DenseASPP report evaluates Cityscapes at 512×1024). The
+Cityscapes benchmark scores predictions at the label maps' own resolution, so :class:`EvaluationItems`
 returns the *original* mask beside the resized image (the prediction is resized back in the
 validation step); with ``original_labels=False`` it keeps the transformed (resized) mask, the
 report's protocol. With ``instances=True`` it adds gtFine's instance ids at the mask's size

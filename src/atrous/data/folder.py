@@ -4,7 +4,7 @@ Layout (``split`` optional: ``root/<split>/images`` is used when it exists)::
 
     root/
       classes.yaml            # names: [background, road, car]  (also classes.json)
-      images/0001.jpg         # .jpg .jpeg .png .bmp .tif .tiff .webp
+      images/0001.jpg         # .png .jpg .jpeg .bmp .tif .tiff .webp .ppm .pgm (io.IMAGE_EXTENSIONS)
       masks/0001.png          # same stem; index PNG (value = class id) or colour PNG
       train/images/… train/masks/…   # optional split subfolders
 
@@ -31,10 +31,9 @@ import yaml
 from torchvision import tv_tensors
 
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
-from .io import check_same_size, read_image, read_label_png
+from .io import IMAGE_EXTENSIONS, check_same_size, read_image, read_label_png
 from .palettes import voc_colormap
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASSES_FILES = ("classes.yaml", "classes.yml", "classes.json")
 _CLASSES_KEYS = ("names", "colors", "ignore_index", "ignore_color")
 _CLASSES_EXAMPLE = (
@@ -148,10 +147,10 @@ class FolderDataset(SegmentationDataset):
         fits_uint8 = max(self.classes.num_classes - 1, self.classes.ignore_index) <= 255
         self._mask_dtype = np.uint8 if fits_uint8 else np.int64
 
-        images = _files_by_stem(self.image_dir, IMAGE_SUFFIXES)
+        images = _files_by_stem(self.image_dir, IMAGE_EXTENSIONS)
         if not images:
             raise DatasetError(
-                f"{self.image_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) found; {self._layout_hint()}"
+                f"{self.image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found; {self._layout_hint()}"
             )
         masks = _files_by_stem(self.mask_dir, (".png",))
         self._check_pairs(images, masks)

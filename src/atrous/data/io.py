@@ -15,6 +15,10 @@ decodes an image file; datasets and ``atrous predict`` both use it):
   (``atrous predict --max-pixels``, the config's ``data.dataset.max_image_pixels``; 0: none).
 
 Label maps are read as stored: no orientation, no conversion of values.
+
+:data:`IMAGE_EXTENSIONS` are the image files atrous looks for, in a ``folder`` dataset and
+among ``atrous predict``'s inputs: the formats :func:`read_image_array` decodes through Pillow
+(the tests write and read one file of each).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from torchvision import tv_tensors
 from ..errors import InputError
 from .base import DatasetError
 
+# The image files read_image_array decodes, lower case (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # EXIF orientations (tag 0x0112) that swap width and height: 5 transpose, 6 rotate 90° clockwise,
 # 7 transverse, 8 rotate 90° counter-clockwise.
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)

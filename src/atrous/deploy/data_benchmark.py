@@ -8,7 +8,8 @@ PNG decode of image and label map, label-id → train-id mapping, then a transfo
 
 * ``augment``: random scale 0.5–2, random crop 512×1024 (padded), horizontal flip, colour
   jitter 0.2, ImageNet normalisation (the usual Cityscapes training recipe);
-* ``seed``: resize to 512×1024 and normalise (the seed report's protocol, ``seed/*``).
+* ``denseaspp_report``: resize to 512×1024 and normalise (the DenseASPP report's protocol, the
+  ``denseaspp_report/*`` configs).
 
 Measured in the main process with one torch thread, as a DataLoader worker runs. The peer is
 the former pipeline, timed in the same run and interleaved with the current one (same frames,
@@ -54,7 +55,7 @@ PIPELINES: dict[str, dict[str, Any]] = {
         "color_jitter": 0.2,
         "normalize": "imagenet",
     },
-    "seed": {"resize": (512, 1024), "normalize": "imagenet"},
+    "denseaspp_report": {"resize": (512, 1024), "normalize": "imagenet"},
 }
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError, OutputExistsError
-from ..io import atomic_write
+from ..io import atomic_write, json_text
 
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
@@ -242,15 +242,6 @@ def format_scores(scores: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _json_ready(value: Any) -> Any:
-    """NaN → None (JSON null), recursively."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _json_ready(v) for k, v in value.items()}
-    return value
-
-
 def write_scores(path: str | Path, scores: Mapping[str, Any]) -> Path:
     """Write ``scores`` as JSON atomically; an existing file is replaced only if an earlier
     ``atrous evaluate-cityscapes`` wrote it."""
@@ -266,5 +257,5 @@ def write_scores(path: str | Path, scores: Mapping[str, Any]) -> Path:
             raise OutputExistsError(
                 f"{path} exists and was not written by atrous evaluate-cityscapes; choose another --output"
             )
-    text = json.dumps(_json_ready(dict(scores)), indent=2) + "\n"
+    text = json_text(dict(scores))
     return atomic_write(path, lambda tmp: tmp.write_text(text))

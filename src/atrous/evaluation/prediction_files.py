@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.io import IMAGE_EXTENSIONS
 from ..errors import InputError, OutputExistsError
 from ..io import atomic_write
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 # cityscapesScripts matches a prediction to <city>_<seq>_<frame>_gtFine_labelIds.png by the
 # file-name pattern "<city>_<seq>_<frame>*.png" (evalPixelLevelSemanticLabeling.getPrediction).

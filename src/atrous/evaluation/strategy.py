@@ -14,7 +14,7 @@ The strategy names the test-time choices of the papers and the benchmark, one ke
 ``labels``: when ``data.<split>.transforms.resize`` resizes the images, ``original`` (the default)
 scores the prediction, resized back to the label map's size, against the label maps as they are
 on disk — what the Cityscapes benchmark scores; ``resized`` scores against label maps resized with
-the images (nearest neighbour), the seed report's protocol.
+the images (nearest neighbour), the DenseASPP report's protocol.
 
 Command-line options override the config key by key (:func:`merge_options`).
 """

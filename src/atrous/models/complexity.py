@@ -41,7 +41,7 @@ def model_info(model: Segmentor, image_size: tuple[int, int] = (512, 1024)) -> d
         "params_total": total,
         "params_trainable": trainable,
         "output_stride": model.output_stride,
-        "receptive_field": model.receptive_field,
+        "receptive_field": model.head_receptive_field,
         "global_context": bool(model.head.global_context),
         "image_size": list(image_size),
         "gflops": round(flops / 1e9, 3),

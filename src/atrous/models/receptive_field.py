@@ -1,9 +1,9 @@
-"""Theoretical receptive fields of atrous layers (seed §4.1, DenseASPP §3.3).
+"""Theoretical receptive fields of atrous layers (report §4.1, DenseASPP §3.3).
 
-For an atrous layer with kernel ``K`` and rate ``d`` the seed gives ``R = (d−1)(K−1) + K``;
+For an atrous layer with kernel ``K`` and rate ``d`` the report gives ``R = (d−1)(K−1) + K``;
 stacking layers adds their fields minus one (``K = K1 + K2 − 1``). With strides in the stack,
 each layer's growth is multiplied by the product of the strides before it (the "jump"), which
-reduces to the seed's formula when every stride is 1. DenseASPP(3, 6, 12, 18, 24) has
+reduces to the report's formula when every stride is 1. DenseASPP(3, 6, 12, 18, 24) has
 ``R_max = 7 + 13 + 25 + 37 + 49 − 4 = 127`` feature-map pixels.
 """
 
@@ -24,7 +24,7 @@ class ConvSpec:
 
 
 def layer_receptive_field(kernel: int, dilation: int = 1) -> int:
-    """Seed eq.: ``R = (d − 1)(K − 1) + K`` (the span of a dilated kernel)."""
+    """Report eq.: ``R = (d − 1)(K − 1) + K`` (the span of a dilated kernel)."""
     return (dilation - 1) * (kernel - 1) + kernel
 
 

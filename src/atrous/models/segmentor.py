@@ -28,7 +28,7 @@ class Segmentor(nn.Module):
         num_classes: number of output classes ``K``.
         classifier_dropout: 2-D dropout before the classifier (official DenseASPP: 0.1).
         feature_upsample: bilinear upsampling factor of the backbone features before the head
-            (seed Table 1 #2/#3 and the official code at output stride 16 upsample by 2).
+            (report Table 1 #2/#3 and the official code at output stride 16 upsample by 2).
         align_corners: of every bilinear resize in the model.
         aux_head: optional auxiliary classifier on the backbone feature named ``aux_feature``.
 
@@ -75,8 +75,8 @@ class Segmentor(nn.Module):
         return self.backbone.output_stride // self.feature_upsample * self.head.extra_stride
 
     @property
-    def receptive_field(self) -> int:
-        """The head's theoretical maximum receptive field in feature-map pixels (seed §4.1)."""
+    def head_receptive_field(self) -> int:
+        """The head's theoretical maximum receptive field in feature-map pixels (report §4.1)."""
         return stacked_receptive_field(self.head.conv_path())
 
     def set_output_stride(self, output_stride: int) -> None:

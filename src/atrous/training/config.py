@@ -23,7 +23,8 @@ from .schedules import check_lr_schedule, check_optimizer
 
 @dataclass
 class TrainConfig:
-    """Training protocol. Seed (§4.3): Adam, lr 3e-4, weight decay 1e-5, batch 8, 60 epochs.
+    """Training protocol. The DenseASPP report (§4.3): Adam, lr 3e-4, weight decay 1e-5, batch 8,
+    60 epochs.
     DeepLabv3 (§4.1): SGD momentum 0.9, lr 0.007, poly power 0.9, 30K iterations at output
     stride 16 with BN training, then 30K at 8 with frozen BN and lr 0.001."""
 

@@ -31,7 +31,7 @@ class SegmentationTask(L.LightningModule):
         pretrained_backbone: load ``model.backbone.pretrained`` weights; ``False`` when a
             checkpoint is loaded next, so its ImageNet weights are never fetched to be overwritten.
 
-    Logs per epoch: ``train/loss``, ``train/mIoU`` (the seed reports train and val mIoU),
+    Logs per epoch: ``train/loss``, ``train/mIoU`` (the report gives train and val mIoU),
     ``val/loss``, ``val/mIoU``, ``val/pixel_accuracy``, ``val/IoU/<class>``.
     """
 

@@ -7,8 +7,6 @@ Outputs of a run (``train.output_dir``, which the run owns: see :mod:`.run_folde
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -29,7 +27,7 @@ from ..data.evaluation_items import EvaluationItems
 from ..engines import EngineOptions, build_engine
 from ..errors import DiskFullError
 from ..evaluation.strategy import EvaluationStrategy
-from ..io import atomic_write
+from ..io import atomic_write, json_text
 from ..models.checkpoint import load_state, read_checkpoint
 from .callbacks import AtomicCheckpointIO, StepSeedCallback, is_disk_full
 from .config import TrainConfig
@@ -272,20 +270,11 @@ def _prepare_evaluation_split(
 
 
 def write_metrics(path: Path, metrics: Mapping[str, Any]) -> None:
-    """Write ``metrics.json`` atomically (NaN, for classes never seen, becomes null)."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and math.isnan(v):
-            return None
-        if isinstance(v, Mapping):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-
-    text = json.dumps(clean(dict(metrics)), indent=2)
+    """Write ``metrics.json`` atomically (NaN, for classes never seen, becomes null:
+    :func:`atrous.io.json_text`)."""
+    text = json_text(dict(metrics))
     try:
-        atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+        atomic_write(path, lambda tmp: tmp.write_text(text))
     except OSError as err:
         if not is_disk_full(err):
             raise

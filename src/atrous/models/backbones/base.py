@@ -97,8 +97,8 @@ class Backbone(nn.Module):
 
     Args:
         output_stride: 8, 16 or 32 (see :func:`plan_stages`).
-        frozen: freeze all parameters and keep BatchNorm in eval mode, as the seed trained its
-            heads; parameter counts of the seed's Table 1 are then the trainable parameters.
+        frozen: freeze all parameters and keep BatchNorm in eval mode, as the report trained its
+            heads; parameter counts of the report's Table 1 are then the trainable parameters.
     """
 
     feature_info: list[FeatureInfo]

@@ -1,14 +1,14 @@
 """DenseNet-121/161/169/201 dilated as the DenseASPP paper does it.
 
-DenseASPP §3 (and seed §4.2): "remove the last two pooling layers ... and set the dilation
+DenseASPP §3 (and report §4.2): "remove the last two pooling layers ... and set the dilation
 rates of the convolution layers after the two removed pooling layers to be 2 and 4", giving
 output stride 8. The network is torchvision's, so its ImageNet weights load unchanged; the
 surgery only removes the average pools of the transitions past the target stride and dilates
 the 3×3 convolutions of the dense layers after them.
 
-Options the seed and the official code need:
+Options the report and the official code need:
 
-* ``num_blocks`` < 4 cuts the network after an earlier dense block (seed Table 1, models #1–#3).
+* ``num_blocks`` < 4 cuts the network after an earlier dense block (report Table 1, models #1–#3).
 * ``official_layout`` adds the official DenseASPP code's ``transition4`` (BN-ReLU-1×1 conv
   halving the channels, no pool), its ``norm5`` BatchNorm on the halved channels, and a ReLU
   (``relu5``, no weights): in the official ``models/DenseASPP.py`` the first ASPP block,

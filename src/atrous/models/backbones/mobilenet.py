@@ -4,7 +4,7 @@ torchvision's network and weights. The dilation layout is torchvision's own
 (``mobilenet_v3_large(dilated=True)``, used by its DeepLabV3/LR-ASPP): in a dilated stage the
 formerly strided depthwise convolution already uses the stage's new rate. At output stride 16
 this is exactly torchvision's dilated network; output stride 8 also dilates the stride-16
-stage, which torchvision cannot do (the seed had to upsample stride-32 features instead).
+stage, which torchvision cannot do (the report had to upsample stride-32 features instead).
 
 ``return_blocks`` also returns the outputs of single blocks of ``features``: torchvision's
 ``deeplabv3_mobilenet_v3_large`` puts its auxiliary ``FCNHead`` on ``features[4]``, the first

@@ -7,10 +7,10 @@ top and never asks which head it holds. What a head tells the rest of atrous:
 * ``out_channels``, ``extra_stride`` (how much further the head downsamples; 1 for all but
   DeepLabv3's cascade without atrous rates), ``global_context`` (image-level pooling);
 * :meth:`conv_path` — the longest chain of convolutions, for the theoretical receptive field
-  (seed §4.1);
-* :meth:`path_fields` — the scales the head samples: the fields of all its paths (seed §4.1),
+  (report §4.1);
+* :meth:`path_fields` — the scales the head samples: the fields of all its paths (report §4.1),
   for ``atrous analyze receptive-field``;
-* :meth:`removable_layers` — the layers block removal may switch off (seed §5.2, Fig. 4), for
+* :meth:`removable_layers` — the layers block removal may switch off (report §5.2, Fig. 4), for
   ``atrous analyze block-removal``; none unless the head says so;
 * :meth:`backbone_arguments` — the constructor arguments the builder derives from the backbone;
 * ``removed_options`` — config keys of earlier versions and what replaces each (the builder
