@@ -3,11 +3,11 @@
 become underscores) into ``--output`` (default: ``<run>/analysis``). Files that exist there are
 refused before anything runs unless ``--overwrite``.
 
-  receptive-field  head layers' per-layer/stacked fields (seed §4.1) + effective field
+  receptive-field  head layers' per-layer/stacked fields (report §4.1) + effective field
   valid-weights    valid taps of a 3×3 atrous filter vs rate (DeepLabv3 Fig. 4)
-  similarity       cosine similarity of head features to class means (seed Fig. 3)
-  block-removal    per-class IoU with the top DenseASPP layers removed (seed Fig. 4)
-  object-size      IoU per class and object size (seed §5.3)
+  similarity       cosine similarity of head features to class means (report Fig. 3)
+  block-removal    per-class IoU with the top DenseASPP layers removed (report Fig. 4)
+  object-size      IoU per class and object size (report §5.3)
   stride           output stride 8/16/32 × flip × multi-scale (DeepLabv3 Tables 4/6)
   confusion        row-normalised confusion matrix
   curves           training curves from a run's CSV log
@@ -25,11 +25,11 @@ from ..config import ConfigError, load_config
 
 # name → (help, default number of images)
 ANALYSES: dict[str, tuple[str, int]] = {
-    "receptive-field": ("head receptive fields (seed §4.1) and the effective receptive field", 8),
+    "receptive-field": ("head receptive fields (report §4.1) and the effective receptive field", 8),
     "valid-weights": ("valid weights of a 3×3 atrous filter vs rate (DeepLabv3 Fig. 4)", 1),
-    "similarity": ("cosine similarity of head features to class means (seed Fig. 3)", 16),
-    "block-removal": ("per-class IoU with the top DenseASPP layers removed (seed Fig. 4)", 48),
-    "object-size": ("IoU per class and object size (seed §5.3)", 48),
+    "similarity": ("cosine similarity of head features to class means (report Fig. 3)", 16),
+    "block-removal": ("per-class IoU with the top DenseASPP layers removed (report Fig. 4)", 48),
+    "object-size": ("IoU per class and object size (report §5.3)", 48),
     "stride": ("output stride 8/16/32 × flip × multi-scale table (DeepLabv3 Tables 4/6)", 16),
     "confusion": ("row-normalised confusion matrix", 48),
     "curves": ("training curves from a run's CSV log", 0),
@@ -210,7 +210,7 @@ def _block_removal(ctx: Context) -> dict[str, Any]:
     plot_block_removal(result, ds.classes, ctx.output / "block_removal.png",
                        example_images={i: it[0] for i, it in items.items()},
                        example_truths={i: it[2] for i, it in items.items()},
-                       title=ctx.title("Removing the top DenseASPP layers at inference (seed Fig. 4)"))
+                       title=ctx.title("Removing the top DenseASPP layers at inference (report Fig. 4)"))
     out = {
         "rows": [{k: v for k, v in r.items() if k != "confusion"} for r in result["rows"]],
         "examples": [ds.name(i) for i in result["predictions"]],
@@ -233,7 +233,7 @@ def _object_size(ctx: Context) -> dict[str, Any]:
     result = object_size_analysis(ctx.model, ds, ctx.indices("object-size"), class_ids(ds.classes, names),
                                   edges=ctx.args.bins)
     plot_object_size(result, ds.classes, ctx.output / "object_size.png",
-                     title=ctx.title("Per-class IoU against object size (seed §5.3)"))
+                     title=ctx.title("Per-class IoU against object size (report §5.3)"))
     return result
 
 

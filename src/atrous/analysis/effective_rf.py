@@ -1,6 +1,6 @@
-"""Theoretical and effective receptive fields (seed §4.1; Luo et al., NIPS 2016 for the ERF).
+"""Theoretical and effective receptive fields (report §4.1; Luo et al., NIPS 2016 for the ERF).
 
-*Theoretical.* Per atrous layer the seed's ``R = (d − 1)(K − 1) + K``; along a stack the fields
+*Theoretical.* Per atrous layer the report's ``R = (d − 1)(K − 1) + K``; along a stack the fields
 add minus one (:mod:`atrous.models.receptive_field`). DenseASPP(3, 6, 12, 18, 24) reaches
 ``R_max = 127`` feature-map pixels, and because every layer sees every lower layer, each of the
 ``2^L − 1`` subsets of layers is a path: the head samples many scales, not ``L``
@@ -51,7 +51,7 @@ def head_receptive_fields(head: Head) -> dict[str, Any]:
     """Per-layer and stacked receptive fields (feature-map pixels) of a head's atrous layers.
 
     ``layers``: one entry per convolution of the head's longest path (``conv_path()``) with
-    its ``rate``, ``kernel``, ``layer_rf`` (seed: ``(d − 1)(K − 1) + K``) and ``stacked_rf`` (the
+    its ``rate``, ``kernel``, ``layer_rf`` (report: ``(d − 1)(K − 1) + K``) and ``stacked_rf`` (the
     field after it); ``max_rf`` is ``R_max``; ``scales`` maps each field the head samples to its
     number of paths (:meth:`~atrous.models.heads.Head.path_fields`): every path for DenseASPP,
     every parallel branch for ASPP (1: the 1×1 branch); ``parallel_scales``: the fields of the
@@ -272,8 +272,8 @@ def receptive_field_report(
         "output_stride": model.output_stride,
         "theoretical": theoretical_receptive_field(model, probe),
         "definitions": {
-            "layer_rf": "seed §4.1: (d - 1)(K - 1) + K, feature-map pixels",
-            "stacked_rf": "fields along the path add minus one (seed §4.1), feature-map pixels",
+            "layer_rf": "report §4.1: (d - 1)(K - 1) + K, feature-map pixels",
+            "stacked_rf": "fields along the path add minus one (report §4.1), feature-map pixels",
             "scales": "distinct fields of all paths through the head (DenseASPP: every subset of layers)",
             "theoretical.input_pixels": "backbone field + (R_max - 1) x head input stride + one output-stride "
                                         "step for the bilinear upsampling of the logits",

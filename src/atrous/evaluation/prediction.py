@@ -12,7 +12,7 @@ A video ``<name>.mp4`` (.avi, .mov, .mkv; decoded with PyAV) gives a folder ``<n
 those files per frame (``frame_000000_color.png``, ...) and, with ``overlay_video=True``,
 ``<name>_overlay.mp4``. With ``cityscapes_submission=True`` only label-id PNGs are written,
 ``<city>_<seq>_<frame>_leftImg8bit.png``, as the Cityscapes benchmark and cityscapesScripts'
-``evalPixelLevelSemanticLabeling`` expect (train ids → label ids; the seed's 20th class
+``evalPixelLevelSemanticLabeling`` expect (train ids → label ids; the report's 20th class
 "background" → 0, "unlabeled").
 
 Images are read as displayed (EXIF orientation applied, 16-bit scaled to 8-bit; see
@@ -90,7 +90,7 @@ def normalization(cfg: Mapping[str, Any]) -> Any:
 
 
 def evaluation_resize(cfg: Mapping[str, Any]) -> tuple[int, int] | None:
-    """The fixed size the config evaluates at (``data.val.transforms.resize``, seed: 512×1024), if any."""
+    """The fixed size the config evaluates at (``data.val.transforms.resize``, the report: 512×1024), if any."""
     resize = (((cfg.get("data") or {}).get("val") or {}).get("transforms") or {}).get("resize")
     return tuple(resize) if resize else None
 
@@ -114,7 +114,7 @@ def cityscapes_lut(classes: ClassInfo) -> np.ndarray:
     if classes.names == CLASSES_20.names:
         return np.concatenate([trainid_to_labelid, np.zeros(1, np.uint8)])
     raise InputError(
-        f"--cityscapes-submission needs a model of the 19 Cityscapes classes (or the seed's 20), "
+        f"--cityscapes-submission needs a model of the 19 Cityscapes classes (or the report's 20), "
         f"this one predicts {list(classes.names)[:5]}..."
     )
 

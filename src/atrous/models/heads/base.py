@@ -57,7 +57,7 @@ class Head(nn.Module):
         return chain_fields(self.conv_path())
 
     def removable_layers(self) -> list[tuple[nn.Module, ConvSpec]]:
-        """The layers block removal (seed §5.2, Fig. 4) may switch off, bottom to top, each with
+        """The layers block removal (report §5.2, Fig. 4) may switch off, bottom to top, each with
         its convolution: modules whose output can be replaced by zeros while everything above
         keeps its input width. Default: none (block removal does not apply to the head)."""
         return []

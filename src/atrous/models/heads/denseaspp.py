@@ -1,12 +1,12 @@
-"""DenseASPP head (Yang et al., CVPR 2018; seed §4): a cascade of atrous layers, densely connected.
+"""DenseASPP head (Yang et al., CVPR 2018; report §4): a cascade of atrous layers, densely connected.
 
 Layer ``l`` sees the head input concatenated with the outputs of all lower layers
-(``c_l = c_0 + n·(l − 1)`` channels, seed §4.2) and adds ``n = growth_channels`` new ones;
-rates grow layer by layer. One layer, pre-activation as in the seed and the official code::
+(``c_l = c_0 + n·(l − 1)`` channels, report §4.2) and adds ``n = growth_channels`` new ones;
+rates grow layer by layer. One layer, pre-activation as in the report and the official code::
 
     BN-ReLU → 1×1 conv (bottleneck) → BN-ReLU → 3×3 conv, rate d → [BN] → dropout
 
-The seed's Table 1 variations are arguments: the bottleneck is optional (Table 1 #1–#3 have
+The report's Table 1 variations are arguments: the bottleneck is optional (Table 1 #1–#3 have
 none) and ``output_norm`` adds the BN on each layer's output (#5). The official DenseASPP121/161/
 169/201 (DeepMotionAIResearch/DenseASPP, ``models/DenseASPP.py``) is one variant,
 ``official=True``; everything in which its layers differ from the paper's is
@@ -14,7 +14,7 @@ none) and ``output_norm`` adds the BN on each layer's output (#5). The official 
 output that is then concatenated, belongs to the backbone: ``official_layout`` of
 :class:`~atrous.models.backbones.DenseNetBackbone` ends in that ReLU (``relu5``).
 
-Block removal (seed §5.2, Fig. 4) is an analysis, not a model feature:
+Block removal (report §5.2, Fig. 4) is an analysis, not a model feature:
 :func:`atrous.analysis.block_removal.removed_top_layers` zeroes the top layers' outputs with
 forward hooks.
 """
@@ -44,7 +44,7 @@ class LayerSettings:
     new_first: bool  # concatenate ``[new, x]`` instead of ``[x, new]``
 
 
-# The paper's (and seed's) layer: torchvision-style BN defaults, bias-free convolutions, input first.
+# The paper's (and the report's) layer: torchvision-style BN defaults, bias-free convolutions, input first.
 PAPER_LAYERS = LayerSettings(first_input_norm=True, conv_bias=False, bn_momentum=0.1, new_first=False)
 # The official code, models/DenseASPP.py:
 OFFICIAL_LAYERS = LayerSettings(
@@ -108,10 +108,10 @@ class DenseASPPHead(Head):
     Args:
         in_channels: ``c_0``, channels of the backbone feature map.
         atrous_rates: one rate per layer, low to high (DenseASPP(3, 6, 12, 18, 24)).
-        growth_channels: ``n``, new channels per layer (seed: 64 = c_0/16; paper: c_0/8).
+        growth_channels: ``n``, new channels per layer (report: 64 = c_0/16; paper: c_0/8).
         bottleneck_channels: width of the 1×1 conv before each atrous conv, ``None`` for none
-            (seed: 256 = c_0/4; paper: c_0/2).
-        output_norm: BatchNorm on each layer's output (seed Table 1 #5, see its config).
+            (report: 256 = c_0/4; paper: c_0/2).
+        output_norm: BatchNorm on each layer's output (report Table 1 #5, see its config).
         dropout: 2-D dropout on each layer's output (official code: 0.1).
         official: the official code's layers (:data:`OFFICIAL_LAYERS`) instead of the paper's
             (:data:`PAPER_LAYERS`); its backbone is ``official_layout`` (module docstring).
@@ -164,14 +164,14 @@ class DenseASPPHead(Head):
         return x
 
     def conv_path(self) -> list[ConvSpec]:
-        """Longest path through the head: every atrous layer in turn (seed's R_max)."""
+        """Longest path through the head: every atrous layer in turn (the report's R_max)."""
         return [ConvSpec(3, r) for r in self.atrous_rates]
 
     def path_fields(self) -> PathFields:
-        """Every non-empty subset of layers is a path (seed §4.1): ``2^L − 1`` paths, against the
+        """Every non-empty subset of layers is a path (report §4.1): ``2^L − 1`` paths, against the
         ``L`` fields of the same rates in parallel."""
         return PathFields(dense_path_fields(self.atrous_rates), chain_fields(self.conv_path()).parallel, dense=True)
 
     def removable_layers(self) -> list[tuple[nn.Module, ConvSpec]]:
-        """Every atrous layer: a removed layer's zeros keep the concatenation's width (seed Fig. 4)."""
+        """Every atrous layer: a removed layer's zeros keep the concatenation's width (report Fig. 4)."""
         return list(zip(self.layers, self.conv_path(), strict=True))
