@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_engines import save_checkpoint, tiny_model
+import yaml
+from helpers_engines import CONFIG, save_checkpoint, tiny_model
 from helpers_predict import random_image
 from PIL import Image
 
@@ -266,3 +267,26 @@ def test_engine_options_reject_unknown_values():
     with pytest.raises(InputError, match="--quantized q is an int8 model"):
         EngineOptions(engine="openvino", quantized=Path("q"))
     assert EngineOptions(compile=True).describe() == "torch fp32 compiled"
+
+
+def test_benchmark_engines_side_by_side(cache, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    code = main(["benchmark", "--config", str(config), "--engines", "eager", "torch", "onnxruntime", "--image-size", "64", "96",
+                 "--repeats", "3", "--warmup", "1", "--engine-cache", str(cache), "--output", str(tmp_path / "r.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    (group,) = report["groups"]
+    assert group["reference"] == "atrous eager"
+    assert [r["engine"] for r in group["rows"]] == ["eager", "torch", "onnxruntime"]
+    assert all(len(r["latency"]["runs_ms"]) == 3 for r in group["rows"])
+    assert group["speedup"]["atrous eager"]["paired_median"] == 1.0
+    printed = capsys.readouterr().out
+    assert "speed-up over atrous eager" in printed and "atrous onnxruntime" in printed
+
+
+def test_benchmark_engine_names_are_checked(capsys):
+    assert main(["benchmark", "--peers", "--engines", "eager", "tflite"]) == 2
+    assert "unknown ['tflite']" in capsys.readouterr().err
+    assert main(["benchmark", "--peers", "--engines", "tensorrt"]) == 2
+    assert "not on cpu" in capsys.readouterr().err

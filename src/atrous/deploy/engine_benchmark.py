@@ -179,7 +179,7 @@ def benchmark_engines(
     cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The engine table: a config's model under ``variants``, or the ``--peers`` groups."""
-    from ..config import config_name, load_config
+    from ..config import config_name, load_config, resolve_config
     from ..models import build_model
     from .peers import (
         DENSEASPP121_CONFIG,
@@ -216,7 +216,7 @@ def benchmark_engines(
             if config is None:
                 raise InputError("give --config CONFIG or --peers")
             model = model_of(config, overrides)
-            groups.append(benchmark_group(config_name(config), model, chosen, {}, settings,
+            groups.append(benchmark_group(config_name(resolve_config(config)), model, chosen, {}, settings,
                                           reference=reference, cache=cache_dir))
     machine = machine_info(device)
     machine["cpu_threads"] = settings.threads or machine["cpu_threads"]
