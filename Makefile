@@ -26,7 +26,7 @@ wheel-check: install
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 	test -x $(WHEEL_VENV)/bin/python || $(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install --quiet --upgrade pip
-	$(WHEEL_VENV)/bin/pip install --quiet -c requirements/constraints.txt dist/atrous-*.whl
+	$(WHEEL_VENV)/bin/pip install --quiet -c requirements/constraints.txt "$$(ls dist/atrous-*.whl)[export,openvino]"
 	$(WHEEL_VENV)/bin/pip install --quiet --force-reinstall --no-deps dist/atrous-*.whl
 	scripts/wheel_smoke.sh $(WHEEL_VENV)/bin
 

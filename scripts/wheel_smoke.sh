@@ -47,6 +47,20 @@ test -f val/metrics.json
 grep -q deeplabv3-resnet50-coco-voc weights.md
 echo "wheel: validate, export, benchmark and weights ran outside the checkout"
 
+# The engines from the wheel's extras (make wheel-check installs [export,openvino]): predict in
+# OpenVINO, int8 quantization and validate with the quantized model; the cache stays in $WORK.
+export ATROUS_CACHE_DIR="$WORK/cache"
+"$BIN/atrous" predict street.png --checkpoint run/checkpoints/last.ckpt --output pred-ov --no-progress --device cpu \
+    --engine openvino 2> predict-ov.log
+test -f pred-ov/street_labels.png
+"$BIN/atrous" quantize --checkpoint run/checkpoints/last.ckpt --engine openvino --num-images 2 --output int8 \
+    --repeats 1 data.train.length=4 data.val.length=2 > quantize.log 2>&1
+test -f int8/report.json
+"$BIN/atrous" validate --checkpoint run/checkpoints/last.ckpt --output val-int8 --engine openvino --precision int8 \
+    --quantized int8 data.val.length=2 train.progress_bar=false > validate-int8.log 2>&1
+test -f val-int8/metrics.json
+echo "wheel: predict in OpenVINO, quantize to int8 and validate the int8 model ran outside the checkout"
+
 # The README's Python examples, with the installed package, from this folder.
 "$BIN/python" - "$REPO/README.md" <<'PY'
 import re, sys

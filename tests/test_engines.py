@@ -133,6 +133,20 @@ def test_a_broken_entry_is_rebuilt(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [entry.path.name]
 
 
+def test_a_corrupt_file_in_the_cache_is_rebuilt(tmp_path, capsys):
+    model = tiny_model()
+    options = EngineOptions(engine="onnxruntime", cache_dir=tmp_path)
+    build_engine(model, options, "cpu", log=False)
+    (entry,) = entries(tmp_path)
+    (entry.path / "model.onnx").write_bytes(b"truncated")
+    engine = build_engine(model, options, "cpu", log=False)
+    assert "does not load" in capsys.readouterr().err
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        assert _agreement(engine(x), model(x)) >= AGREEMENT
+    assert [e.path for e in entries(tmp_path)] == [entry.path] and len(list(tmp_path.iterdir())) == 1
+
+
 def test_concurrent_builders_publish_one_entry(tmp_path):
     """While one process builds, another publishes the same entry: the first one's copy is
     discarded and both use the published files."""

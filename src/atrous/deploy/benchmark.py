@@ -254,12 +254,12 @@ def benchmark_models(models: dict[str, nn.Module], settings: BenchmarkSettings) 
     ``gflops``, ``latency`` (:func:`latency_stats`), ``tflops_per_s`` and memory (:func:`peak_memory`).
     """
     device = resolve_device(settings.device)
-    with _num_threads(settings.threads):
+    with num_threads(settings.threads):
         return _benchmark_models(models, settings, device)
 
 
 @contextlib.contextmanager
-def _num_threads(threads: int | None) -> Iterator[None]:
+def num_threads(threads: int | None) -> Iterator[None]:
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -304,6 +304,21 @@ def _make_runner(name: str, model: nn.Module, phase: str, settings: BenchmarkSet
         step()
     runner.result |= peak_memory(step, device, compiled=settings.compile)
     return runner
+
+
+def time_steps(steps: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 0) -> dict[str, list[float]]:
+    """Seconds of each step, ``warmup`` untimed calls first, then ``repeats`` rounds in which every
+    step runs once, the order alternating (A B, B A, …), under ``torch.inference_mode()``."""
+    names = list(steps)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with torch.inference_mode():
+        for step in steps.values():
+            for _ in range(warmup):
+                step()
+        for r in range(repeats):
+            for name in names if r % 2 == 0 else names[::-1]:
+                times[name].append(time_once(steps[name], device))
+    return times
 
 
 def _time_interleaved(runners: list[_Runner], repeats: int) -> None:

@@ -41,11 +41,11 @@ from ..errors import InputError
 from ..models.complexity import count_parameters
 from .benchmark import (
     BenchmarkSettings,
-    _num_threads,
     latency_stats,
     machine_info,
+    num_threads,
     paired_ratio,
-    time_once,
+    time_steps,
 )
 
 INT8_CALIBRATION = 8
@@ -140,24 +140,11 @@ def benchmark_group(
             rows[name] = {"name": name, "engine": "torch (peer)", "params": count_parameters(peer)[0], "setup_s": 0.0}
         if reference not in steps:
             raise InputError(f"the reference {reference!r} of {title!r} is not measured; add it to --engines")
-        times = _time(steps, device, settings)
+        times = time_steps(steps, device, settings.repeats, settings.warmup)
     for name, seconds in times.items():
         rows[name]["latency"] = latency_stats(seconds, settings.batch)
     ratios = {name: paired_ratio(rows[reference]["latency"], rows[name]["latency"]) for name in rows}
     return {"title": title, "reference": reference, "rows": list(rows.values()), "speedup": ratios}
-
-
-def _time(steps: Mapping[str, Callable[[], Any]], device: torch.device, settings: BenchmarkSettings) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    with torch.inference_mode():
-        for step in steps.values():
-            for _ in range(settings.warmup):
-                step()
-        for r in range(settings.repeats):
-            for name in names if r % 2 == 0 else names[::-1]:
-                times[name].append(time_once(steps[name], device))
-    return times
 
 
 def smp_deeplabv3_resnet50(num_classes: int = 21) -> nn.Module:
@@ -202,7 +189,7 @@ def benchmark_engines(
         return build_model(load_config(path, extra), pretrained_backbone=False)
 
     groups = []
-    with _num_threads(settings.threads):
+    with num_threads(settings.threads):
         if peers:
             deeplab = model_of(TORCHVISION_CONFIG, TORCHVISION_OVERRIDES)
             peer_models = {"torchvision deeplabv3_resnet50": torchvision_deeplabv3_resnet50(deeplab.num_classes),

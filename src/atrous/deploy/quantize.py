@@ -20,15 +20,14 @@ from typing import Any
 
 import torch
 
-from ..analysis.common import jsonable
 from ..data.build import build_dataset
 from ..engines import Engine, EngineOptions, build_engine
 from ..engines.quantize import QUANTIZE_ENGINES, check_quantize_output, quantize_model
 from ..errors import ConfigError, InputError
 from ..evaluation.prediction import normalization
-from ..io import atomic_write
+from ..io import atomic_write, json_text
 from ..models.checkpoint import load_segmentor
-from .benchmark import latency_stats, machine_info, paired_ratio, time_once
+from .benchmark import latency_stats, machine_info, paired_ratio, time_steps
 
 REPORT = "report.json"
 
@@ -66,22 +65,13 @@ def label_agreement(a: Engine, b: Engine, dataset: Any, limit: int | None = None
 
 
 def time_engines(engines: Mapping[str, Engine], x: torch.Tensor, repeats: int = 10, warmup: int = 2) -> dict[str, Any]:
-    """Latency of each engine on ``x``, interleaved (A B, B A, …), with per-round ratios to the first."""
-    device = torch.device("cpu")
+    """Latency of each engine on ``x``, interleaved, with the per-round speed-up over the first."""
     steps = {name: (lambda e=engine: e(x)) for name, engine in engines.items()}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    with torch.inference_mode():
-        for step in steps.values():
-            for _ in range(warmup):
-                step()
-        names = list(steps)
-        for r in range(repeats):
-            for name in names if r % 2 == 0 else names[::-1]:
-                times[name].append(time_once(steps[name], device))
+    times = time_steps(steps, torch.device("cpu"), repeats, warmup)
     stats = {name: latency_stats(t, x.shape[0]) for name, t in times.items()}
-    first = names[0]
-    ratios = {name: paired_ratio(stats[first], stats[name]) for name in names[1:]}  # first / other: speed-up
-    return {"image_size": list(x.shape[-2:]), "latency": stats, "speedup_over_" + first.replace(" ", "_"): ratios}
+    first, *others = list(stats)
+    return {"image_size": list(x.shape[-2:]), "latency": stats,
+            "speedup": {name: paired_ratio(stats[first], stats[name]) for name in others}}  # first / other
 
 
 def run_quantize(
@@ -137,14 +127,8 @@ def run_quantize(
         report["val"] = None
         sample = next(calibration_images(dataset, 1))
     report["timing"] = time_engines(engines, sample, repeats=repeats)
-    atomic_write(folder / REPORT, lambda tmp: tmp.write_text(_json(report)))
+    atomic_write(folder / REPORT, lambda tmp: tmp.write_text(json_text(report)))
     return report
-
-
-def _json(report: Mapping[str, Any]) -> str:
-    import json
-
-    return json.dumps(jsonable(report), indent=2) + "\n"
 
 
 def format_quantize_report(report: Mapping[str, Any]) -> str:
@@ -161,11 +145,9 @@ def format_quantize_report(report: Mapping[str, Any]) -> str:
     size = "x".join(map(str, timing["image_size"]))
     for name, stats in timing["latency"].items():
         lines.append(f"  latency {name:<17} {stats['median_ms']:8.1f} ms (median, {size})")
-    for key, ratios in timing.items():
-        if key.startswith("speedup_over_"):
-            for name, r in ratios.items():
-                lines.append(f"  speed-up of {name} over fp32: {r['paired_median']:.2f}x "
-                             f"(per-round p10-p90 {r['paired_p10']:.2f}-{r['paired_p90']:.2f})")
+    for name, r in timing["speedup"].items():
+        lines.append(f"  speed-up of {name} over fp32: {r['paired_median']:.2f}x "
+                     f"(per-round p10-p90 {r['paired_p10']:.2f}-{r['paired_p90']:.2f})")
     lines.append(f"Wrote {report['quantized']}/{REPORT}")
     return "\n".join(lines)
 

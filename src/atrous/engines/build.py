@@ -21,9 +21,16 @@ import torch
 from torch import nn
 
 from ..devices import resolve_device
-from ..errors import DeviceError
+from ..errors import DeviceError, UserError
 from .base import Engine, EngineOptions
-from .cache import CacheEntry, cached_build, default_cache_dir, engine_key, model_digest
+from .cache import (
+    CacheEntry,
+    cached_build,
+    default_cache_dir,
+    discard_entry,
+    engine_key,
+    model_digest,
+)
 from .exported import OnnxRuntimeEngine, OpenVINOEngine, onnxruntime_providers, require
 from .torch_engine import TorchEngine
 
@@ -61,10 +68,22 @@ def build_engine(model: nn.Module, options: EngineOptions | None = None, device:
 
         return load_quantized(model, options, device, info)
     require(*ENGINE_MODULES[options.engine])
+    # Without the cache the entry is removed on return: engines keep nothing more on disk.
+    compiled = "entry" if options.use_cache else None
     with _cache_root(options) as root:
         entry = exported_entry(model, options, root, log=log)
-        # Without the cache the entry is removed on return: engines keep nothing more on disk.
-        return engine_from_entry(entry, options, device, info, compiled_cache="entry" if options.use_cache else None)
+        try:
+            return engine_from_entry(entry, options, device, info, compiled_cache=compiled)
+        except UserError:
+            raise
+        except Exception as err:  # files of a found entry that no longer load: damaged on disk
+            if entry.built:
+                raise
+            print(f"atrous: the cached engine {entry.path} does not load ({type(err).__name__}); rebuilding it",
+                  file=sys.stderr)
+            discard_entry(entry.path)
+            entry = exported_entry(model, options, root, log=log)
+            return engine_from_entry(entry, options, device, info, compiled_cache=compiled)
 
 
 def engine_from_entry(entry: CacheEntry, options: EngineOptions, device: torch.device, info: dict[str, Any],

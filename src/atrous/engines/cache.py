@@ -76,17 +76,13 @@ def cached_build(
     build: Callable[[Path], dict[str, str]],
     *,
     describe: Mapping[str, Any],
-    valid: Callable[[CacheEntry], bool] | None = None,
 ) -> CacheEntry:
-    """The entry ``root/name``, built by ``build(folder) → {role: file name}`` unless present.
-
-    ``valid`` checks a found entry (e.g. that its files load); an invalid one is moved aside to
-    ``root/.broken-<name>-<pid>`` and rebuilt.
-    """
+    """The entry ``root/name``, built by ``build(folder) → {role: file name}`` unless present
+    and complete (an incomplete one is moved aside to ``root/.broken-<name>-<pid>`` and rebuilt)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
     entry = _read(final)
-    if entry is not None and (valid is None or valid(entry)):
+    if entry is not None:
         return entry
     if final.exists():
         _move_aside(final, root)
@@ -120,6 +116,11 @@ def _read(path: Path) -> CacheEntry | None:
     if not isinstance(files, dict) or not all((path / f).is_file() for f in files.values()):
         return None
     return CacheEntry(path, meta, built=False)
+
+
+def discard_entry(path: Path) -> None:
+    """Remove a damaged entry (moved aside first, so a reader never sees half of one)."""
+    _move_aside(path, path.parent)
 
 
 def _move_aside(path: Path, root: Path) -> None:
