@@ -79,6 +79,16 @@ def test_torch_engine_layouts_and_autocast(model):
     assert bf16.dtype == torch.float32 and _agreement(bf16, reference) > 0.9
 
 
+@pytest.mark.slow
+def test_torch_compile_engine(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # Inductor's own on-disk cache
+    compiled = build_engine(tiny_model(), EngineOptions(compile=True), "cpu")
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        assert _agreement(compiled(x), model(x)) >= AGREEMENT
+    assert compiled.run is not compiled.model, "the forward goes through torch.compile"
+
+
 @pytest.mark.parametrize("engine", EXPORTED)
 def test_test_time_strategies_run_on_exported_engines(engine, model, cache):
     built = build_engine(model, EngineOptions(engine=engine, cache_dir=cache), "cpu", log=False)

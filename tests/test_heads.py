@@ -163,7 +163,7 @@ def test_segmentor_upsamples_logits_not_labels():
     model = _tiny_model(align_corners=True).eval().double()
     x = torch.randn(1, 3, 70, 90, dtype=torch.float64)
     with torch.no_grad():
-        y, _ = model.forward_features(x)
+        y, _ = model.forward_head_features(x)
         coarse = model.classifier(y)
         expected = F.interpolate(coarse, size=(70, 90), mode="bilinear", align_corners=True)
         assert_identical(model(x), expected)  # the same operations: float64 rounding only
@@ -191,9 +191,9 @@ def test_model_output_stride_switch_keeps_weights_and_scales_aspp_rates():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        coarse = model.forward_features(x)[0]
+        coarse = model.forward_head_features(x)[0]
         model.set_output_stride(8)
-        dense = model.forward_features(x)[0]
+        dense = model.forward_head_features(x)[0]
     assert model.output_stride == 8 and model.head.atrous_rates == (12, 24, 36)
     assert dense.shape[-2:] == (8, 8) and coarse.shape[-2:] == (4, 4)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

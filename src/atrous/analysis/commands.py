@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, load_config
+from ..evaluation.inference import TTA_PRESETS
+from . import ERF_TARGETS
 
 # name → (help, default number of images)
 ANALYSES: dict[str, tuple[str, int]] = {
@@ -159,7 +161,7 @@ def _valid_weights(ctx: Context) -> dict[str, Any]:
         import torch
 
         with torch.no_grad():
-            h, w = model.forward_features(x)[0].shape[-2:]
+            h, w = model.forward_head_features(x)[0].shape[-2:]
         rates = list(getattr(model.head, "atrous_rates", [s.dilation for s in model.head.conv_path()]))
         own = valid_weight_curves((h, w), range(1, max(h, w, *rates) + 1))
         own.update(marked_rates=rates, title=f"this model: {h}×{w} features (input {x.shape[-2]}×{x.shape[-1]}), "
@@ -366,7 +368,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--overwrite", action="store_true", help="replace the figure and JSON if they exist")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
         if name in ("receptive-field", "all"):
-            p.add_argument("--target", choices=("predicted", "sum"), default="predicted",
+            p.add_argument("--target", choices=ERF_TARGETS, default=ERF_TARGETS[0],
                            help="ERF of the predicted class's centre logit, or of the sum of all logits")
         if name in ("valid-weights", "all"):
             p.add_argument("--size", nargs="+", type=int, default=[65], metavar="N",
@@ -385,7 +387,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            help="edges of the sqrt(area) size bins, pixels")
         if name in ("stride", "all"):
             p.add_argument("--output-strides", nargs="+", type=int, default=[8, 16, 32])
-            p.add_argument("--scales", nargs="+", type=float, default=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75],
+            p.add_argument("--scales", nargs="+", type=float, default=list(TTA_PRESETS["deeplabv3"]["scales"]),
                            help="multi-scale inputs (default: DeepLabv3's)")
         if name in ("curves", "all"):
             p.add_argument("--run", help="training run folder with csv/metrics.csv (default: the checkpoint's run)")

@@ -40,6 +40,7 @@ from ..models.receptive_field import (
     stacked_receptive_field,
 )
 from ..models.segmentor import Segmentor
+from . import ERF_TARGETS
 from .common import model_device, plt, save_figure
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
@@ -131,8 +132,8 @@ def effective_receptive_field(model: nn.Module, images: torch.Tensor, *, target:
         target: ``"predicted"`` — the logit of the class predicted at the centre of each image;
             ``"sum"`` — the sum of all ``K`` logits there.
     """
-    if target not in ("predicted", "sum"):
-        raise ValueError(f"target must be 'predicted' or 'sum', got {target!r}")
+    if target not in ERF_TARGETS:
+        raise ValueError(f"target must be one of {ERF_TARGETS}, got {target!r}")
     model.eval()
     x = images.detach().to(model_device(model)).requires_grad_(True)
     logits = model(x)

@@ -1,7 +1,7 @@
 """Feature similarity to a class (report §5.2, Fig. 3).
 
 "Cosine similarity is used to measure the similarities between features of pixels and a fixed
-class": every pixel of the head's output feature map (``Segmentor.forward_features``, the
+class": every pixel of the head's output feature map (``Segmentor.forward_head_features``, the
 classifier's input, ``(N, C, H/os, W/os)``) is compared with the class's *prototype*, the mean
 feature over the ground-truth pixels of that class. Labels are brought to the feature grid by
 taking the label at the centre of each feature cell. The prototype is averaged over all the
@@ -89,7 +89,7 @@ def feature_similarity(
     if prototype not in ("dataset", "image"):
         raise ValueError(f"prototype must be 'dataset' or 'image', got {prototype!r}")
     model.eval()
-    features, _ = model.forward_features(images.to(model_device(model)))
+    features, _ = model.forward_head_features(images.to(model_device(model)))
     logits = F.interpolate(model.classifier(features), size=images.shape[-2:], mode="bilinear",
                            align_corners=model.align_corners)
     features, logits = features.float().cpu(), logits.float().cpu()

@@ -65,7 +65,7 @@ def stride_table(
     for stride in output_strides:
         try:
             with output_stride(model, stride):
-                feature_size = list(model.forward_features(first.to(model_device(model)))[0].shape[-2:])
+                feature_size = list(model.forward_head_features(first.to(model_device(model)))[0].shape[-2:])
         except ValueError as err:
             rows.append({"output_stride": stride, "error": str(err)})
             continue

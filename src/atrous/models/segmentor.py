@@ -104,7 +104,7 @@ class Segmentor(nn.Module):
     def _upsample(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
-    def forward_features(
+    def forward_head_features(
         self, x: torch.Tensor, keep: Collection[str] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(N, 3, H, W)`` → head output ``(N, C, H/os, W/os)`` and the backbone's features:
@@ -122,7 +122,7 @@ class Segmentor(nn.Module):
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(N, K, H, W)`` and auxiliary logits ``(N, K, H, W)`` (``None`` without aux head)."""
-        y, features = self.forward_features(x, keep=[self.aux_feature] if self.aux_head is not None else [])
+        y, features = self.forward_head_features(x, keep=[self.aux_feature] if self.aux_head is not None else [])
         logits = self._upsample(self.classifier(self.dropout(y)), x.shape[-2:])
         aux = None
         if self.aux_head is not None:
@@ -131,5 +131,5 @@ class Segmentor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` → logits ``(N, K, H, W)``."""
-        y, _ = self.forward_features(x, keep=())
+        y, _ = self.forward_head_features(x, keep=())
         return self._upsample(self.classifier(self.dropout(y)), x.shape[-2:])
