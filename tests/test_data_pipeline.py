@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 
 from atrous.data.base import DatasetError
 from atrous.data.cityscapes import LABELID_TO_TRAINID, Cityscapes
-from atrous.data.io import map_labels
+from atrous.data.image_files import map_labels
 from atrous.data.label_maps import LabelLookup
 from atrous.data.synthetic import SyntheticStreets
 from atrous.data.transforms import RandomScale, RandomScaleCrop, build_transforms

@@ -27,7 +27,7 @@ from atrous.data.base import DatasetError
 from atrous.devices import resolve_device
 from atrous.errors import DeviceError, UserError, worker_error_message
 from atrous.models import build_model
-from atrous.training.config import TrainConfig
+from atrous.training.train_section import TrainConfig
 
 DEMO = "demo/denseaspp_resnet18_small"
 TINY_MODEL = {"num_classes": 4, "backbone": {"name": "resnet18", "output_stride": 8, "pretrained": False},

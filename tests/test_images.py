@@ -16,7 +16,7 @@ from atrous.config import ConfigError
 from atrous.data.base import DatasetError
 from atrous.data.build import build_dataset
 from atrous.data.folder import FolderDataset
-from atrous.data.io import IMAGE_EXTENSIONS, read_image, read_image_array, read_label_png
+from atrous.data.image_files import IMAGE_EXTENSIONS, read_image, read_image_array, read_label_png
 from atrous.evaluation.prediction_files import collect_inputs
 
 ORIENTATION = 0x0112
@@ -209,7 +209,7 @@ def test_datasets_take_the_limit_from_the_config(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("suffix", IMAGE_EXTENSIONS)
 def test_every_image_extension_is_decoded_and_found_by_datasets_and_predict(tmp_path, suffix):
-    """One list (``data/io.py``): each extension is a file the decoder reads, and both a
+    """One list (``data/image_files.py``): each extension is a file the decoder reads, and both a
     ``folder`` dataset and ``atrous predict``'s input search pick it up."""
     rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     image = Image.fromarray(rgb).convert("L") if suffix == ".pgm" else Image.fromarray(rgb)

@@ -19,8 +19,8 @@ from atrous.data.build import dataset_arguments
 from atrous.data.transforms import transforms_from_config
 from atrous.models import build_model
 from atrous.models.complexity import count_parameters
-from atrous.training.config import TrainConfig
 from atrous.training.datamodule import DATA_KEYS
+from atrous.training.train_section import TrainConfig
 
 
 def _sizes(output_stride: int) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -21,10 +21,10 @@ INTERNAL_ERROR_LINE = "atrous: internal error — please report it with the trac
 def check_config(cfg: Mapping[str, Any], where: str = "") -> None:
     """Validate a whole config, overrides applied: each section by the module that owns it
     (``model``: :mod:`atrous.models.build`, ``data``: :mod:`atrous.data.build`, ``train``:
-    :mod:`atrous.training.config`). Raises :class:`ConfigError` naming the key and the value."""
+    :mod:`atrous.training.train_section`). Raises :class:`ConfigError` naming the key and the value."""
     from ..data.build import check_data_section
     from ..models.build import check_model_section
-    from ..training.config import check_train_section
+    from ..training.train_section import check_train_section
 
     if "model" not in cfg:
         raise ConfigError(f"{where}the config has no 'model' section; start from a shipped one (`atrous zoo`)")

@@ -112,7 +112,7 @@ def config_file(config: str | None) -> str | None:
 
 def output_dir(cfg: dict) -> Path:
     """The run folder, ``train.output_dir``."""
-    from ..training.config import TrainConfig
+    from ..training.train_section import TrainConfig
 
     return Path(TrainConfig.from_mapping(cfg.get("train")).output_dir)
 

@@ -21,7 +21,7 @@ from torchvision import tv_tensors
 from ..errors import ConfigError
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
 from .folder import generated_palette
-from .io import check_same_size, read_image, read_label_png
+from .image_files import check_same_size, read_image, read_label_png
 from .label_maps import LabelLookup
 
 # The first name of each row of objectInfo150.csv (SceneParsing devkit), in train-id order.

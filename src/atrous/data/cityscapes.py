@@ -36,7 +36,7 @@ from torchvision import tv_tensors
 
 from ..errors import ConfigError
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
-from .io import check_same_size, read_image, read_label_png
+from .image_files import check_same_size, read_image, read_label_png
 from .label_maps import LabelLookup
 from .palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 

@@ -31,7 +31,7 @@ import yaml
 from torchvision import tv_tensors
 
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
-from .io import IMAGE_EXTENSIONS, check_same_size, read_image, read_label_png
+from .image_files import IMAGE_EXTENSIONS, check_same_size, read_image, read_label_png
 from .palettes import voc_colormap
 
 CLASSES_FILES = ("classes.yaml", "classes.yml", "classes.json")

@@ -14,7 +14,7 @@ PNG decode of image and label map, label-id → train-id mapping, then a transfo
 Measured in the main process with one torch thread, as a DataLoader worker runs. The peer is
 the former pipeline, timed in the same run and interleaved with the current one (same frames,
 same random draws, rounds alternating which goes first): label mapping through an int64 table
-(:func:`atrous.data.io.map_labels`) and random scaling of the whole frame before the crop
+(:func:`atrous.data.image_files.map_labels`) and random scaling of the whole frame before the crop
 (``build_transforms(crop_first=False)``). Each pipeline reports the median of the per-round
 ratios former / current. The comparison with a training step's appetite (images/s from
 ``atrous benchmark``'s ``train`` phase) says how many workers keep the model fed.
@@ -41,7 +41,7 @@ from ..data.cityscapes import (
     Cityscapes,
     trainid_to_labelid,
 )
-from ..data.io import map_labels, read_image, read_label_png
+from ..data.image_files import map_labels, read_image, read_label_png
 from ..data.synthetic import SyntheticStreets
 from ..data.transforms import build_transforms
 from ..errors import InputError

@@ -16,7 +16,7 @@ those files per frame (``frame_000000_color.png``, ...) and, with ``overlay_vide
 "background" → 0, "unlabeled").
 
 Images are read as displayed (EXIF orientation applied, 16-bit scaled to 8-bit; see
-:mod:`atrous.data.io`) and predicted at full resolution, normalised as the model was trained
+:mod:`atrous.data.image_files`) and predicted at full resolution, normalised as the model was trained
 (the config's ``data.{val,test,train}.transforms.normalize``, ImageNet statistics by default).
 
 No file the command did not write is replaced: an output folder equal to or inside an input
@@ -44,7 +44,7 @@ from torchvision import tv_tensors
 from ..data.base import ClassInfo, DatasetError
 from ..data.cityscapes import CLASSES_19, CLASSES_20, trainid_to_labelid
 from ..data.folder import generated_palette
-from ..data.io import pixel_limit, read_image_array
+from ..data.image_files import pixel_limit, read_image_array
 from ..data.label_space import config_classes
 from ..data.palettes import colorize, overlay
 from ..data.transforms import transforms_from_config
@@ -203,7 +203,7 @@ def predict_inputs(
 ) -> PredictResult:
     """Predict every image and video of ``inputs`` into ``output``. Files that cannot be read or
     predicted (undecodable, too small for the output stride, more pixels than ``max_pixels``:
-    see :func:`atrous.data.io.read_image_array`) are skipped with a warning and listed in the
+    see :func:`atrous.data.image_files.read_image_array`) are skipped with a warning and listed in the
     result; existing outputs are refused before anything is written unless ``overwrite``."""
     from tqdm import tqdm
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.io import IMAGE_EXTENSIONS
+from ..data.image_files import IMAGE_EXTENSIONS
 from ..errors import InputError, OutputExistsError
 from ..io import atomic_write
 

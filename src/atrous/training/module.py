@@ -15,9 +15,9 @@ from ..evaluation.cityscapes_scores import CityscapesScores
 from ..evaluation.metrics import SegmentationMetrics
 from ..evaluation.strategy import EvaluationStrategy, predict_scores
 from ..models import build_model
-from .config import TrainConfig
 from .losses import SegmentationLoss
 from .schedules import build_optimizer, build_scheduler
+from .train_section import TrainConfig
 
 
 class SegmentationTask(L.LightningModule):

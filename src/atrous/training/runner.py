@@ -30,12 +30,12 @@ from ..evaluation.strategy import EvaluationStrategy
 from ..io import atomic_write, json_text
 from ..models.checkpoint import load_state, read_checkpoint
 from .callbacks import AtomicCheckpointIO, StepSeedCallback, is_disk_full
-from .config import TrainConfig
 from .datamodule import SegmentationDataModule
 from .loggers import METRICS_FILE, ResumableCSVLogger, truncate_metrics
 from .module import SegmentationTask
 from .resume import check_resume_checkpoint
 from .run_folder import RunLock, claim_output_dir
+from .train_section import TrainConfig
 
 
 def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
