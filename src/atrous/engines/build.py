@@ -45,7 +45,8 @@ def build_engine(model: nn.Module, options: EngineOptions | None = None, device:
     """Wrap ``model`` (a :class:`~atrous.models.Segmentor`, put in eval mode) in the engine
     ``options`` ask for, on ``device``.
 
-    The torch engine keeps ``model`` (and switches its output stride on demand); exported
+    The torch engine keeps ``model`` (moved to ``device`` and its memory format, and re-dilated
+    when a strategy switches the output stride); exported
     engines export a copy at ``options.output_stride`` (default: the model's) and never change
     ``model``. ``log`` prints one line to stderr when an engine is built or found in the cache.
     """

@@ -91,6 +91,19 @@ def onnxruntime_providers(options: EngineOptions, device: torch.device, trt_cach
     return ["CPUExecutionProvider"]
 
 
+_CORE: Any = None
+
+
+def openvino_core() -> Any:
+    """One ``openvino.Core`` for the process, never released: a Core destroyed while a compiled
+    model made by it still exists unloads the CPU plugin under it (a crash when that model is
+    freed later, at any garbage collection)."""
+    global _CORE
+    if _CORE is None:
+        _CORE = require("openvino", "openvino").Core()
+    return _CORE
+
+
 class OpenVINOEngine(Engine):
     """An OpenVINO IR compiled for the CPU, one compiled model per input size."""
 
@@ -98,31 +111,40 @@ class OpenVINOEngine(Engine):
 
     def __init__(self, xml: Path, *, compiled_cache: Path | None, **info: Any) -> None:
         super().__init__(**info)
-        ov = require("openvino", "openvino")
-        self.core = ov.Core()
-        if compiled_cache is not None:
-            self.core.set_property({"CACHE_DIR": str(compiled_cache)})
+        core = openvino_core()
         precision = self.options.precision
         if precision in OPENVINO_CAPABILITY:
-            capabilities = self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
             if OPENVINO_CAPABILITY[precision] not in capabilities:
                 raise DeviceError(f"--precision {precision}: this CPU's OpenVINO plugin supports {list(capabilities)} only")
-        self.model = self.core.read_model(str(xml))
+        self.model = core.read_model(str(xml))
         self.config = {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": _threads()}
-        self.compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        if compiled_cache is not None:
+            self.config["CACHE_DIR"] = str(compiled_cache)
+        # input size → (compiled model, its infer request); released before the model (__del__)
+        self.compiled: OrderedDict[tuple[int, ...], tuple[Any, Any]] = OrderedDict()
 
     def _request(self, shape: tuple[int, ...]) -> Any:
         if shape in self.compiled:
             self.compiled.move_to_end(shape)
-            return self.compiled[shape]
+            return self.compiled[shape][1]
         model = self.model.clone()
         model.reshape({model.inputs[0].any_name: list(shape)})
-        request = self.core.compile_model(model, "CPU", self.config).create_infer_request()
-        self.compiled[shape] = request
+        compiled = openvino_core().compile_model(model, "CPU", self.config)
+        self.compiled[shape] = (compiled, compiled.create_infer_request())
         if len(self.compiled) > OPENVINO_SHAPES:
             self.compiled.popitem(last=False)
-        return request
+        return self.compiled[shape][1]
+
+    def __del__(self) -> None:
+        # Requests before compiled models before the model: OpenVINO objects must not outlive
+        # what they were made from (the shared Core outlives them all).
+        compiled = self.__dict__.get("compiled")
+        if compiled:
+            while compiled:
+                _, (model, request) = compiled.popitem()
+                del request, model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
