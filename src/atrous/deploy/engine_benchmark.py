@@ -172,6 +172,7 @@ def benchmark_engines(
         DENSEASPP121_CONFIG,
         TORCHVISION_CONFIG,
         TORCHVISION_OVERRIDES,
+        atrous_to_torchvision_keys,
         torchvision_deeplabv3_resnet50,
     )
 
@@ -192,7 +193,10 @@ def benchmark_engines(
     with num_threads(settings.threads):
         if peers:
             deeplab = model_of(TORCHVISION_CONFIG, TORCHVISION_OVERRIDES)
-            peer_models = {"torchvision deeplabv3_resnet50": torchvision_deeplabv3_resnet50(deeplab.num_classes),
+            torchvision = torchvision_deeplabv3_resnet50(deeplab.num_classes)
+            # atrous' weights, as --peers does: the same numbers, so denormals cannot favour either
+            torchvision.load_state_dict(atrous_to_torchvision_keys(deeplab.state_dict()))
+            peer_models = {"torchvision deeplabv3_resnet50": torchvision,
                            "smp DeepLabV3 resnet50": smp_deeplabv3_resnet50(deeplab.num_classes)}
             groups.append(benchmark_group("DeepLabV3-ResNet-50", deeplab, chosen, peer_models, settings,
                                           reference="torchvision deeplabv3_resnet50", cache=cache_dir))
