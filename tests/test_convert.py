@@ -425,3 +425,20 @@ def test_pickled_code_is_refused_not_run(tmp_path):
     torch.save({"weight": torch.zeros(1), "hook": print}, path)
     with pytest.raises(ConversionError, match="weights_only"):
         convert_checkpoint("denseaspp-official", path, DENSEASPP["121"], tmp_path / "out.ckpt")
+
+
+@pytest.mark.slow
+def test_converted_official_denseaspp121_runs_in_the_exported_engines(official121, tmp_path):
+    """Issue 13: the engines agree with eager on a converted official DenseASPP121 (labels >= 99.9%)."""
+    from atrous.engines import EngineOptions, build_engine
+
+    path = tmp_path / "weights.pth"
+    torch.save({k: v for k, v in official121.state_dict().items() if "num_batches" not in k}, path)
+    convert_checkpoint("denseaspp-official", path, DENSEASPP["121"], tmp_path / "c.ckpt")
+    model, _ = load_segmentor(tmp_path / "c.ckpt")
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = copy.deepcopy(official121).eval()(x).argmax(1)
+        for engine in ("onnxruntime", "openvino"):
+            built = build_engine(model, EngineOptions(engine=engine, cache_dir=tmp_path / "cache"), "cpu", log=False)
+            assert (built(x).argmax(1) == expected).float().mean() >= 0.999, engine
