@@ -8,12 +8,14 @@ this very model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.metadata
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,27 +101,21 @@ def engine_from_entry(entry: CacheEntry, options: EngineOptions, device: torch.d
     if trt_cache is not None:
         Path(trt_cache).mkdir(exist_ok=True)
     providers = onnxruntime_providers(options, device, trt_cache)
-    engine = OnnxRuntimeEngine(entry.file("onnx"), providers=providers, **info)
-    engine.name = options.engine
-    return engine
+    return OnnxRuntimeEngine(entry.file("onnx"), providers=providers, name=options.engine, **info)
 
 
-class _cache_root:
-    """The cache folder of ``options`` (a temporary one, removed on exit, without the cache)."""
-
-    def __init__(self, options: EngineOptions) -> None:
-        self.options, self.tmp = options, None
-
-    def __enter__(self) -> Path:
-        if not self.options.use_cache:
-            self.tmp = Path(tempfile.mkdtemp(prefix="atrous-engine-"))
-            return self.tmp
-        return Path(self.options.cache_dir) if self.options.cache_dir else default_cache_dir()
-
-    def __exit__(self, *exc: object) -> None:
-        # The engine has read its files (sessions and compiled models live in memory).
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+@contextlib.contextmanager
+def _cache_root(options: EngineOptions) -> Iterator[Path]:
+    """The cache folder of ``options``; without the cache a temporary one, removed on exit (the
+    engine has read its files by then: sessions and compiled models live in memory)."""
+    if options.use_cache:
+        yield Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="atrous-engine-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def library_versions(engine: str) -> dict[str, str]:

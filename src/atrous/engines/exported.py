@@ -53,8 +53,9 @@ class OnnxRuntimeEngine(Engine):
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, *, providers: list[Any], **info: Any) -> None:
+    def __init__(self, path: Path, *, providers: list[Any], name: str = "onnxruntime", **info: Any) -> None:
         super().__init__(**info)
+        self.name = name  # onnxruntime, or tensorrt (onnxruntime's TensorRT provider)
         ort = require("onnxruntime", "export")
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

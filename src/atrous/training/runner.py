@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from ..config import ConfigError
 from ..data.cityscapes import Cityscapes
 from ..data.evaluation_items import EvaluationItems
+from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
 from ..errors import DiskFullError
 from ..evaluation.strategy import EvaluationStrategy
@@ -245,9 +246,7 @@ def evaluate(
 
 def _engine_device(cfg: TrainConfig) -> torch.device:
     """The device an evaluation's engine is built for: the Trainer's accelerator."""
-    if cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+    return resolve_device({"gpu": "cuda", "cuda": "cuda", "auto": "auto"}.get(cfg.accelerator, "cpu"))
 
 
 def _prepare_evaluation_split(
