@@ -6,18 +6,18 @@ STAMP  := $(VENV)/.installed
 
 WHEEL_VENV := .venv-wheel
 
-.PHONY: install test wheel-check demo figures experiment-context experiment-context-deep lint clean
+.PHONY: install test wheel-check docs demo figures experiment-context experiment-context-deep lint clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,export,openvino,benchmark]"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,export,openvino,benchmark,mlflow,wandb,serve,docs,timm]"
 	touch $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -q --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 # Build the wheel, install it (not -e) into a virtualenv of its own with the pinned dependencies
 # (pip's cache makes a second run quick), and run atrous from a folder outside the checkout.
@@ -26,9 +26,13 @@ wheel-check: install
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 	test -x $(WHEEL_VENV)/bin/python || $(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install --quiet --upgrade pip
-	$(WHEEL_VENV)/bin/pip install --quiet -c requirements/constraints.txt "$$(ls dist/atrous-*.whl)[export,openvino]"
+	$(WHEEL_VENV)/bin/pip install --quiet -c requirements/constraints.txt "$$(ls dist/atrous-*.whl)[export,openvino,serve,timm]"
 	$(WHEEL_VENV)/bin/pip install --quiet --force-reinstall --no-deps dist/atrous-*.whl
 	scripts/wheel_smoke.sh $(WHEEL_VENV)/bin
+
+# The documentation site in site/ (tests/test_docs_site.py builds it in strict mode too).
+docs: install
+	$(BIN)/mkdocs build --strict
 
 demo: install
 	$(BIN)/atrous demo
@@ -59,4 +63,4 @@ lint: install
 	$(BIN)/ruff check src tests
 
 clean:
-	rm -rf $(VENV) $(WHEEL_VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(WHEEL_VENV) build dist site src/*.egg-info .pytest_cache

@@ -5,7 +5,7 @@
     python scripts/layers.py --edges    # every module-level and function-level import between layers
 
 Floors, bottom to top (a floor may import only floors below it, and itself):
-config / io / errors / devices → data → models → engines → evaluation → training, analysis → deploy
+config / io / errors / devices → data → models → engines → evaluation → training, analysis, serve → deploy
 → cli, demo. (deploy: benchmarks and quantization reports, which evaluate with the training loop.)
 tests/test_layers.py runs the same check.
 """
@@ -24,7 +24,7 @@ FLOORS = {
     "models": 2,
     "engines": 3,
     "evaluation": 4,
-    "training": 5, "analysis": 5,
+    "training": 5, "analysis": 5, "serve": 5,
     "deploy": 6,
     "cli": 7, "demo": 7, "__init__": 7, "__main__": 7,
 }

@@ -111,6 +111,12 @@ def _train_ids(results: Path, root: Path) -> None:
     Image.new("L", (8, 8), 255).save(results / "aachen" / f"{STEM}_leftImg8bit.png")
 
 
+def _train_id_map(results: Path, root: Path) -> None:
+    """Train ids (road 0, car 13) instead of label ids (7, 26)."""
+    prediction = np.where(example()[0] == CAR, 13, 0).astype(np.uint8)  # a perfect answer, in train ids
+    Image.fromarray(prediction).save(results / "aachen" / f"{STEM}_leftImg8bit.png")
+
+
 @pytest.mark.parametrize(
     ("break_input", "gt_folder", "expected"),
     [
@@ -120,6 +126,7 @@ def _train_ids(results: Path, root: Path) -> None:
         (_rgb, "", f"{STEM}_leftImg8bit.png has 3 channels"),
         (_half_size, "", f"{STEM}_leftImg8bit.png is 4x4 but {STEM}_gtFine_labelIds.png is 8x8"),
         (_train_ids, "", "holds value 255, not a Cityscapes label id"),
+        (_train_id_map, "", "look like train ids"),
         (None, "gtFine", "pass the folder above gtFine/"),
     ],
 )

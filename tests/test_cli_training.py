@@ -43,6 +43,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     done = _atrous("fit", "--config", str(config), "train.devices=2", "train.strategy=ddp", cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("mIoU") == 1, "only rank 0 reports"
+    assert "sync_dist" not in done.stderr and "💡 Tip" not in done.stderr, "quiet by default, also under DDP"
     return root, config
 
 

@@ -140,3 +140,13 @@ def test_config_errors_are_caught_as_value_errors():
     with pytest.raises(ValueError, match=r"model\.num_classes: must be >= 1, got 0") as info:
         build_model(load_config(DEMO, ["model.num_classes=0"]))
     assert isinstance(info.value, ConfigError)
+
+
+def test_a_file_that_is_no_config_is_named_without_echoing_its_content(tmp_path):
+    """``base: /etc/shadow`` (or any foreign YAML file): its keys may be secrets; none is printed."""
+    secret = write(tmp_path, "root:*:20228:0:99999:7:::\nalice:$6$salt$hash:20228:0:99999:7:::\n")
+    derived = tmp_path / "derived.yaml"
+    derived.write_text(f"base: {secret}\n")
+    with pytest.raises(ConfigError, match=r"not an atrous config: none of its 2 top-level key\(s\)") as err:
+        load_config(derived)
+    assert "20228" not in str(err.value) and "alice" not in str(err.value)

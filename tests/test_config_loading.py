@@ -104,6 +104,45 @@ def test_base_configs_merge_and_switch_components(tmp_path):
         load_config(tmp_path / "loop.yaml")
 
 
+def test_null_removes_an_inherited_key_in_a_derived_file_and_an_override(tmp_path):
+    """``key: null`` over a base, and ``key=null`` on the command line, remove the key, so that
+    its default applies; the demo's synthetic-data ``length`` goes away for a folder dataset."""
+    (tmp_path / "child.yaml").write_text(
+        "base: demo/denseaspp_resnet18_small\n"
+        "data:\n  dataset: {name: folder, root: data}\n  train: {length: null}\n  val: {length: null}\n"
+        "train: {optimizer: {weight_decay: null}}\n"
+    )
+    cfg = load_config(tmp_path / "child.yaml")
+    demo = load_config(DEMO)
+    assert cfg["data"]["dataset"] == {"name": "folder", "root": "data"}  # another dataset: replaced wholesale
+    assert cfg["data"]["train"] == {k: v for k, v in demo["data"]["train"].items() if k != "length"}
+    assert cfg["data"]["val"] == {"split": "val"}
+    assert cfg["train"]["optimizer"] == {"name": "adam", "lr": 0.002}
+    assert cfg["model"] == demo["model"]
+
+    new = apply_overrides(demo, ["data.train.length=null", "data.val=null", "train.optimizer.lr=~"])
+    assert "length" not in new["data"]["train"] and "val" not in new["data"]
+    assert new["train"]["optimizer"] == {"name": "adam", "weight_decay": 1.0e-5}
+    # Removing what is not there is no error and creates nothing.
+    assert apply_overrides(demo, ["model.aux_head=null", "evaluate.scales=null"]) == demo
+
+
+def test_null_still_sets_the_keys_where_null_is_a_value(tmp_path):
+    """``bottleneck_channels: null`` (no 1×1 bottleneck) and ``max_epochs: null`` (no epoch limit)
+    differ from their defaults (256, 60): null sets them, over a base and on the command line."""
+    (tmp_path / "child.yaml").write_text(
+        "base: denseaspp_report/table1_model4\nmodel:\n  head: {bottleneck_channels: null}\n"
+        "train: {max_epochs: null, max_steps: 10}\n"
+    )
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg["model"]["head"]["bottleneck_channels"] is None and cfg["train"]["max_epochs"] is None
+    with_bottleneck = build_model(load_config("denseaspp_report/table1_model4", ["model.backbone.pretrained=false"]))
+    model = build_model(cfg, pretrained_backbone=False)
+    assert not model.head.layers[0].has_bottleneck and with_bottleneck.head.layers[0].has_bottleneck
+    by_override = load_config("denseaspp_report/table1_model4", ["model.head.bottleneck_channels=null"])
+    assert by_override["model"]["head"]["bottleneck_channels"] is None
+
+
 # -- configs are package data: names resolve from any folder ---------------------------------
 def test_packaged_config_names_resolve_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outside the checkout

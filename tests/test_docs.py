@@ -5,6 +5,7 @@ README's zoo table is current."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,39 @@ def test_every_guide_is_linked_from_the_readme():
     text = (REPO / "README.md").read_text()
     missing = [p.name for p in PAGES[1:] if f"(docs/{p.name})" not in text]
     assert missing == []
+
+
+# -- the own-data guides' commands ---------------------------------------------------------------
+
+OWN_DATA_PAGES = [REPO / "docs" / "datasets.md", REPO / "docs" / "errors_and_checks.md"]
+
+
+def shell_commands(page: Path) -> list[tuple[str, int]]:
+    """``(command, expected exit status)`` for each ``atrous …`` line of the page's bash blocks:
+    2 when the next line shows the error (``# atrous: error: …``), else 0."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+        lines = block.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("atrous "):
+                fails = i + 1 < len(lines) and lines[i + 1].startswith("# atrous: error:")
+                commands.append((line, 2 if fails else 0))
+    return commands
+
+
+def test_the_own_data_guides_commands_run(tmp_path, monkeypatch, capsys):
+    """The example folder of docs/datasets.md (its Python block), then every command of that page
+    and of docs/errors_and_checks.md, in order, from a folder outside the checkout."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in python_blocks(OWN_DATA_PAGES[0]):
+        exec(compile(block, "docs/datasets.md", "exec"), namespace)
+    ran = []
+    for page in OWN_DATA_PAGES:
+        for command, status in shell_commands(page):
+            argv = shlex.split(command, comments=True)[1:]
+            assert main(argv) == status, (page.name, command, capsys.readouterr())
+            ran.append(argv[0])
+    assert ran.count("check-data") == 4 and ran.count("fit") == 3 + 2  # and the config checks' fits
+    assert (tmp_path / "runs" / "my_data" / "splits" / "val.txt").read_text().count("\n") == 2
+    assert (tmp_path / "check_report" / "class_pixels.png").is_file()

@@ -28,7 +28,7 @@ from atrous.evaluation.inference import predict, predict_probabilities
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXPORTED = ("onnxruntime", "openvino")
-AGREEMENT = 0.999  # issue 13: fp32 engines' labels >= 99.9% equal to eager
+AGREEMENT = 0.999  # fp32 engines' labels >= 99.9% equal to eager
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """User errors read as one line and exit 2; bugs keep their traceback and exit 1.
 
-Every command-line mistake of the audit (issue 11) runs through ``atrous.cli.main`` here:
+Every command-line mistake of the audit runs through ``atrous.cli.main`` here:
 unknown sections in overrides, values of the wrong type or range, devices that do not exist,
 export sizes the model cannot take, output folders that cannot be created, a full disk, a
 dataset error inside a DataLoader worker.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,10 @@ CLI_MISTAKES = [
                  id="benchmark-device-cuda", marks=NO_CUDA),
     pytest.param([*EXPORT, "--image-size", "0", "0"], ["--image-size 0 0", "positive"], id="export-image-size-zero"),
     pytest.param([*EXPORT, "--image-size", "4", "4"], ["output stride is 8", "16x16"], id="export-image-size-4"),
+    pytest.param(["export", "--checkpoint", "{ckpt}", "--output", "{tmp}/m.onnx", "--format", "onnx", "--opset", "999"],
+                 ["--opset 999", "knows opsets up to"], id="export-opset-999"),
+    pytest.param(["quantize", "--checkpoint", "{ckpt}", "--output", "{tmp}/out", "--repeats", "0"],
+                 ["--repeats", "at least 1"], id="quantize-repeats-0"),
 ]
 
 
@@ -121,7 +126,7 @@ def test_cli_mistakes_are_one_line_and_exit_2(arguments, needles, checkpoint, tm
     assert main(args) == 2
     assert_one_error_line(capsys, *needles)
     assert not started, "the mistake must be found before training starts"
-    assert not (tmp_path / "out").exists() and not (tmp_path / "m.pt2").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.pt2").exists() and not (tmp_path / "m.onnx").exists()
 
 
 def test_disk_full_in_predict_names_the_file(checkpoint, tmp_path, capsys, monkeypatch):
@@ -168,7 +173,8 @@ def test_fit_with_a_corrupt_image_read_by_a_worker(tmp_path, capsys, caplog):
     caplog.set_level(logging.WARNING, logger="lightning.pytorch")  # no "GPU available" notices
     root = write_folder(tmp_path / "ds", n=4, size=(32, 32))
     (root / "images" / "sample_0001.png").write_bytes(b"not a png")
-    cfg = {"model": TINY_MODEL, "data": {"dataset": {"name": "folder", "root": str(root)}, "train": {}, "val": {},
+    cfg = {"model": TINY_MODEL, "data": {"dataset": {"name": "folder", "root": str(root), "val_fraction": 0.5},
+                                         "train": {}, "val": {},
                                          "batch_size": 2, "num_workers": 1},
            "train": {"max_epochs": 1, "output_dir": str(tmp_path / "run"), "progress_bar": False, "accelerator": "cpu"}}
     config = tmp_path / "c.yaml"
@@ -291,3 +297,57 @@ def test_resolve_device():
         with pytest.raises(DeviceError):
             resolve_device(name)
     assert issubclass(DeviceError, UserError)
+
+
+def _atrous_process(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "atrous.cli", *args], env={**os.environ, **(env or {})},
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    """``atrous zoo | head -1``: the pipe's reader is gone before the table is written."""
+    process = _atrous_process("zoo", stdout=subprocess.PIPE)
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 141 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_output_the_terminal_cannot_encode_is_escaped():
+    process = _atrous_process("zoo", env={"PYTHONIOENCODING": "ascii"}, stdout=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "| config |" in stdout
+
+
+def test_data_workers_are_bounded_by_the_usable_cpus(capsys):
+    from atrous.training.datamodule import SegmentationDataModule, usable_cpus
+
+    data = SegmentationDataModule({"dataset": {"name": "synthetic", "image_size": [32, 64]},
+                                   "train": {"length": 2}, "val": {"length": 2}, "num_workers": 100000})
+    assert data.num_workers == usable_cpus()
+    assert "data.num_workers=100000" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_fit_is_a_keyboard_interrupt(tmp_path):
+    """Lightning turns Ctrl-C into ``sys.exit(1)``; atrous makes it a KeyboardInterrupt again, so
+    ``atrous fit`` exits with 130 like every other command."""
+    import lightning as L
+
+    from atrous.training.runner import fit
+
+    class CtrlC(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            raise KeyboardInterrupt
+
+    config = {
+        "model": {"num_classes": 19, "backbone": {"name": "resnet18", "output_stride": 32},
+                  "head": {"name": "fcn"}},
+        "data": {"dataset": {"name": "synthetic", "image_size": [32, 64]}, "train": {"split": "train", "length": 2},
+                 "val": {"split": "val", "length": 2}, "batch_size": 2, "num_workers": 0},
+        "train": {"max_epochs": 1, "output_dir": str(tmp_path / "run"), "progress_bar": False, "accelerator": "cpu"},
+    }
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, callbacks=[CtrlC()])
+    assert not (tmp_path / "run" / ".atrous-fit.lock").exists(), "the run lock is released"

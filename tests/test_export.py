@@ -16,6 +16,7 @@ from helpers_models import randomized_batchnorm
 from atrous.cli import main
 from atrous.config import CONFIG_ROOT, load_config
 from atrous.engines.export import export_model, run_artifact
+from atrous.errors import InputError
 from atrous.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +80,30 @@ def test_torchscript_and_exported_program_round_trip(fmt, tmp_path):
         # same shapes, so any CPU picks the same SIMD code for both (differences ~0); 1e-5 absorbs
         # a decomposition rounding differently, an export error errs by O(1)
         torch.testing.assert_close(run_artifact(path, fmt, x), expected, atol=1e-5, rtol=0)
+
+
+def test_a_program_specialised_to_the_example_shape_is_refused_before_it_is_written(tmp_path, monkeypatch):
+    """PyTorch 2.11 exports atrous' segmentors with a guard on the parity of the half-resolution
+    map although H and W are declared dynamic (seen on a GPU machine): such a program is refused
+    with the fix, and no file is left."""
+    model = _model(DEMO)
+    real_export = torch.export.export
+
+    class Specialised:
+        def __init__(self, program):
+            self.program = program
+
+        def module(self):
+            def run(x):
+                if x.shape[-2:] != TRACE_SIZE:
+                    raise AssertionError("Guard failed: (-1 + x.size()[2]) // 2 % 2 != 0")
+                return self.program.module()(x)
+            return run
+
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: Specialised(real_export(*a, **k)))
+    with pytest.raises(InputError, match=r"only accepts images shaped like the example.*--static.*--format onnx"):
+        export_model(model, tmp_path / "model.pt2", "exported-program", image_size=TRACE_SIZE)
+    assert not list(tmp_path.iterdir()), "nothing written"
 
 
 def test_artifacts_load_and_run_without_atrous(tmp_path):

@@ -1,4 +1,4 @@
-"""Outputs never replace what the command did not write (issue 11): existing files are refused
+"""Outputs never replace what the command did not write: existing files are refused
 unless ``--overwrite``, inputs always (also through symlinks and ``..``), predict refuses before
 writing anything; written files get the umask's mode; a killed writer's temporary file is
 cleaned up by the next write into its folder."""

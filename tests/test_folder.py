@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -158,9 +160,73 @@ def test_split_subfolders(tmp_path):
     np.testing.assert_array_equal(train.load(1)[1].numpy(), folder_label(1, SIZE, seed=1))
 
 
-def test_split_without_subfolders_reads_the_root(tmp_path):
-    write_folder(tmp_path, n=2)
-    assert FolderDataset(tmp_path, "train").image_dir == tmp_path / "images"
+def test_a_flat_folder_is_read_whole_without_a_split(tmp_path):
+    write_folder(tmp_path, n=3)
+    dataset = FolderDataset(tmp_path)
+    assert dataset.image_dir == tmp_path / "images" and len(dataset) == 3 and dataset.partition is None
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_flat_folder_without_val_fraction_is_refused_naming_both_options(tmp_path, split):
+    """Never train = val: reading root/images for both would validate on the training images."""
+    write_folder(tmp_path, n=3)
+    with pytest.raises(DatasetError, match="would be the same images") as err:
+        FolderDataset(tmp_path, split)
+    message = str(err.value)
+    assert f"{tmp_path}/train/{{images,masks}}" in message and "data.dataset.val_fraction: 0.2" in message
+
+
+def test_val_fraction_partitions_a_flat_folder_by_seed(tmp_path):
+    write_folder(tmp_path, n=10)
+    train, val = (FolderDataset(tmp_path, s, val_fraction=0.3, split_seed=5) for s in ("train", "val"))
+    # Independently: the images in name order, shuffled by the seed; the first 30% are val.
+    files = sorted(f"images/{folder_stem(i)}.{'jpg' if i % 2 == 0 else 'png'}" for i in range(10))
+    order = np.random.default_rng(5).permutation(10)
+    assert [p.relative_to(tmp_path).as_posix() for p in val.images] == sorted(files[i] for i in order[:3])
+    assert len(train) == 7 and set(train.stems).isdisjoint(val.stems)
+    assert sorted(train.stems + val.stems) == [folder_stem(i) for i in range(10)]
+    assert train.partition == val.partition and val.partition.val == tuple(sorted(files[i] for i in order[:3]))
+    np.testing.assert_array_equal(val.load(0)[1].numpy(), folder_label(int(val.stems[0][-4:]), SIZE))
+    again = FolderDataset(tmp_path, "val", val_fraction=0.3, split_seed=5)
+    other = FolderDataset(tmp_path, "val", val_fraction=0.3, split_seed=6)
+    assert again.stems == val.stems and other.stems != val.stems
+    tiny = write_folder(tmp_path / "tiny", n=2)  # at least one image on each side
+    assert len(FolderDataset(tiny, "val", val_fraction=0.01)) == len(FolderDataset(tiny, "train", val_fraction=0.99)) == 1
+
+
+def test_split_lists_pin_the_partition(tmp_path):
+    from atrous.data.folder_splits import write_partition
+
+    root = write_folder(tmp_path / "ds", n=6)
+    drawn = FolderDataset(root, "train", val_fraction=0.5).partition
+    lists = write_partition(tmp_path / "run" / "splits", drawn)
+    assert (lists / "val.txt").read_text().splitlines() == list(drawn.val)
+    write_folder(tmp_path / "more", n=8)  # two images added later stay out of both sets
+    for source in [*(tmp_path / "more").glob("*/sample_0006.*"), *(tmp_path / "more").glob("*/sample_0007.*")]:
+        source.rename(root / source.parent.name / source.name)
+    train = FolderDataset(root, "train", split_lists=lists)
+    val = FolderDataset(root, "val", val_fraction=0.5, split_seed=99, split_lists=lists)  # the lists win
+    assert train.partition == val.partition == drawn and len(train) + len(val) == 6
+    (root / drawn.val[0]).unlink()
+    (root / "masks" / f"{Path(drawn.val[0]).stem}.png").unlink()
+    with pytest.raises(DatasetError, match=f"{lists}: lists 1 image.*{drawn.val[0]}"):
+        FolderDataset(root, "val", split_lists=lists)
+    with pytest.raises(DatasetError, match="train.txt: file list not found"):
+        FolderDataset(root, "val", split_lists=tmp_path)
+
+
+def test_partitions_apply_to_flat_folders_only(tmp_path):
+    from atrous.config import ConfigError
+
+    write_folder(tmp_path / "split", n=2, split="train")
+    with pytest.raises(DatasetError, match="split subfolders .*remove them"):
+        FolderDataset(tmp_path / "split", "train", val_fraction=0.2)
+    write_folder(tmp_path / "flat", n=4)
+    with pytest.raises(DatasetError, match="train and val only .*flat/test/images"):
+        FolderDataset(tmp_path / "flat", "test", val_fraction=0.2)
+    for bad in (0, 1, 1.5, "20%", True):
+        with pytest.raises(ConfigError, match="val_fraction: .*between 0 and 1"):
+            FolderDataset(tmp_path / "flat", "train", val_fraction=bad)
 
 
 def test_missing_split_and_root_layout(tmp_path):
@@ -304,6 +370,52 @@ def test_index_values_beyond_the_classes(tmp_path):
     with pytest.raises(DatasetError, match=r"mask values \[4, 9\].*4 classes") as err:
         dataset.load(1)
     assert str(mask_path) in str(err.value)
+
+
+def test_label_map_reads_binary_0_255_masks(tmp_path):
+    """0/255 masks (255 would be ignored): ``label_map: {255: 1}`` makes 255 the foreground class,
+    in 8-bit and 16-bit PNGs; other values pass as they are."""
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    write_classes(root / "classes.yaml", {"names": ["background", "crack"]})
+    raw = np.zeros(SIZE, np.uint8)
+    raw[5:9, 3:20] = 255
+    Image.fromarray(np.zeros((*SIZE, 3), np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(raw).save(root / "masks" / "a.png")
+    expected = (raw == 255).astype(np.uint8)
+    unmapped = FolderDataset(root).load(0)[1].numpy()
+    assert set(np.unique(unmapped).tolist()) == {0, 255}  # the foreground would be ignored
+    np.testing.assert_array_equal(FolderDataset(root, label_map={255: 1}).load(0)[1].numpy(), expected)
+    Image.fromarray(raw.astype(np.uint16) * 257).save(root / "masks" / "a.png")  # 16-bit: 0 / 65535
+    np.testing.assert_array_equal(FolderDataset(root, label_map={65535: 1}).load(0)[1].numpy(), expected)
+    with pytest.raises(DatasetError, match=r"mask values \[65535\].*data.dataset.label_map \(e.g. \{65535: 1\}\)"):
+        FolderDataset(root).load(0)
+
+
+@pytest.mark.parametrize(("mapping", "match"), [({255: 2}, r"maps onto \[2\]"), ({"a": 1}, "non-negative integers"),
+                                                ([255, 1], "non-negative integers")])
+def test_label_map_errors_name_the_key(tmp_path, mapping, match):
+    from atrous.config import ConfigError
+
+    root = write_folder(tmp_path, n=1)
+    write_classes(root / "classes.yaml", {"names": ["background", "crack"]})
+    with pytest.raises(ConfigError, match=f"data.dataset.label_map: .*{match}"):
+        FolderDataset(root, label_map=mapping)
+
+
+def test_skip_unpaired_leaves_them_out_and_lists_them(tmp_path):
+    root = write_folder(tmp_path, n=4)
+    (root / "masks" / "sample_0001.png").unlink()
+    (root / "images" / "sample_0002.jpg").unlink()
+    dataset = FolderDataset(root, skip_unpaired=True)
+    assert dataset.stems == ["sample_0000", "sample_0003"]
+    assert dataset.unpaired == [(root / "images" / "sample_0001.png", f"no mask {root}/masks/sample_0001.png"),
+                                (root / "masks" / "sample_0002.png", f"no image {root}/images/sample_0002.<ext>")]
+    for stem in ("sample_0000", "sample_0003"):
+        (root / "masks" / f"{stem}.png").unlink()
+    with pytest.raises(DatasetError, match="no image has a mask"):
+        FolderDataset(root, skip_unpaired=True)
 
 
 def test_colour_mask_without_colours_in_the_classes_file(tmp_path):

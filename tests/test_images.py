@@ -1,4 +1,4 @@
-"""Images are read as they are displayed (issue 11): EXIF orientation applied (images, not label
+"""Images are read as they are displayed: EXIF orientation applied (images, not label
 maps), 16-bit and other modes scaled to 8-bit RGB rather than clipped, oversized images refused
 with how to raise the limit, in datasets and in ``atrous predict`` alike."""
 

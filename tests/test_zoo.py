@@ -91,7 +91,7 @@ def test_shapes_strides_gradients_determinism_export(zoo_entry):
     x = torch.randn(1, 3, *even)
     with torch.no_grad():
         features, _ = model.forward_head_features(x)
-        assert (even[0] // features.shape[-2], even[1] // features.shape[-1]) == (model.output_stride,) * 2
+        assert (even[0] // features.shape[-2], even[1] // features.shape[-1]) == (model.logit_stride,) * 2
         assert features.shape[1] == model.head.out_channels
         a, b = model(x), model(x)
     assert torch.equal(a, b), "eval mode must be deterministic"

@@ -2,6 +2,7 @@
 
 from .config import ConfigError, load_config
 from .models import Segmentor, build_model
+from .models.api import create_model, list_encoders, list_models, model_config, save_config
 from .models.pretrained import Pretrained, load_pretrained
 from .models.published import PUBLISHED_WEIGHTS, PublishedWeights
 
@@ -14,6 +15,11 @@ __all__ = [
     "Segmentor",
     "__version__",
     "build_model",
+    "create_model",
+    "list_encoders",
+    "list_models",
+    "model_config",
+    "save_config",
     "load_config",
     "load_pretrained",
 ]

@@ -14,6 +14,12 @@ installed wheel. A path that exists wins. A name from before a folder was rename
 name, so a user's own config may ``base: denseaspp_report/table1_model4``): mappings merge key
 by key, anything else replaces — except that a component mapping whose ``name`` differs from the
 base's (another head, dataset or optimizer) replaces the base's mapping as a whole.
+
+``null`` removes an inherited key — in a file that uses ``base:`` and in a ``key.path=null``
+override — so that the key's default applies (JSON Merge Patch, RFC 7396): a folder dataset
+``base:``-ing the demo drops the synthetic data's ``length`` with ``length: null``. The keys of
+:data:`NULL_IS_A_VALUE`, where null means something of its own (no bottleneck, no epoch limit),
+are set to null instead.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ CONFIG_ROOT = Path(__file__).resolve().parent / "configs"  # package data: ships
 # implementation report, which "seed" (the random seed, ``train.seed``) did not say.
 RENAMED_CONFIG_FOLDERS = {"seed": "denseaspp_report"}
 TOP_LEVEL_KEYS = ("base", "model", "reference", "data", "train", "evaluate")
+# Keys whose null is a value of its own, not "the default": `null` sets them instead of removing
+# them. DenseASPP's `bottleneck_channels: null` is the report's layer without a 1×1 bottleneck
+# (default 256); `max_epochs: null` is no epoch limit (default 60).
+NULL_IS_A_VALUE = frozenset({"model.head.bottleneck_channels", "train.max_epochs"})
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = (), *, _chain: set[Path] | None = None) -> dict[str, Any]:
@@ -70,23 +80,29 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, _chain: set[
     return apply_overrides(cfg, overrides)
 
 
-def merge_configs(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``override`` into ``base`` (see the module docstring for the rule)."""
+def merge_configs(base: Mapping[str, Any], override: Mapping[str, Any], _at: str = "") -> dict[str, Any]:
+    """Deep-merge ``override`` into ``base`` (see the module docstring for the rule; a null
+    value removes the key unless :data:`NULL_IS_A_VALUE` names it)."""
     out = copy.deepcopy(dict(base))
     for key, value in override.items():
+        if value is None and f"{_at}{key}" not in NULL_IS_A_VALUE:
+            out.pop(key, None)
+            continue
         old = out.get(key)
         same_component = not (isinstance(value, Mapping) and "name" in value) or (
             isinstance(old, Mapping) and old.get("name") == value.get("name")
         )
         if isinstance(old, Mapping) and isinstance(value, Mapping) and same_component:
-            out[key] = merge_configs(old, value)
+            out[key] = merge_configs(old, value, f"{_at}{key}.")
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
 def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``cfg`` with ``a.b.c=value`` items set (``value`` parsed as YAML).
+    """Return a copy of ``cfg`` with ``a.b.c=value`` items set (``value`` parsed as YAML);
+    ``a.b.c=null`` removes the key (nothing to remove is no error), except for the keys of
+    :data:`NULL_IS_A_VALUE`, which it sets to null.
 
     An override cannot add a section atrous does not know (``trian.max_epochs=1`` is an error,
     not a silent no-op) nor turn a section into a scalar (``model=3``). The sections' own keys
@@ -106,15 +122,23 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
                 f"override {item!r}: unknown section {parts[0]!r}{did_you_mean(parts[0], TOP_LEVEL_KEYS)}; "
                 f"sections: {[k for k in TOP_LEVEL_KEYS if k != 'base']}"
             )
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', None) or err})") from err
+        remove = value is None and key not in NULL_IS_A_VALUE
         for part in parts[:-1]:
+            if remove and not isinstance(node.get(part), dict):
+                break  # nothing there to remove
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
-        try:
-            node[parts[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', None) or err})") from err
+        else:
+            if remove:
+                node.pop(parts[-1], None)
+            else:
+                node[parts[-1]] = value
     for section in touched:  # e.g. `--set model=3`
         if out.get(section) is not None:
             check_mapping(section, out[section], f"override {section}=…: ")
@@ -124,6 +148,12 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
 def check_top_level(cfg: Mapping[str, Any], where: str = "") -> None:
     """Unknown top-level keys, and sections that are not mappings, are errors."""
     unknown = sorted(set(cfg) - set(TOP_LEVEL_KEYS))
+    if unknown and len(unknown) == len(cfg) and not suggestions(unknown, TOP_LEVEL_KEYS):
+        # Nothing in it is a config key: name no key, so a mistaken file's content is never echoed.
+        raise ConfigError(
+            f"{where}not an atrous config: none of its {len(cfg)} top-level key(s) is one of {list(TOP_LEVEL_KEYS)}; "
+            "start from a shipped config (`atrous zoo`)"
+        )
     if unknown:
         raise ConfigError(
             f"{where}unknown top-level key(s) {unknown}; allowed: {list(TOP_LEVEL_KEYS)}{suggestions(unknown, TOP_LEVEL_KEYS)}"

@@ -17,6 +17,7 @@ from .options import (
     stored_config,
     strategy_of,
     test_time_options,
+    verbose_option,
     with_config,
 )
 
@@ -25,7 +26,8 @@ STAGES = {"validate": "val", "test": "test"}  # command → split
 
 def add_validate_and_test(sub: argparse._SubParsersAction) -> None:
     for name, stage in STAGES.items():
-        ev = with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"), required=False)
+        ev = verbose_option(with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"),
+                                        required=False))
         checkpoint_or_weights(ev, required=False, checkpoint_help="checkpoint (default: the run's best.ckpt)")
         ev.add_argument("--output", help="folder for metrics.json (default: <output_dir>/" + name + ")")
         test_time_options(ev, config_section=True)
@@ -67,7 +69,8 @@ def add_evaluate_cityscapes(sub: argparse._SubParsersAction) -> None:
                         help="score label-id PNGs with cityscapesScripts' own evaluator (IoU/iIoU, class/category)")
     cs.add_argument("results", help="folder of label-id PNGs (atrous predict --cityscapes-submission)")
     cs.add_argument("--gt", required=True, metavar="ROOT", help="Cityscapes root holding gtFine/<split>/<city>/")
-    cs.add_argument("--split", default="val", help="gtFine split to score against (default: val)")
+    cs.add_argument("--split", default="val", choices=["train", "val", "test", "train_extra"],
+                    help="gtFine split to score against (default: val)")
     cs.add_argument("--output", help="also write the scores as JSON to this file")
     cs.set_defaults(func=evaluate_cityscapes_command)
 

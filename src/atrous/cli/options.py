@@ -122,3 +122,10 @@ def is_rank_zero() -> bool:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def verbose_option(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--verbose``: show Lightning's own lines and warnings too (hidden by default: cli/quiet.py)."""
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Lightning's tips, info lines and the warnings atrous makes moot")
+    return p

@@ -8,10 +8,12 @@ import argparse
 from . import __doc__ as DESCRIPTION
 from .benchmark import add_benchmark, add_benchmark_data
 from .data import add_check_data
+from .encoders import add_encoders
 from .evaluate import add_evaluate_cityscapes, add_validate_and_test
 from .models import add_convert, add_export, add_info, add_weights, add_zoo
 from .predict import add_predict
 from .quantize import add_quantize
+from .serve import add_benchmark_serve, add_serve
 from .train import add_compare, add_demo, add_fit
 
 
@@ -23,8 +25,9 @@ def add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 COMMANDS = (
-    add_fit, add_validate_and_test, add_info, add_compare, add_zoo, add_weights, add_convert, add_predict,
-    add_evaluate_cityscapes, add_analyze, add_export, add_quantize, add_benchmark, add_benchmark_data, add_check_data, add_demo,
+    add_fit, add_validate_and_test, add_info, add_compare, add_zoo, add_encoders, add_weights, add_convert, add_predict,
+    add_evaluate_cityscapes, add_analyze, add_export, add_quantize, add_serve, add_benchmark, add_benchmark_serve,
+    add_benchmark_data, add_check_data, add_demo,
 )
 
 

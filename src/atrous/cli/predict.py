@@ -28,6 +28,10 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("--overlay-video", action="store_true", help="for videos, also write <name>_overlay.mp4")
     pred.add_argument("--overwrite", action="store_true",
                       help="replace output files that exist (default: refuse before predicting; never an input)")
+    pred.add_argument("--shard", metavar="K/N",
+                      help="predict only shard K of N (every N-th input by name, from the K-th); implies --skip-existing")
+    pred.add_argument("--skip-existing", action="store_true",
+                      help="skip inputs whose outputs all exist; redo those with some (a stopped run resumes)")
     pred.add_argument("--max-pixels", type=int, metavar="N",
                       help="skip images of more pixels (default: Pillow's decompression-bomb limit, 89478485; 0: none)")
     pred.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -38,15 +42,18 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 def predict_command(args: argparse.Namespace) -> int:
     from ..evaluation.prediction import run_predict
+    from ..evaluation.prediction_files import parse_shard
 
+    shard = parse_shard(args.shard) if args.shard else None
     result = run_predict(
         checkpoint=args.checkpoint, inputs=args.inputs, output=args.output, config=args.config,
         overrides=args.set, strategy=strategy_of(args, where="predict's test-time options"), probabilities=args.probabilities,
         cityscapes_submission=args.cityscapes_submission, overlay_video=args.overlay_video,
         overwrite=args.overwrite, max_pixels=args.max_pixels, device=args.device, engine=engine_of(args),
-        progress=not args.no_progress,
+        progress=not args.no_progress, shard=shard, skip_existing=args.skip_existing or shard is not None,
     )
-    print(f"Wrote {len(result.written)} files to {args.output}")
+    done = f" ({len(result.complete)} input(s) skipped: their outputs were complete)" if result.complete else ""
+    print(f"Wrote {len(result.written)} files to {args.output}{done}")
     if result.failed:
         print(f"atrous predict: skipped {len(result.failed)} input(s), the others were predicted:", file=sys.stderr)
         for path, reason in result.failed:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..engines.quantize import QUANTIZE_ENGINES
+from ..errors import InputError
 from .options import checkpoint_or_weights, overrides, with_config
 
 
@@ -29,6 +30,8 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
 def quantize_command(args: argparse.Namespace) -> int:
     from ..deploy.quantize import format_quantize_report, run_quantize
 
+    if args.repeats < 1 or args.num_images < 1:
+        raise InputError(f"--repeats and --num-images must be at least 1, got {args.repeats} and {args.num_images}")
     report = run_quantize(
         checkpoint=args.checkpoint, output=args.output, engine=args.engine, calibration=args.calibration,
         num_images=args.num_images, config=args.config, overrides=overrides(args), overwrite=args.overwrite,

@@ -6,13 +6,16 @@ import argparse
 from pathlib import Path
 
 from ..config import load_config
-from .options import is_rank_zero, output_dir, overrides, with_config
+from .options import is_rank_zero, output_dir, overrides, verbose_option, with_config
 
 
 def add_fit(sub: argparse._SubParsersAction) -> None:
-    fit = with_config(sub.add_parser("fit", help="train a model"))
+    fit = verbose_option(with_config(sub.add_parser("fit", help="train a model")))
     fit.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                      help="continue the run in train.output_dir from its last.ckpt (or from the given checkpoint)")
+    fit.add_argument("--weights", metavar="NAME",
+                     help="start from published weights (atrous weights lists them) with this config's classes: "
+                          "the same as train.init_checkpoint=NAME")
     fit.add_argument("--overwrite", action="store_true",
                      help="start afresh in a train.output_dir that holds a previous run (its outputs are moved "
                           "aside into <output_dir>/replaced-<time>/)")
@@ -20,20 +23,24 @@ def add_fit(sub: argparse._SubParsersAction) -> None:
 
 
 def fit_command(args: argparse.Namespace) -> int:
-    from ..training.runner import fit, format_table
+    from ..training.runner import BEST_RULES, fit, format_table
 
-    cfg = load_config(args.config, overrides(args))
+    extra = [f"train.init_checkpoint={args.weights}"] if args.weights else []
+    cfg = load_config(args.config, overrides(args) + extra)
     metrics = fit(cfg, resume=args.resume or False, overwrite=args.overwrite)
     out = output_dir(cfg)
     if not is_rank_zero():
         return 0
     print(format_table(metrics))
-    print(f"Wrote {out}/metrics.json, checkpoints in {out}/checkpoints, logs in {out}/tb and {out}/csv")
+    if metrics.get("best_checkpoint") == BEST_RULES[False]:
+        print(f"No validation ran during training: {out}/checkpoints/best.ckpt holds the final weights")
+    lists = f", train/val file lists in {out}/splits" if (out / "splits" / "val.txt").is_file() else ""
+    print(f"Wrote {out}/metrics.json, checkpoints in {out}/checkpoints, logs in {out}/tb and {out}/csv{lists}")
     return 0
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
-    cmp_ = sub.add_parser("compare", help="train several configs the same way and tabulate them")
+    cmp_ = verbose_option(sub.add_parser("compare", help="train several configs the same way and tabulate them"))
     cmp_.add_argument("configs", nargs="+", help="YAML config files")
     cmp_.add_argument("--output", required=True, help="folder for the runs and results.md")
     cmp_.add_argument("--classes", nargs="*", default=[], help="classes whose IoU gets a column")
@@ -53,7 +60,7 @@ def compare_command(args: argparse.Namespace) -> int:
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="run the main job on the built-in data")
+    demo = verbose_option(sub.add_parser("demo", help="run the main job on the built-in data"))
     demo.add_argument("--output", default="runs/demo", help="output folder")
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override demo config values")
     demo.set_defaults(func=demo_command)

@@ -88,6 +88,7 @@ def dataset_arguments(
 ) -> tuple[type[SegmentationDataset], dict[str, Any]]:
     """The dataset class and its constructor arguments for one split (checked, nothing read)."""
     cfg = dict(dataset_cfg or {"name": "synthetic"})
+    cfg.pop("max_image_pixels", None)  # every dataset's, set by build_dataset (not a constructor argument)
     split_cfg = dict(split_cfg or {})
     cls = dataset_class(cfg.pop("name", "synthetic"))
     kwargs = {**cfg, **{k: v for k, v in split_cfg.items() if k not in SPLIT_KEYS}}

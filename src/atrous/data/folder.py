@@ -1,12 +1,17 @@
 """Users' own data: a folder of images, a folder of masks and a small classes file.
 
-Layout (``split`` optional: ``root/<split>/images`` is used when it exists)::
+Two layouts. Split subfolders (``root/<split>/images`` and ``root/<split>/masks``)::
 
     root/
-      classes.yaml            # names: [background, road, car]  (also classes.json)
-      images/0001.jpg         # .png .jpg .jpeg .bmp .tif .tiff .webp .ppm .pgm (io.IMAGE_EXTENSIONS)
-      masks/0001.png          # same stem; index PNG (value = class id) or colour PNG
-      train/images/… train/masks/…   # optional split subfolders
+      classes.yaml                      # names: [background, road, car]  (also classes.json)
+      train/images/0001.jpg             # .png .jpg .jpeg .bmp .tif .tiff .webp .ppm .pgm
+      train/masks/0001.png              # same stem; index PNG (value = class id) or colour PNG
+      val/images/…  val/masks/…
+
+or one flat folder (``root/images`` + ``root/masks``) that ``val_fraction`` partitions into train
+and val, seeded by ``split_seed`` (:mod:`.folder_splits`). A flat folder read for a named split
+without ``val_fraction`` is refused: train and val would be the same images. ``split=None``
+reads the whole flat folder (``check-data``, ``predict``-style use).
 
 The classes file::
 
@@ -15,8 +20,9 @@ The classes file::
     ignore_index: 255                    # optional (default 255); index value not scored
     ignore_color: [255, 255, 255]        # optional; colour of ignored pixels in colour masks
 
-Masks are read per file as stored: grey ('L') or palette ('P') PNGs hold class ids directly;
-RGB PNGs are mapped through ``colors`` (exact matches only).
+Masks are read per file as stored: grey ('L') or palette ('P') PNGs hold class ids directly (or
+values that ``label_map`` maps to class ids, e.g. ``{255: 1}`` for 0/255 binary masks); RGB PNGs
+are mapped through ``colors`` (exact matches only).
 """
 
 from __future__ import annotations
@@ -30,8 +36,23 @@ import torch
 import yaml
 from torchvision import tv_tensors
 
+from ..errors import ConfigError
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
-from .image_files import IMAGE_EXTENSIONS, check_same_size, read_image, read_label_png
+from .folder_splits import (
+    PARTITION_SPLITS,
+    Partition,
+    check_val_fraction,
+    partition,
+    read_partition,
+)
+from .image_files import (
+    IMAGE_CHANNELS,
+    IMAGE_EXTENSIONS,
+    check_same_size,
+    read_image,
+    read_label_png,
+)
+from .label_maps import ValueMap
 from .palettes import voc_colormap
 
 CLASSES_FILES = ("classes.yaml", "classes.yml", "classes.json")
@@ -41,6 +62,11 @@ _CLASSES_EXAMPLE = (
     "[0, 0, 142]]` and `ignore_index: 255`"
 )
 _MAX_LISTED = 5
+
+
+class UnsplitFolderError(DatasetError):
+    """A named split of one flat folder without ``val_fraction``: train and val would be the same
+    images. (``check-data`` lists it and goes on reading the whole folder.)"""
 
 
 def generated_palette(num_colors: int) -> np.ndarray:
@@ -108,14 +134,26 @@ def read_classes_file(path: str | Path) -> ClassesFile:
 
 
 class FolderDataset(SegmentationDataset):
-    """Images and masks paired by file stem (see the module docstring for the layout).
+    """Images and masks paired by file stem (see the module docstring for the layouts).
 
     Args:
         root: the dataset folder.
-        split: e.g. ``"train"``; reads ``root/<split>/images`` when that exists, else ``root/images``.
+        split: e.g. ``"train"``; reads ``root/<split>/`` when it exists, else the ``train`` or
+            ``val`` part of the flat ``root/images`` that ``val_fraction`` defines; ``None``: the
+            whole flat folder.
         classes_file: defaults to ``root/classes.yaml`` (or ``.yml`` / ``.json``); a relative path
             not found from the working directory is looked up in ``root``.
+        val_fraction: share of a flat folder's images held out as ``val`` (e.g. 0.2).
+        split_seed: seeds that partition.
+        split_lists: a folder holding ``train.txt`` and ``val.txt`` (image files relative to
+            ``root``, as ``atrous fit`` writes into ``<run>/splits``): the partition to use
+            instead of drawing one.
+        label_map: stored mask value → class id (or ``ignore_index``) for index masks, e.g.
+            ``{255: 1}`` for 0/255 binary masks; other values are read as they are.
+        skip_unpaired: leave out images without a mask (and masks without an image) instead of
+            refusing them; :attr:`unpaired` lists them.
         transforms: joint ``(image, mask)`` transforms applied by ``__getitem__``.
+        image_channels: 3 (RGB), 1 (grey) or 4 (4-band files, e.g. RGB-NIR) for ``model.in_channels``.
     """
 
     def __init__(
@@ -124,16 +162,25 @@ class FolderDataset(SegmentationDataset):
         split: str | None = None,
         *,
         classes_file: str | Path | None = None,
+        val_fraction: float | None = None,
+        split_seed: int = 0,
+        split_lists: str | Path | None = None,
+        label_map: dict[int, int] | None = None,
+        skip_unpaired: bool = False,
         transforms: Transforms | None = None,
+        image_channels: int = 3,
     ) -> None:
         super().__init__(transforms)
+        if image_channels not in IMAGE_CHANNELS:
+            raise ConfigError(f"data.dataset.image_channels: 1 (grey), 3 (RGB) or 4 (4-band files), got {image_channels!r}")
+        self.image_channels = image_channels
         self.root = Path(root)
         self.split = split
+        if val_fraction is not None:
+            val_fraction = check_val_fraction(val_fraction)
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset folder not found; {self._layout_hint()}")
-        data_dir = self.root
-        if split is not None and (self.root / split / "images").is_dir():
-            data_dir = self.root / split
+        data_dir, partitioned = self._layout(split, val_fraction, split_lists)
         self.image_dir, self.mask_dir = data_dir / "images", data_dir / "masks"
         for directory in (self.image_dir, self.mask_dir):
             if not directory.is_dir():
@@ -143,6 +190,7 @@ class FolderDataset(SegmentationDataset):
         self.classes_file = spec.path
         self.classes = spec.classes
         self._color_keys, self._color_ids = _color_lookup(spec)
+        self.label_map = ValueMap(label_map, self.classes.num_classes, self.classes.ignore_index) if label_map else None
         # uint8 masks (the dataset contract) unless the label space needs more (ignore_index > 255).
         fits_uint8 = max(self.classes.num_classes - 1, self.classes.ignore_index) <= 255
         self._mask_dtype = np.uint8 if fits_uint8 else np.int64
@@ -153,10 +201,58 @@ class FolderDataset(SegmentationDataset):
                 f"{self.image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) found; {self._layout_hint()}"
             )
         masks = _files_by_stem(self.mask_dir, (".png",))
-        self._check_pairs(images, masks)
-        self.stems = sorted(images)
+        self.unpaired: list[tuple[Path, str]] = self._check_pairs(images, masks, skip_unpaired)
+        stems = sorted(set(images) & set(masks))
+        if not stems:  # skip_unpaired left nothing
+            raise DatasetError(f"{self.image_dir}: no image has a mask in {self.mask_dir}; {self._layout_hint()}")
+        self.partition: Partition | None = None
+        if partitioned:
+            stems = self._partitioned(stems, images, val_fraction, split_seed, split_lists)
+        self.stems = stems
         self.images = [images[s] for s in self.stems]
         self.masks = [masks[s] for s in self.stems]
+
+    def _layout(self, split: str | None, val_fraction: float | None, split_lists: object) -> tuple[Path, bool]:
+        """The folder to read, and whether it is a flat folder to partition."""
+        if split is not None and (self.root / split / "images").is_dir():
+            if val_fraction is not None or split_lists is not None:
+                raise DatasetError(
+                    f"{self.root}: has split subfolders ({self.root / split}), so val_fraction and split_lists "
+                    "do not apply; remove them from data.dataset, or use a flat root/images + root/masks folder"
+                )
+            return self.root / split, False
+        if split is None or not (self.root / "images").is_dir():
+            return self.root, False
+        if split not in PARTITION_SPLITS:
+            raise DatasetError(
+                f"{self.root / split}: folder not found; a flat folder is partitioned into train and val only — "
+                f"put the {split} images in {self.root / split}/images and their masks in {self.root / split}/masks"
+            )
+        if val_fraction is None and split_lists is None:
+            raise UnsplitFolderError(
+                f"{self.root}: one flat images/ + masks/ folder and no train/ or val/ subfolders, so train and val "
+                f"would be the same images; either move them into {self.root}/train/{{images,masks}} and "
+                f"{self.root}/val/{{images,masks}}, or set data.dataset.val_fraction: 0.2 to hold out a seeded "
+                "random 20% for validation"
+            )
+        return self.root, True
+
+    def _partitioned(
+        self, stems: list[str], images: dict[str, Path], val_fraction: float | None, seed: int, lists: object
+    ) -> list[str]:
+        """The stems of this split's part of a flat folder (:mod:`.folder_splits`)."""
+        files = {images[s].relative_to(self.root).as_posix(): s for s in stems}
+        if lists is not None:
+            self.partition = read_partition(lists)
+            gone = [f for f in self.partition.train + self.partition.val if f not in files]
+            if gone:
+                raise DatasetError(
+                    f"{Path(str(lists))}: lists {len(gone)} image(s) that {self.root} does not hold (with a mask), "
+                    f"e.g. {gone[0]}; restore them, or drop split_lists to draw a new partition"
+                )
+        else:
+            self.partition = partition(list(files), val_fraction, seed)
+        return sorted(files[f] for f in self.partition.files(self.split))
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -172,7 +268,7 @@ class FolderDataset(SegmentationDataset):
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_path, mask_path = self.images[index], self.masks[index]
-        image = read_image(image_path, self.max_image_pixels)
+        image = read_image(image_path, self.max_image_pixels, self.image_channels)
         raw = read_label_png(mask_path, self.max_image_pixels)
         mask = self._index_mask(raw, mask_path) if raw.ndim == 2 else self._color_mask(raw, mask_path)
         check_same_size(image, mask, image_path, mask_path)
@@ -183,26 +279,32 @@ class FolderDataset(SegmentationDataset):
         num_classes, ignore = self.classes.num_classes, self.classes.ignore_index
         if raw.dtype != np.uint8:  # 16-bit or 32-bit grey PNGs
             raw = raw.astype(np.int64, copy=False)
+        if self.label_map is not None:
+            raw = self.label_map(raw)
         valid = ((raw >= 0) & (raw < num_classes)) | (raw == ignore)
         if not valid.all():
             bad = np.unique(raw[~valid])
+            example = ", ".join(f"{v}: {min(i + 1, num_classes - 1)}" for i, v in enumerate(bad[:2].tolist()))
             raise DatasetError(
                 f"{path}: mask values {bad[:10].tolist()} are not class ids: {self.classes_file} names "
                 f"{num_classes} classes (ids 0..{num_classes - 1}) and ignore_index is {ignore}; "
-                "fix the mask or add the missing classes to `names:`"
+                "fix the mask, add the missing classes to `names:`, or map the values to class ids with "
+                f"data.dataset.label_map (e.g. {{{example}}})"
             )
         return tv_tensors.Mask(torch.from_numpy(raw.astype(self._mask_dtype)))
 
     def _color_mask(self, raw: np.ndarray, path: Path) -> tv_tensors.Mask:
         """RGB PNG: each pixel's colour is looked up in the classes file's colours (vectorised:
         colours packed into 24-bit integers, found by binary search in the sorted palette)."""
-        if self._color_keys is None:
-            raise DatasetError(
-                f"{path}: colour (RGB) mask, but {self.classes_file} gives no `colors:`; add one "
-                "[r, g, b] per class in the order of `names:`, or save masks as index PNGs "
-                "(pixel value = class id)"
-            )
         packed = _pack_rgb(raw)
+        if self._color_keys is None:
+            found = np.unique(packed)
+            shown = ", ".join(str(list(_unpack_rgb(c))) for c in found[:_MAX_LISTED])
+            raise DatasetError(
+                f"{path}: colour (RGB) mask holding {len(found)} colours ({shown}{_more(list(found))}), but "
+                f"{self.classes_file} gives no `colors:`; add `colors:` there, one [r, g, b] per class in the "
+                "order of `names:`, or save masks as index PNGs (pixel value = class id)"
+            )
         found_at = np.minimum(np.searchsorted(self._color_keys, packed), len(self._color_keys) - 1)
         found = self._color_keys[found_at] == packed
         if not found.all():
@@ -216,11 +318,16 @@ class FolderDataset(SegmentationDataset):
             )
         return tv_tensors.Mask(torch.from_numpy(self._color_ids[found_at].astype(self._mask_dtype)))
 
-    def _check_pairs(self, images: dict[str, Path], masks: dict[str, Path]) -> None:
+    def _check_pairs(self, images: dict[str, Path], masks: dict[str, Path], skip: bool) -> list[tuple[Path, str]]:
+        """Images without a mask and masks without an image: refused, or with ``skip`` returned
+        as ``(file, what is missing)``."""
         no_mask = sorted(set(images) - set(masks))
         no_image = sorted(set(masks) - set(images))
+        if skip:
+            return sorted([(images[s], f"no mask {self.mask_dir / s}.png") for s in no_mask]
+                          + [(masks[s], f"no image {self.image_dir / s}.<ext>") for s in no_image])
         if not no_mask and not no_image:
-            return
+            return []
         problems = []
         if no_mask:
             listed = ", ".join(f"{images[s]} (no {self.mask_dir / s}.png)" for s in no_mask[:_MAX_LISTED])

@@ -1,7 +1,7 @@
 """Reading images and label maps with errors that name the file and the fix.
 
 Images are read as an image viewer displays them (:func:`read_image_array`, the one place atrous
-decodes an image file; datasets and ``atrous predict`` both use it):
+decodes an image file; datasets, ``atrous predict`` and ``atrous serve``'s uploads use it):
 
 * the EXIF orientation tag is applied (phone photos are stored sideways and tagged);
 * every mode becomes 8-bit RGB by scaling, never by clipping: 16-bit (``I;16*``, and ``I``
@@ -14,6 +14,10 @@ decodes an image file; datasets and ``atrous predict`` both use it):
   ``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485) is refused with how to raise the limit
   (``atrous predict --max-pixels``, the config's ``data.dataset.max_image_pixels``; 0: none).
 
+Images for models of other input channels (``model.in_channels``) are read with ``channels``:
+1 gives the grey image (grey files as stored, colour files by PIL's luminance), 4 the four bands of
+a 4-band file as stored (``RGBA``/``RGBX`` PNG or TIFF, e.g. RGB + near-infrared in the fourth band).
+
 Label maps are read as stored: no orientation, no conversion of values.
 
 :data:`IMAGE_EXTENSIONS` are the image files atrous looks for, in a ``folder`` dataset and
@@ -23,6 +27,7 @@ among ``atrous predict``'s inputs: the formats :func:`read_image_array` decodes 
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,52 +60,80 @@ def pixel_limit(max_pixels: int | None) -> int | None:
     return max_pixels or None
 
 
-def read_image_array(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an image file as displayed → uint8 ``(H, W, 3)`` RGB (see the module docstring).
+IMAGE_CHANNELS = (1, 3, 4)  # what read_image_array can give
+_GREY_MODES = ("1", "L", "I", "F")
+
+
+def read_image_array(path: Path, max_pixels: int | None = None, channels: int = 3) -> np.ndarray:
+    """Decode an image file as displayed → uint8 ``(H, W, channels)``: RGB for 3, grey for 1,
+    four stored bands for 4 (see the module docstring).
 
     Raises:
         DatasetError: naming the file: missing, undecodable, a mode that cannot be shown as
-            RGB, or more pixels than the limit.
+            RGB, or more pixels than the limit (:class:`ImageTooLargeError`).
     """
-    path = Path(path)
+    return _decode(Path(path), Path(path), max_pixels, channels)
+
+
+def decode_image_bytes(data: bytes, name: str, max_pixels: int | None = None, channels: int = 3) -> np.ndarray:
+    """:func:`read_image_array` for the bytes of an image file (an upload), named ``name`` in errors."""
+    return _decode(io.BytesIO(data), Path(name), max_pixels, channels)
+
+
+def _decode(source: Path | io.BytesIO, path: Path, max_pixels: int | None, channels: int) -> np.ndarray:
+    if channels not in IMAGE_CHANNELS:
+        raise InputError(f"images are read with 1 (grey), 3 (RGB) or 4 (4-band) channels, not {channels!r}")
     try:
-        with open_image(path, max_pixels) as img:
+        with open_image(source, max_pixels, name=path) as img:
             if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
-                return rgb_array(ImageOps.exif_transpose(img), path)
-            return rgb_array(img, path)
+                img = ImageOps.exif_transpose(img)
+            return channel_array(img, path, channels)
     except FileNotFoundError as err:
         raise DatasetError(f"{path}: image file not found") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DatasetError(f"{path}: cannot decode this image ({err}); re-export or remove the file") from err
+        reason = "not an image format Pillow reads" if isinstance(source, io.BytesIO) and isinstance(err, UnidentifiedImageError) else err
+        raise DatasetError(f"{path}: cannot decode this image ({reason}); re-export or remove the file") from err
     except DatasetError:
         raise
     except ValueError as err:
         raise DatasetError(f"{path}: cannot decode this image ({err}); re-export or remove the file") from err
 
 
+class ImageTooLargeError(DatasetError):
+    """An image of more pixels than the limit (a guard against decompression bombs)."""
+
+    def __init__(self, message: str, pixels: int = 0, limit: int = 0) -> None:  # one argument: re-raisable
+        super().__init__(message)
+        self.pixels, self.limit = pixels, limit
+
+
 @contextmanager
-def open_image(path: Path, max_pixels: int | None = None) -> Iterator[Image.Image]:
+def open_image(path: Path | io.BytesIO, max_pixels: int | None = None, *, name: Path | None = None) -> Iterator[Image.Image]:
     """``PIL.Image.open`` with a pixel limit of our own in place of Pillow's (see
-    :func:`pixel_limit`), checked from the header before anything is decoded."""
+    :func:`pixel_limit`), checked from the header before anything is decoded; ``name``: the
+    file named in errors (default: ``path``)."""
     limit = pixel_limit(max_pixels)
     with _pillow_limit_lifted(), Image.open(path) as img:
+        path = name or path
         width, height = img.size
         if limit is not None and width * height > limit:
-            raise DatasetError(
+            raise ImageTooLargeError(
                 f"{path}: {width}x{height} = {width * height:,} pixels is more than the limit of {limit:,} "
                 f"(a guard against decompression bombs; default: Pillow's); if you trust this file, raise it: "
                 f"atrous predict --max-pixels {width * height}, or data.dataset.max_image_pixels: "
-                f"{width * height} in the config (0: no limit)"
+                f"{width * height} in the config (0: no limit)",
+                width * height, limit,
             )
         yield img
 
 
-def read_image(path: Path, max_pixels: int | None = None) -> tv_tensors.Image:
-    """Decode an image file as displayed → ``tv_tensors.Image`` uint8 ``(3, H, W)`` RGB.
+def read_image(path: Path, max_pixels: int | None = None, channels: int = 3) -> tv_tensors.Image:
+    """Decode an image file as displayed → ``tv_tensors.Image`` uint8 ``(channels, H, W)``
+    (RGB for 3: :func:`read_image_array`).
 
     PIL decodes (torchvision 0.29 deprecates its own decoders in favour of torchcodec).
     """
-    array = read_image_array(path, max_pixels)
+    array = read_image_array(path, max_pixels, channels)
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
 
 
@@ -116,6 +149,21 @@ class _pillow_limit_lifted:
     def __exit__(self, *exc: object) -> None:
         Image.MAX_IMAGE_PIXELS = self.saved
         _pillow_limit_lock.release()
+
+
+def channel_array(img: Image.Image, path: Path, channels: int) -> np.ndarray:
+    """A PIL image → uint8 ``(H, W, channels)`` (see :func:`read_image_array`)."""
+    if channels == 4:
+        if img.mode not in ("RGBA", "RGBX"):
+            raise DatasetError(f"{path}: image mode {img.mode!r} has no 4 bands; the config reads 4-channel images "
+                               "(data.dataset.image_channels: 4): save it as a 4-band PNG or TIFF (RGBA)")
+        return np.array(img)
+    rgb = rgb_array(img, path)
+    if channels == 3:
+        return rgb
+    if img.mode in _GREY_MODES or img.mode.startswith("I;16"):
+        return rgb[..., :1]  # the grey values, repeated three times by rgb_array
+    return np.array(Image.fromarray(rgb).convert("L"))[..., None]
 
 
 def rgb_array(img: Image.Image, path: Path) -> np.ndarray:

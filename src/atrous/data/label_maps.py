@@ -68,3 +68,50 @@ class LabelLookup:
         return DatasetError(
             f"{path}: unknown label values {values[:10].tolist()}{beyond}; check the dataset's label encoding"
         )
+
+
+class ValueMap:
+    """A user's ``label_map``: stored mask values → class ids, every other value kept as it is.
+
+    ``{255: 1}`` reads 0/255 binary masks as background 0 and foreground 1 (255 is otherwise the
+    ignore index, so the foreground would never be trained); ``{38: 1, 75: 2}`` reads masks saved
+    as grey images of a colour palette.
+
+    Args:
+        mapping: ``{stored value: class id or ignore_index}``, stored values ``>= 0``.
+        num_classes: ``K``; targets must be ``0 … K−1`` or ``ignore_index``.
+        ignore_index: the label that is not scored.
+        where: the config key, for errors.
+    """
+
+    def __init__(self, mapping: dict, num_classes: int, ignore_index: int, where: str = "data.dataset.label_map") -> None:
+        from ..config import ConfigError
+
+        if not isinstance(mapping, dict) or not all(_is_count(k) and _is_count(v) for k, v in mapping.items()):
+            raise ConfigError(
+                f"{where}: expected stored value → class id pairs of non-negative integers, e.g. {{255: 1}}, got {mapping!r}"
+            )
+        bad = sorted(v for v in mapping.values() if v >= num_classes and v != ignore_index)
+        if bad:
+            raise ConfigError(
+                f"{where}: maps onto {bad}, which are neither class ids 0..{num_classes - 1} nor ignore_index {ignore_index}"
+            )
+        self.mapping = {int(k): int(v) for k, v in mapping.items()}
+        # uint8 masks (the common case) through a 256-entry table; wider masks value by value.
+        self.table = np.arange(TABLE_SIZE, dtype=np.int64)
+        for value, target in self.mapping.items():
+            if value < TABLE_SIZE:
+                self.table[value] = target
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """``(H, W)`` stored values → ``(H, W)`` int64 with the mapped values replaced."""
+        if raw.dtype == np.uint8:
+            return np.take(self.table, raw)
+        out = raw.astype(np.int64, copy=True)
+        for value, target in self.mapping.items():
+            out[raw == value] = target
+        return out
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

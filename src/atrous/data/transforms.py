@@ -151,7 +151,8 @@ def build_transforms(
             (DeepLab, VOC) or ``(512, 1024)`` (Cityscapes).
         hflip: random horizontal flip with probability 0.5.
         color_jitter: brightness, contrast and saturation strength (0 disables it).
-        normalize: a key of :data:`NORMALIZATIONS` or ``(mean, std)``, three values each.
+        normalize: a key of :data:`NORMALIZATIONS` or ``(mean, std)``, one value per image channel
+            each (``[[0.5], [0.25]]`` for grey images, four values each for RGB-NIR).
         ignore_index: mask value for padded pixels.
         crop_first: with ``scale_range`` and ``crop_size``, resize only the crop
             (:class:`RandomScaleCrop`); ``False`` resizes the whole frame then crops, the former
@@ -251,7 +252,9 @@ def _check_normalize(normalize: str | tuple) -> tuple[list[float], list[float]]:
         mean, std = normalize
         mean, std = [float(m) for m in mean], [float(s) for s in std]
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"normalize must be a name or (mean, std) with three values each, got {normalize!r}") from err
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ConfigError(f"normalize (mean, std) needs three values each and std > 0, got {normalize!r}")
+        raise ConfigError(f"normalize must be a name or (mean, std) with one value per image channel each, "
+                          f"got {normalize!r}") from err
+    if not mean or len(mean) != len(std) or min(std) <= 0:
+        raise ConfigError(f"normalize (mean, std) needs one value per image channel each (3 for RGB) and std > 0, "
+                          f"got {normalize!r}")
     return mean, std

@@ -60,6 +60,7 @@ class BenchmarkSettings:
     precision: str = "fp32"  # autocast dtype: fp32 (none), bf16, fp16
     channels_last: bool = False
     compile: bool = False  # torch.compile (warm-up runs absorb the compilation)
+    compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager": traced, no code generation)
     fold_bn: bool = False  # fold BatchNorm into convolutions (inference only)
     repeats: int = 10
     warmup: int = 2
@@ -228,7 +229,7 @@ def _prepare(model: nn.Module, phase: str, settings: BenchmarkSettings, device: 
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if settings.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, backend=settings.compile_backend)
     return model
 
 

@@ -111,6 +111,19 @@ def peak_rss_increase(fn: Callable[[], Any]) -> float:
     return round(max(grown, 0) / 1024, 1)
 
 
+def resident_mb(settle: bool = False) -> float | None:
+    """The process's resident set now, MiB (Linux; ``None`` where ``/proc`` is missing);
+    ``settle``: first collect garbage and give freed heap memory back to the OS, so that what
+    remains is memory in use rather than what the allocator keeps cached."""
+    if settle:
+        gc.collect()
+        _malloc_trim()
+    try:
+        return round(_proc_status_kb("VmRSS") / 1024, 1)
+    except (OSError, KeyError):
+        return None
+
+
 def _proc_status_kb(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):

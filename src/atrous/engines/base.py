@@ -90,9 +90,11 @@ class Engine(nn.Module):
 
     name: str = "engine"
 
-    def __init__(self, *, num_classes: int, output_stride: int, align_corners: bool, options: EngineOptions) -> None:
+    def __init__(self, *, num_classes: int, output_stride: int, align_corners: bool, options: EngineOptions,
+                 in_channels: int = 3) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
+        self.in_channels = int(in_channels)  # image channels (the model's in_channels)
         self._output_stride = int(output_stride)
         self.align_corners = bool(align_corners)
         self.options = options
@@ -112,8 +114,8 @@ class Engine(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Refuse what the exported graph cannot take, with the model's own wording."""
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a batch (N, 3, H, W), got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected a batch (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if min(x.shape[-2:]) < self._output_stride:
             raise InputError(
                 f"input of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the output stride {self._output_stride}"

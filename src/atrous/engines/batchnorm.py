@@ -55,7 +55,7 @@ def default_example_input(model: nn.Module) -> torch.Tensor:
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32  # a float64 model takes float64 images
-    return torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+    return torch.zeros(1, getattr(model, "in_channels", 3), size, size, device=device, dtype=dtype)
 
 
 def plan_batchnorm_folding(model: nn.Module, example_input: torch.Tensor | None = None) -> FoldPlan:

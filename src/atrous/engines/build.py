@@ -65,6 +65,7 @@ def build_engine(model: nn.Module, options: EngineOptions | None = None, device:
         model = copy.deepcopy(model)
         model.set_output_stride(options.output_stride)
     info = {"num_classes": model.num_classes, "output_stride": model.output_stride,
+            "in_channels": getattr(model, "in_channels", 3),
             "align_corners": getattr(model, "align_corners", False), "options": options}
     if options.precision == "int8":
         from .quantize import load_quantized

@@ -98,11 +98,13 @@ def export_model(
         raise InputError("--opset applies to the onnx format only")
     if opset is not None and opset < MIN_OPSET:
         raise InputError(f"the ONNX exporter (torch.onnx, dynamo) writes opset {MIN_OPSET} or later, got --opset {opset}")
+    if opset is not None and opset > (newest := newest_onnx_opset()):
+        raise InputError(f"--opset {opset}: the installed onnx package knows opsets up to {newest}; choose {MIN_OPSET} to {newest}")
     path = Path(path)
     if format == "exported-program" and path.suffix != ".pt2":
         raise InputError(f"an exported program is a .pt2 archive (torch.export.save/load need the suffix), got {path}")
     model = model.eval()
-    example = torch.randn(batch, 3, *image_size, generator=torch.Generator().manual_seed(0))
+    example = torch.randn(batch, getattr(model, "in_channels", 3), *image_size, generator=torch.Generator().manual_seed(0))
     writers = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported-program": _write_program}
     with torch.no_grad():
         opset_used = writers[format](model, example, path, dynamic=dynamic, opset=opset, overwrite=overwrite)
@@ -116,6 +118,16 @@ def export_model(
     return ExportResult(path, format, tuple(example.shape), dynamic, diff, opset_used)
 
 
+def newest_onnx_opset() -> int:
+    """The newest ONNX opset the installed ``onnx`` package defines (a large number without it:
+    the exporter then says what it needs)."""
+    try:
+        import onnx.defs
+    except ImportError:
+        return 10**6
+    return int(onnx.defs.onnx_opset_version())
+
+
 def verification_input(model: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.Tensor:
     """An input of another batch size and odd image size than ``example`` (if shapes are dynamic)."""
     if not dynamic:
@@ -123,7 +135,7 @@ def verification_input(model: nn.Module, example: torch.Tensor, dynamic: bool) -
     stride = int(getattr(model, "output_stride", 1))
     h, w = example.shape[-2:]
     size = (max(2 * stride + 1, h // 2 + 1), max(2 * stride + 3, w // 2 - 3))
-    return torch.randn(example.shape[0] + 1, 3, *size, generator=torch.Generator().manual_seed(1))
+    return torch.randn(example.shape[0] + 1, example.shape[1], *size, generator=torch.Generator().manual_seed(1))
 
 
 def run_artifact(path: str | Path, format: str, x: torch.Tensor) -> torch.Tensor | None:
@@ -189,8 +201,27 @@ def _write_program(
     model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool
 ) -> None:
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes(dynamic=dynamic))
+    if dynamic:
+        check_dynamic_program(program, verification_input(model, example, dynamic=True))
     atomic_write(path, lambda tmp: torch.export.save(program, tmp), overwrite=overwrite)
     return None
+
+
+def check_dynamic_program(program: torch.export.ExportedProgram, other: torch.Tensor) -> None:
+    """Refuse, before anything is written, a program that ``torch.export`` specialised to the
+    example's shapes although they were declared dynamic: it would stop at a shape guard on
+    another image size. PyTorch 2.11 does this for atrous' segmentors (a guard on the parity of
+    the half-resolution map); the tested 2.14 keeps them fully dynamic."""
+    try:
+        with torch.no_grad():
+            program.module()(other)
+    except AssertionError as err:
+        if not str(err).startswith("Guard failed"):
+            raise
+        raise InputError(
+            f"torch {torch.__version__} exported a program that only accepts images shaped like the example "
+            f"({str(err).strip()}); export with --static, use --format onnx, or use torch >= 2.14"
+        ) from err
 
 
 def export_checkpoint(

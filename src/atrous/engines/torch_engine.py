@@ -1,7 +1,7 @@
 """PyTorch eager (or ``torch.compile``d) as an engine: memory format, autocast precision.
 
 ``memory_format="auto"`` is ``channels_last`` on the CPU, where oneDNN's NHWC convolutions are
-faster (DenseASPP-121 at 512×1024: 1.24× over NCHW on the machine of issue 13; see
+faster (DenseASPP-121 at 512×1024: 1.24× over NCHW on an AVX-512 machine; see
 docs/export_and_benchmarks.md for this machine's table), and the contiguous NCHW layout on CUDA.
 ``precision`` bf16/fp16 run under ``torch.autocast``; the logits come back as float32. On the
 CPU, denormal floats are flushed to zero during the forward pass (``torch.set_flush_denormal``),
@@ -40,6 +40,7 @@ class TorchEngine(Engine):
         super().__init__(
             num_classes=model.num_classes, output_stride=model.output_stride,
             align_corners=getattr(model, "align_corners", False), options=options,
+            in_channels=getattr(model, "in_channels", 3),
         )
         self.memory_format = memory_format(options, device)
         self.model = model.to(device=device, memory_format=self.memory_format).eval()

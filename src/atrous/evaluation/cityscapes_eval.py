@@ -177,6 +177,20 @@ def check_prediction(prediction: Path, label_ids: Path) -> None:
             f"{prediction} holds value {int(values.max())}, not a Cityscapes label id (0…{MAX_LABEL_ID}); "
             f"train ids or 255 must be mapped to label ids: {SUBMISSION_HINT}"
         )
+    unscored = float(np.isin(values, unscored_label_ids()).mean())
+    if unscored > 0.5:
+        raise InputError(
+            f"{prediction}: {unscored:.0%} of its pixels hold label ids the benchmark never scores (0-6, 9, 10, ...): "
+            f"these look like train ids (0-18; road is 0), which must be mapped to label ids: {SUBMISSION_HINT}"
+        )
+
+
+def unscored_label_ids() -> np.ndarray:
+    """Label ids of the classes the benchmark ignores (unlabeled, ego vehicle, ..., parking,
+    rail track): a model's label-id submission holds none of them, a train-id map mostly does."""
+    from cityscapesscripts.helpers.labels import labels
+
+    return np.array([label.id for label in labels if label.ignoreInEval and 0 <= label.id <= MAX_LABEL_ID])
 
 
 def _scores(result: Mapping[str, Any], keys: list[str], section: str) -> dict[str, float]:

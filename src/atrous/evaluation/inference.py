@@ -164,9 +164,11 @@ def _check_arguments(
     stride: int | None,
     average: str,
 ) -> tuple[float, ...]:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+    channels = getattr(model, "in_channels", 3)
+    if (not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != channels
+            or not images.is_floating_point()):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a normalised float tensor (N, 3, H, W), got {shape}")
+        raise ValueError(f"images must be a normalised float tensor (N, {channels}, H, W), got {shape}")
     return check_strategy(model, scales, window, overlap, stride, average)
 
 

@@ -26,6 +26,10 @@ file is written atomically. Unreadable images and videos, images too small for t
 and images over the pixel limit are skipped with a warning naming the file; the rest is
 predicted and :func:`predict_inputs` returns the skipped ones (the CLI exits with 1). Input
 discovery, output names and these checks live in :mod:`atrous.evaluation.prediction_files`.
+
+Many machines split one job with ``shard=(K, N)`` (every N-th input by name); with
+``skip_existing`` (implied by ``--shard``) a re-run skips inputs whose outputs all exist and
+finishes those a stopped run left half-written.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ..
     check_outputs,
     collect_inputs,
     output_names,
+    planned_outputs,
+    shard_of,
 )
 from .strategy import EvaluationStrategy
 from .video import VideoWriter, read_video
@@ -75,6 +81,7 @@ class PredictResult:
 
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    complete: list[Path] = field(default_factory=list)  # inputs skipped: their outputs were all there
 
 
 # -- model, normalisation, classes ------------------------------------------------------------
@@ -123,7 +130,7 @@ def cityscapes_lut(classes: ClassInfo) -> np.ndarray:
 
 @dataclass
 class Predictor:
-    """Image ``(H, W, 3)`` uint8 → probabilities ``(C, H, W)`` float32 on the CPU."""
+    """Image ``(H, W, in_channels)`` uint8 → probabilities ``(C, H, W)`` float32 on the CPU."""
 
     model: Segmentor | Engine  # anything mapping (N, 3, h, w) to logits, with output_stride
     normalize: Any = "imagenet"
@@ -154,10 +161,20 @@ class Predictor:
                 )
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        self.check_size(*image.shape[:2])
-        x = self.transform(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)))
-        probs = predict_probabilities(self.model, x.unsqueeze(0).to(self.device), **self.options)
-        return probs[0].cpu()
+        return self.batch([image])[0]
+
+    def batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Images of one size, each ``(H, W, 3)`` uint8 → probabilities ``(N, C, H, W)`` float32
+        on the CPU, in one call of the model (``atrous serve`` batches concurrent requests so)."""
+        self.check_size(*images[0].shape[:2])
+        x = torch.stack([self.transform(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))) for image in images])
+        return predict_probabilities(self.model, x.to(self.device), **self.options).cpu()
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """An image of the model's channels ``(H, W, C)`` as RGB to show: grey repeated, the first
+    three bands of a 4-band image."""
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]
 
 
 def write_outputs(
@@ -178,7 +195,7 @@ def write_outputs(
     else:
         writer.png(names["labels"], labels.astype(np.uint8 if classes.num_classes <= 256 else np.uint16))
         writer.png(names["color"], colorize(labels, classes.palette))
-        writer.png(names["overlay"], overlay(image, labels, classes.palette))
+        writer.png(names["overlay"], overlay(display_rgb(image), labels, classes.palette))
     if probabilities:
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:
@@ -200,29 +217,50 @@ def predict_inputs(
     overwrite: bool = False,
     max_pixels: int | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    skip_existing: bool = False,
 ) -> PredictResult:
     """Predict every image and video of ``inputs`` into ``output``. Files that cannot be read or
     predicted (undecodable, too small for the output stride, more pixels than ``max_pixels``:
     see :func:`atrous.data.image_files.read_image_array`) are skipped with a warning and listed in the
-    result; existing outputs are refused before anything is written unless ``overwrite``."""
+    result; existing outputs are refused before anything is written unless ``overwrite``.
+
+    ``shard=(K, N)``: only shard K of N (:func:`~atrous.evaluation.prediction_files.shard_of`).
+    ``skip_existing``: inputs whose outputs all exist are skipped (listed as ``complete``), and
+    those with some of them (a run stopped between two files) are predicted again, replacing
+    them: a stopped run resumes where it stopped.
+    """
     from tqdm import tqdm
 
     output = Path(output)
     pixel_limit(max_pixels)  # a bad --max-pixels is an error before any input is read
     sources = collect_inputs(inputs)
-    protected = check_output_folder(output, inputs, sources)
-    check_outputs(sources, output, protected, overwrite=overwrite, overlay_video=overlay_video,
-                  probabilities=probabilities, submission=cityscapes_submission)
+    protected = check_output_folder(output, inputs, sources)  # every input, whichever shard it is in
+    if shard is not None:
+        sources = shard_of(sources, shard)
+    naming = {"overlay_video": overlay_video, "probabilities": probabilities, "submission": cityscapes_submission}
+    complete, partial = set(), set()
+    if skip_existing and not overwrite:
+        for source in sources:
+            present = [path.exists() for path in planned_outputs(source, output, **naming)]
+            if all(present):
+                complete.add(source)
+            elif any(present):
+                partial.add(source)
+    sources = [s for s in sources if s not in complete]
+    check_outputs([s for s in sources if s not in partial], output, protected, overwrite=overwrite, **naming)
+    check_outputs([s for s in sources if s in partial], output, protected, overwrite=True, **naming)
     lut = cityscapes_lut(classes) if cityscapes_submission else None
     writer = Writer(output, protected, overwrite)
-    result = PredictResult(written=writer.written)
+    result = PredictResult(written=writer.written, complete=sorted(s.path for s in complete))
     options = {"probabilities": probabilities, "submission_lut": lut}
     for source in tqdm(sources, desc="predict", unit="file", disable=not progress, file=sys.stderr):
+        writer.overwrite = overwrite or source in partial  # finish what a stopped run began
         try:
             if source.is_video:
                 _predict_video(predictor, source, writer, classes, options, overlay_video)
             else:
-                image = read_image_array(source.path, max_pixels)
+                image = read_image_array(source.path, max_pixels, getattr(predictor.model, "in_channels", 3))
                 write_outputs(writer, source.relative, image, predictor(image), classes, **options)
         except (DatasetError, InputError) as err:  # this input only: skip it, predict the rest
             reason = str(err).removeprefix(f"{source.path}: ")
@@ -272,6 +310,8 @@ def run_predict(
     device: str = "auto",
     engine: EngineOptions | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    skip_existing: bool = False,
 ) -> PredictResult:
     """What ``atrous predict`` does: load, predict, write. ``strategy``: the test-time strategy
     (:func:`~atrous.evaluation.strategy.strategy_from_options`, as validate and test build it;
@@ -294,5 +334,5 @@ def run_predict(
         return predict_inputs(
             predictor, inputs, output, classes, probabilities=probabilities,
             cityscapes_submission=cityscapes_submission, overlay_video=overlay_video, overwrite=overwrite,
-            max_pixels=max_pixels, progress=progress,
+            max_pixels=max_pixels, progress=progress, shard=shard, skip_existing=skip_existing,
         )

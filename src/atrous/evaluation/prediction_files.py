@@ -65,6 +65,33 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Source]:
     return sources
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` → ``(K, N)``, shard K (1 ≤ K ≤ N) of N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 1 <= int(match[1]) <= int(match[2]):
+        raise InputError(f"--shard {text}: expected K/N with 1 <= K <= N, e.g. --shard 2/4 (the second of four shards)")
+    return int(match[1]), int(match[2])
+
+
+def shard_of(sources: Sequence[Source], shard: tuple[int, int]) -> list[Source]:
+    """Shard ``K`` of ``N``: every N-th input of the list sorted by output name, from the K-th.
+    Every machine that lists the same inputs gets the same split, and the N shards together
+    hold every input exactly once."""
+    k, n = shard
+    return sorted(sources, key=lambda s: s.relative.as_posix())[k - 1::n]
+
+
+def planned_outputs(source: Source, output: Path, *, overlay_video: bool = False, **naming: bool) -> list[Path]:
+    """The paths ``source``'s results are written to (a video: its frames' folder and, with
+    ``overlay_video``, the overlay video, written last)."""
+    if source.is_video:
+        paths = [output / source.relative]
+        if overlay_video:
+            paths.append(output / source.relative.with_name(f"{source.relative.name}_overlay.mp4"))
+        return paths
+    return [output / relative for relative in output_names(source.relative, **naming).values()]
+
+
 def _is_media(path: Path) -> bool:
     suffix = path.suffix.lower()
     return path.is_file() and not path.name.startswith(".") and suffix in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
@@ -111,15 +138,9 @@ def check_outputs(
     existing: list[Path] = []
     inodes = {_inode(p) for p in protected} - {None}  # hard links of an input are the input
     for source in sources:
-        if source.is_video:
-            if naming.get("submission"):
-                raise InputError(f"{source.path}: --cityscapes-submission takes images, not videos")
-            paths = [output / source.relative]
-            if overlay_video:
-                paths.append(output / source.relative.with_name(f"{source.relative.name}_overlay.mp4"))
-        else:
-            paths = [output / relative for relative in output_names(source.relative, **naming).values()]
-        for path in paths:
+        if source.is_video and naming.get("submission"):
+            raise InputError(f"{source.path}: --cityscapes-submission takes images, not videos")
+        for path in planned_outputs(source, output, overlay_video=overlay_video, **naming):
             if path.resolve() in protected or _inode(path) in inodes:
                 raise OutputExistsError(f"refusing to overwrite the input {path}; choose another output folder")
             if path.exists() or path.is_symlink():

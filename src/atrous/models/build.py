@@ -3,6 +3,7 @@
 ``model`` section::
 
     num_classes: 19
+    in_channels: 3                                  # image channels (1: grey, 4: RGB-NIR, ...)
     backbone: {name: densenet121, output_stride: 8, pretrained: false, frozen: false}
     head: {name: denseaspp, atrous_rates: [3, 6, 12, 18, 24], growth_channels: 64, ...}
     aux_head: {feature: block3, channels: 256}      # optional
@@ -27,11 +28,11 @@ from ..config import (
     check_value,
     load_config,
 )
-from .backbones import BACKBONES, Backbone
+from .backbones import BACKBONES, Backbone, FeatureInfo, backbone_entry, is_backbone_name
 from .heads import HEADS, AuxHead, Head
 from .segmentor import Segmentor
 
-MODEL_KEYS = ("num_classes", "backbone", "head", "aux_head", "classifier_dropout", "feature_upsample", "align_corners")
+MODEL_KEYS = ("num_classes", "in_channels", "backbone", "head", "aux_head", "classifier_dropout", "feature_upsample", "align_corners")
 
 
 def _check_keys(section: str, given: Mapping[str, Any], target: Any, fixed: tuple[str, ...] = ()) -> None:
@@ -57,13 +58,14 @@ def check_model_section(cfg: Any) -> None:
     check_value("model.num_classes", cfg["num_classes"], int)
     if cfg["num_classes"] < 1:
         raise ConfigError(f"model.num_classes: must be >= 1, got {cfg['num_classes']!r}")
-    name, kwargs = _split_name("model.backbone", cfg["backbone"], BACKBONES)
-    backbone_cls, fixed = BACKBONES[name]
+    name, kwargs = _split_name("model.backbone", cfg["backbone"], BACKBONES, is_backbone_name)
+    backbone_cls, fixed = backbone_entry(name)
     _check_keys(f"model.backbone ({name})", kwargs, backbone_cls, tuple(fixed))
     check_arguments("model.backbone", backbone_cls, kwargs)
     name, kwargs = _split_name("model.head", cfg["head"], HEADS)
     # the names of the arguments a head takes from its backbone (their values do not matter here)
-    derived = tuple(HEADS[name].backbone_arguments(SimpleNamespace(out_channels=1, output_stride=32, last_dilation=1)))
+    stand_in = SimpleNamespace(out_channels=1, output_stride=32, last_dilation=1, feature_info=[FeatureInfo("f", 1, 4)])
+    derived = tuple(HEADS[name].backbone_arguments(stand_in))
     _check_keys(f"model.head ({name})", kwargs, HEADS[name], derived)
     check_arguments("model.head", HEADS[name], kwargs)
     if cfg.get("aux_head"):
@@ -71,6 +73,10 @@ def check_model_section(cfg: Any) -> None:
         aux_kwargs = {k: v for k, v in cfg["aux_head"].items() if k != "feature"}
         _check_keys("model.aux_head", aux_kwargs, AuxHead, ("in_channels", "num_classes"))
         check_arguments("model.aux_head", AuxHead, aux_kwargs)
+    if "in_channels" in cfg:
+        check_value("model.in_channels", cfg["in_channels"], int)
+        if cfg["in_channels"] < 1:
+            raise ConfigError(f"model.in_channels: must be >= 1, got {cfg['in_channels']!r}")
     for key, kind in (("classifier_dropout", float), ("feature_upsample", int), ("align_corners", bool)):
         if key in cfg:
             check_value(f"model.{key}", cfg[key], kind)
@@ -80,20 +86,23 @@ def check_model_section(cfg: Any) -> None:
         raise ConfigError(f"model.feature_upsample: must be >= 1, got {cfg['feature_upsample']!r}")
 
 
-def _split_name(section: str, cfg: Mapping[str, Any] | None, registry: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def _split_name(
+    section: str, cfg: Mapping[str, Any] | None, registry: Mapping[str, Any], known: Any = None
+) -> tuple[str, dict[str, Any]]:
     if not isinstance(cfg, Mapping) or "name" not in cfg:
         raise ConfigError(f"{section}: needs a mapping with a 'name' key; names: {sorted(registry)}")
     kwargs = dict(cfg)
     name = kwargs.pop("name")
-    if name not in registry:
-        raise ConfigError(f"{section}: unknown name {name!r}; choose from {sorted(registry)}")
+    if not (known(name) if known is not None else name in registry):
+        extra = " or timm/<model>" if known is not None else ""
+        raise ConfigError(f"{section}: unknown name {name!r}; choose from {sorted(registry)}{extra}")
     return name, kwargs
 
 
 def build_backbone(cfg: Mapping[str, Any]) -> Backbone:
     """``{name: resnet50, output_stride: 16, ...}`` → a :class:`Backbone`."""
-    name, kwargs = _split_name("model.backbone", cfg, BACKBONES)
-    cls, fixed = BACKBONES[name]
+    name, kwargs = _split_name("model.backbone", cfg, BACKBONES, is_backbone_name)
+    cls, fixed = backbone_entry(name)
     _check_keys(f"model.backbone ({name})", kwargs, cls, tuple(fixed))
     return cls(**fixed, **kwargs)
 
@@ -131,6 +140,9 @@ def build_model(config: str | Path | Mapping[str, Any], *, pretrained_backbone: 
         if not pretrained_backbone and isinstance(backbone_cfg, Mapping):
             backbone_cfg = {**backbone_cfg, "pretrained": False}
         backbone = build_backbone(backbone_cfg)
+        # after the (ImageNet) weights are in: the first convolution's are adapted (timm's rule)
+        if "in_channels" in cfg:  # (a timm backbone may also take its own `in_channels`)
+            backbone.set_in_channels(int(cfg["in_channels"]))
         feature_upsample = int(cfg.get("feature_upsample", 1))
         head = build_head(cfg["head"], backbone)
         aux_head = aux_feature = None

@@ -35,6 +35,18 @@ from .segmentor import Segmentor
 ConfigSource = str | os.PathLike | Mapping[str, Any] | None
 
 
+def checkpoint_load_reason(err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words: its own message
+    advises loading untrusted files with ``weights_only=False``, which atrous never does."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+        detail = " ".join(detail.split("Check the documentation", 1)[0].split()).rstrip(".")
+        return ("not a file torch.save wrote, or one holding objects other than tensors and plain values, "
+                f"which are never unpickled{f': {detail}' if detail else ''}; pass a .ckpt written by atrous fit or convert")
+    return text
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint file as a mapping (``weights_only``); a clear error for anything else."""
     path = Path(path)
@@ -43,7 +55,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or pickled code (refused, never run)
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({err})") from err
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({checkpoint_load_reason(err)})") from err
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{path}: not an atrous checkpoint")
     return dict(ckpt)

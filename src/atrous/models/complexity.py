@@ -27,7 +27,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 def count_flops(model: nn.Module, image_size: tuple[int, int], batch: int = 1) -> int:
     """FLOPs of one inference forward pass on ``(batch, 3, H, W)`` (eval mode, meta device)."""
     meta = copy.deepcopy(model).to("meta").eval()
-    x = torch.zeros(batch, 3, *image_size, device="meta")
+    x = torch.zeros(batch, getattr(model, "in_channels", 3), *image_size, device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta(x)
     return int(counter.get_total_flops())

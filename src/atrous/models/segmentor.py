@@ -1,5 +1,8 @@
 """The segmentor: backbone → context head → 1×1 classifier → bilinear upsampling to the input.
 
+A decoder head (DeepLabV3+) also reads one earlier backbone map, the one at its
+``low_level_stride``; its logits are then at that stride (:attr:`Segmentor.logit_stride`).
+
 DeepLabv3 §4.1 ("Upsampling logits"): the ground truth is never downsampled; the logits are
 upsampled to the input size instead. ``align_corners`` is configurable because PyTorch-0.3-era
 checkpoints (the official DenseASPP) were trained with corner-aligned bilinear upsampling.
@@ -67,12 +70,23 @@ class Segmentor(nn.Module):
         if aux_feature is not None and aux_feature not in names:
             raise ConfigError(f"aux_feature {aux_feature!r} is not a backbone feature; choose from {names}")
         self.aux_head, self.aux_feature = aux_head, aux_feature
+        self.low_level_feature: str | None = None
+        if head.low_level_stride is not None:
+            found = [f.name for f in backbone.feature_info if f.stride == head.low_level_stride]
+            if not found:
+                raise ConfigError(f"the head reads a stride-{head.low_level_stride} backbone map; this backbone has none")
+            self.low_level_feature = found[-1]
 
     # -- properties -----------------------------------------------------------------------
     @property
     def output_stride(self) -> int:
         """Input resolution / logit resolution before the final upsampling (DeepLabv3 §3.1)."""
         return self.backbone.output_stride // self.feature_upsample * self.head.extra_stride
+
+    @property
+    def logit_stride(self) -> int:
+        """Input resolution / logit resolution: the output stride, or a decoder's finer stride."""
+        return self.head.low_level_stride or self.output_stride
 
     @property
     def head_receptive_field(self) -> int:
@@ -91,9 +105,22 @@ class Segmentor(nn.Module):
         self.head.set_output_stride(old, output_stride, self.backbone)
 
     # -- forward --------------------------------------------------------------------------
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images the model reads (``model.in_channels``; 3 for RGB)."""
+        return self.backbone.in_channels
+
+    def class_layers(self) -> dict[str, nn.Conv2d]:
+        """The layers with one output channel per class, by state-dict prefix: the classifier and
+        the auxiliary head's classifier (what fine-tuning onto another label set re-initialises)."""
+        layers = {"classifier": self.classifier}
+        if self.aux_head is not None:
+            layers[f"aux_head.{len(self.aux_head) - 1}"] = self.aux_head.classifier
+        return layers
+
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected an image batch of shape (N, 3, H, W), got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected an image batch of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         if h < self.output_stride or w < self.output_stride:
             raise InputError(
@@ -107,18 +134,18 @@ class Segmentor(nn.Module):
     def forward_head_features(
         self, x: torch.Tensor, keep: Collection[str] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(N, 3, H, W)`` → head output ``(N, C, H/os, W/os)`` and the backbone's features:
+        """``(N, 3, H, W)`` → head output ``(N, C, H/s, W/s)`` (``s``: :attr:`logit_stride`) and the backbone's features:
         all of them, or the last one and those named in ``keep`` (the others are not held while
         later stages run, see :meth:`Backbone.forward`)."""
         if not torch.compiler.is_compiling():
             self._check_input(x)
-        last = self.backbone.feature_info[-1].name
-        features = self.backbone(x, None if keep is None else {last, *keep})
+        last, low = self.backbone.feature_info[-1].name, self.low_level_feature
+        features = self.backbone(x, None if keep is None else {last, *keep, *([low] if low else [])})
         y = features[last]
         if self.feature_upsample > 1:
             h, w = y.shape[-2:]
             y = self._upsample(y, (h * self.feature_upsample, w * self.feature_upsample))
-        return self.head(y), features
+        return (self.head(y, features[low]) if low else self.head(y)), features
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(N, K, H, W)`` and auxiliary logits ``(N, K, H, W)`` (``None`` without aux head)."""

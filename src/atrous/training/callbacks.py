@@ -67,3 +67,35 @@ class StepSeedCallback(L.Callback):
         random.seed(step_seed)
         np.random.seed(step_seed)
         torch.manual_seed(step_seed)
+
+
+class ClosingCheckpoints(L.Callback):
+    """Every run, however short, ends with ``checkpoints/last.ckpt`` at its final step and a
+    ``checkpoints/best.ckpt``.
+
+    Lightning's checkpoint callbacks write when validation ends (or a training epoch does): a run
+    stopped by ``max_steps`` inside its first epoch, one whose ``check_val_every_n_epoch`` is
+    beyond its last epoch, or one with ``limit_val_batches=0`` would leave neither, or a stale
+    ``last.ckpt``. At the end of training this callback writes ``last.ckpt`` when no checkpoint
+    holds the final step and, when no validation has scored a checkpoint in the whole run (resumed
+    attempts included: the monitoring callback's best score is restored with it), ``best.ckpt`` as
+    the final weights — the rule: best = last when nothing was validated. :attr:`validated` says
+    which rule holds.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.validated = False
+        self._saved_at: int | None = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._saved_at = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.validated = any(getattr(callback, "monitor", None) is not None and callback.best_model_score is not None
+                             for callback in trainer.checkpoint_callbacks)
+        # Every process calls save_checkpoint (it synchronises); rank zero writes.
+        if self._saved_at != trainer.global_step:
+            trainer.save_checkpoint(self.dirpath / "last.ckpt")
+        if not self.validated:
+            trainer.save_checkpoint(self.dirpath / "best.ckpt")

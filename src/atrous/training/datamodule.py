@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -14,6 +16,25 @@ from .sampling import EpochShardSampler, SeededItems
 
 __all__ = ["DATA_KEYS", "SegmentationDataModule", "check_data_section"]
 
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's or SLURM's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def bounded_workers(requested: int) -> int:
+    """``data.num_workers``, at most one worker per usable CPU: more only adds processes (and
+    memory) without adding speed, and a typo like 100000 would fork until memory runs out."""
+    limit = usable_cpus()
+    if requested > limit:
+        print(f"atrous: data.num_workers={requested} is more than this machine's {limit} usable CPU(s); using {limit}",
+              file=sys.stderr)
+        return limit
+    return requested
 
 
 class _DeferredIterator:
@@ -56,12 +77,15 @@ class SegmentationDataModule(L.LightningDataModule):
         cfg = dict(cfg or {})
         self.batch_size = int(cfg.get("batch_size", 8))
         self.val_batch_size = int(cfg.get("val_batch_size", self.batch_size))
-        self.num_workers = int(cfg.get("num_workers", 2))
+        self.num_workers = bounded_workers(int(cfg.get("num_workers", 2)))
         dataset_cfg = cfg.get("dataset") or {"name": "synthetic"}
         self.splits: dict[str, SegmentationDataset] = {}
         defaults = {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}}
         for stage in stages:
-            self.splits[stage] = build_dataset(dataset_cfg, cfg.get(stage, defaults[stage]), train=stage == "train")
+            # A split section without `split:` reads the split named like the section (a folder
+            # dataset would otherwise read the same images for train and val).
+            split_cfg = {**defaults[stage], **(cfg.get(stage) or {})}
+            self.splits[stage] = build_dataset(dataset_cfg, split_cfg, train=stage == "train")
         self.train_set: Dataset | None = None
         if "train" in self.splits:
             boot = (cfg.get("train") or {}).get("bootstrap")

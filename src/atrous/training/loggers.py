@@ -1,4 +1,14 @@
-"""A CSV logger whose ``metrics.csv`` a resumed run continues.
+"""The run's loggers (``train.loggers``), and a CSV logger whose ``metrics.csv`` a resumed run continues.
+
+``train.loggers`` lists Lightning loggers by name, each a string or a mapping ``{name: ..., key:
+value}`` whose other keys go to the logger's constructor (:data:`LOGGERS`: one record per kind)::
+
+    train:
+      loggers: [tensorboard, csv, mlflow]                      # the default is [tensorboard, csv]
+      loggers: [csv, {name: wandb, project: streets}]          # W&B, offline unless offline: false
+
+MLflow and Weights & Biases are optional extras (``pip install 'atrous[mlflow]'`` /
+``'atrous[wandb]'``); a config naming one that is not installed is one clear error.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when its folder is reused, so a
 resumed run would lose its history. :class:`ResumableCSVLogger` is a logger of its own on
@@ -15,9 +25,11 @@ its checkpoint (``step >= global_step``), which the resumed run logs again.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +39,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
+from ..config import ConfigError, check_mapping, did_you_mean
 from ..io import atomic_write
 
 METRICS_FILE = "metrics.csv"
@@ -164,3 +177,95 @@ class ResumableCSVLogger(Logger):
     def finalize(self, status: str) -> None:
         if self._writer is not None:  # a process that never logged has nothing to write
             self.save()
+
+
+# -- train.loggers ---------------------------------------------------------------------------
+
+
+def _tensorboard(out: Path, options: dict[str, Any]) -> Logger:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(**{"save_dir": str(out), "name": "tb", "version": "", **options})
+
+
+def _csv(out: Path, options: dict[str, Any]) -> Logger:
+    return ResumableCSVLogger(**{"save_dir": str(out), "name": "csv", "version": "", **options})
+
+
+def _mlflow(out: Path, options: dict[str, Any]) -> Logger:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    options = {"experiment_name": "atrous", "run_name": out.name, "tracking_uri": (out / "mlruns").resolve().as_uri(),
+               **options}
+    if str(options["tracking_uri"]).startswith("file:"):
+        # MLflow 3 keeps its file store "in maintenance mode" and refuses it unless this opt-out is
+        # set; a local folder of runs is what train.loggers' mlflow promises (a database URI, e.g.
+        # sqlite:///mlflow.db, needs the full mlflow package).
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(**options)
+
+
+def _wandb(out: Path, options: dict[str, Any]) -> Logger:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(**{"save_dir": str(out), "project": "atrous", "name": out.name, "offline": True, **options})
+
+
+@dataclass(frozen=True)
+class LoggerKind:
+    """One kind of ``train.loggers`` entry: its builder ``(output_dir, options) → Logger``, the
+    module it needs and the extra that installs it."""
+
+    build: Callable[[Path, dict[str, Any]], Logger]
+    module: str | None = None
+    extra: str | None = None
+
+
+LOGGERS: dict[str, LoggerKind] = {
+    "tensorboard": LoggerKind(_tensorboard),        # <output_dir>/tb/
+    "csv": LoggerKind(_csv),                        # <output_dir>/csv/metrics.csv (read by training_curves.png)
+    "mlflow": LoggerKind(_mlflow, "mlflow", "mlflow"),  # <output_dir>/mlruns/ (a local file store)
+    "wandb": LoggerKind(_wandb, "wandb", "wandb"),  # <output_dir>/wandb/ (offline: `wandb sync` uploads it)
+}
+DEFAULT_LOGGERS = ("tensorboard", "csv")
+
+
+def _entries(cfg: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``train.loggers`` as ``(name, options)`` pairs; :class:`ConfigError` for a bad entry."""
+    if not isinstance(cfg, (list, tuple)):
+        raise ConfigError(f"train.loggers: a list of logger names {list(LOGGERS)} (or {{name: ..., options}}), got {cfg!r}")
+    entries = []
+    for item in cfg:
+        if isinstance(item, str):
+            name, options = item, {}
+        else:
+            check_mapping("train.loggers[]", item)
+            options = dict(item)
+            name = options.pop("name", None)
+        if name not in LOGGERS:
+            raise ConfigError(f"train.loggers: unknown logger {name!r}{did_you_mean(str(name), LOGGERS)}; "
+                              f"loggers: {list(LOGGERS)}")
+        entries.append((name, options))
+    return entries
+
+
+def check_loggers(cfg: Any) -> None:
+    """Validate ``train.loggers`` (names, and that the optional packages are installed)."""
+    for name, _ in _entries(cfg):
+        kind = LOGGERS[name]
+        if kind.module is not None and importlib.util.find_spec(kind.module) is None:
+            raise ConfigError(f"train.loggers: {name} needs the {kind.module} package: "
+                              f"pip install 'atrous[{kind.extra}]' (or remove {name} from train.loggers)")
+
+
+def build_loggers(cfg: Any, output_dir: str | Path) -> list[Logger]:
+    """The Lightning loggers of ``train.loggers`` (see the module docstring) writing under ``output_dir``."""
+    check_loggers(cfg)
+    out = Path(output_dir)
+    loggers = []
+    for name, options in _entries(cfg):
+        try:
+            loggers.append(LOGGERS[name].build(out, options))
+        except TypeError as err:  # an option the logger's constructor does not take
+            raise ConfigError(f"train.loggers: {name}: {err}") from err
+    return loggers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,8 +16,8 @@ from ..evaluation.cityscapes_scores import CityscapesScores
 from ..evaluation.metrics import SegmentationMetrics
 from ..evaluation.strategy import EvaluationStrategy, predict_scores
 from ..models import build_model
-from .losses import SegmentationLoss
-from .schedules import build_optimizer, build_scheduler
+from .losses import SegmentationLoss, loss_options
+from .schedules import build_optimizer, build_scheduler, optimizer_lr, parameter_groups
 from .train_section import TrainConfig
 
 
@@ -53,10 +54,13 @@ class SegmentationTask(L.LightningModule):
                 f"model.num_classes is {self.model.num_classes} but the dataset has {len(class_names)} classes"
             )
         try:
-            self.criterion = SegmentationLoss(ignore_index, **self.train_cfg.loss)
+            self.criterion = SegmentationLoss(ignore_index, **loss_options(self.train_cfg.loss))
         except TypeError as err:
             raise ConfigError(f"train.loss: {err}") from err
         k = len(class_names)
+        weights = self.criterion.class_weights
+        if weights is not None and len(weights) != k:
+            raise ConfigError(f"train.loss.class_weights: {len(weights)} weights for {k} classes; give one per class")
         self.train_metrics = SegmentationMetrics(k, class_names, ignore_index)
         self.val_metrics = SegmentationMetrics(k, class_names, ignore_index)
         self.test_metrics = SegmentationMetrics(k, class_names, ignore_index)
@@ -104,12 +108,14 @@ class SegmentationTask(L.LightningModule):
     def _eval_step(self, batch: Sequence[torch.Tensor], metrics: SegmentationMetrics, stage: str) -> None:
         """Predict a batch with the evaluation strategy and accumulate the metrics.
 
-        ``batch``: images ``(N, 3, h, w)``, labels ``(N, H, W)`` and optionally gtFine instance ids
+        ``batch``: images ``(N, 3, h, w)``, labels ``(N, H, W)`` of any integer type and optionally gtFine instance ids
         ``(N, H, W)``. When the labels are larger or smaller than the images (original-resolution
         labels of resized images), logits (or averaged probabilities) are resized bilinearly to
         the labels' size before the argmax, as the Cityscapes benchmark scores.
         """
-        images, labels = batch[0], batch[1]
+        # Masks travel as uint8 (or whatever integer type a dataset gives); the losses below and
+        # the metrics take int64, cast once here as SegmentationLoss does in training.
+        images, labels = batch[0], batch[1].long()
         scores, probabilities = predict_scores(self.model, images, tuple(labels.shape[-2:]), self.evaluation)
         if probabilities:
             log_probs = scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
@@ -158,10 +164,18 @@ class SegmentationTask(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, self.train_cfg.optimizer)
-        sched_cfg = dict(self.train_cfg.lr_schedule)
-        scheduler = build_scheduler(
-            optimizer, sched_cfg.pop("name", "poly"), int(self.trainer.estimated_stepping_batches), **sched_cfg
-        )
+        cfg = self.train_cfg
+        total = int(self.trainer.estimated_stepping_batches)
+        # optimizer steps per epoch, as Lightning counts them
+        batches = self.trainer.num_training_batches  # inf for a loader without a length
+        per_epoch = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches)) if math.isfinite(batches) else 1
+        frozen = cfg.freeze_backbone_steps or cfg.freeze_backbone_epochs * per_epoch
+        if cfg.lr_multipliers or frozen:  # one group per part of the model (logged as lr-<optimizer>/<part>)
+            groups = parameter_groups(self.model, optimizer_lr(cfg.optimizer), cfg.lr_multipliers)
+        else:  # one group, as without parameter groups (logged as lr-<optimizer>)
+            groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        optimizer = build_optimizer(groups, cfg.optimizer)
+        held = {i: frozen for i, g in enumerate(groups) if g.get("name") == "backbone"} if frozen else None
+        sched_cfg = dict(cfg.lr_schedule)
+        scheduler = build_scheduler(optimizer, sched_cfg.pop("name", "poly"), total, held, per_epoch, **sched_cfg)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -26,7 +26,7 @@ from ..errors import InputError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
-RUN_OUTPUTS = ("checkpoints", "csv", "tb", "metrics.json")  # what `atrous fit` writes
+RUN_OUTPUTS = ("checkpoints", "csv", "tb", "metrics.json", "splits", "class_weights.json")  # what `atrous fit` writes
 LOCK_NAME = ".atrous-fit.lock"
 
 

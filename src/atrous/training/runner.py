@@ -2,14 +2,15 @@
 
 Outputs of a run (``train.output_dir``, which the run owns: see :mod:`.run_folder`): ``checkpoints/last.ckpt`` and ``checkpoints/best.ckpt``
 (best validation mIoU, written atomically), TensorBoard logs in ``tb/``, a CSV log in
-``csv/metrics.csv``, and ``metrics.json`` (the best checkpoint's validation metrics).
+``csv/metrics.csv``, ``metrics.json`` (the best checkpoint's validation metrics), and ``splits/train.txt``
++ ``val.txt`` when a flat folder dataset is partitioned by ``val_fraction`` (read back on resume).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,25 +19,37 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ..config import ConfigError
 from ..data.cityscapes import Cityscapes
 from ..data.evaluation_items import EvaluationItems
+from ..data.folder_splits import resumed_split_lists, save_partition
 from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
-from ..errors import DiskFullError
+from ..errors import CheckpointError, DiskFullError
 from ..evaluation.strategy import EvaluationStrategy
 from ..io import atomic_write, json_text
 from ..models.checkpoint import load_state, read_checkpoint
-from .callbacks import AtomicCheckpointIO, StepSeedCallback, is_disk_full
+from ..models.finetune import load_for_finetuning
+from ..models.published import PUBLISHED_WEIGHTS
+from .callbacks import AtomicCheckpointIO, ClosingCheckpoints, StepSeedCallback, is_disk_full
+from .class_weights import (
+    evaluation_class_weights,
+    run_class_weights,
+    weight_mode,
+    with_class_weights,
+    write_weights,
+)
 from .datamodule import SegmentationDataModule
-from .loggers import METRICS_FILE, ResumableCSVLogger, truncate_metrics
+from .loggers import METRICS_FILE, build_loggers, truncate_metrics
 from .module import SegmentationTask
 from .resume import check_resume_checkpoint
 from .run_folder import RunLock, claim_output_dir
 from .train_section import TrainConfig
+
+# metrics.json's "best_checkpoint": which weights best.ckpt holds (see callbacks.ClosingCheckpoints)
+BEST_RULES = {True: "highest validation mIoU", False: "final weights (no validation ran during training)"}
 
 
 def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
@@ -52,12 +65,10 @@ def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[
             # A separate, unmonitored callback: `save_last=True` on the one above writes last.ckpt
             # only when best.ckpt improves, so an epoch without a new best would be lost on resume.
             ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False),
+            ClosingCheckpoints(out / "checkpoints"),  # a run of any length ends with last.ckpt and best.ckpt
             LearningRateMonitor(logging_interval="step"),
         ]
-        loggers = [
-            TensorBoardLogger(save_dir=str(out), name="tb", version=""),
-            ResumableCSVLogger(save_dir=str(out), name="csv", version=""),
-        ]
+        loggers = build_loggers(cfg.loggers, out)
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     try:
@@ -80,7 +91,7 @@ def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback], loggers: 
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.gradient_clip_val,
         sync_batchnorm=cfg.sync_batchnorm,
-        deterministic=cfg.deterministic,
+        deterministic=lightning_deterministic(cfg),
         log_every_n_steps=cfg.log_every_n_steps,
         check_val_every_n_epoch=cfg.check_val_every_n_epoch,
         limit_train_batches=cfg.limit_train_batches,
@@ -93,6 +104,29 @@ def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback], loggers: 
         enable_model_summary=False,
         default_root_dir=str(out),
     )
+
+
+@contextmanager
+def interrupts_as_keyboard_interrupt(trainer: L.Trainer) -> Iterator[None]:
+    """Lightning answers Ctrl-C by shutting down gracefully and calling ``sys.exit(1)``; turn that
+    exit back into the :class:`KeyboardInterrupt` it was, so the command line exits with 130."""
+    try:
+        yield
+    except SystemExit as err:
+        if trainer.interrupted and err.code == 1:
+            raise KeyboardInterrupt from err
+        raise
+
+
+def lightning_deterministic(cfg: TrainConfig) -> bool | str:
+    """``train.deterministic`` as Lightning takes it. On CUDA: ``"warn"``: the backward passes of
+    bilinear upsampling (every segmentor's last step) and adaptive average pooling (ASPP's image
+    pooling) have no deterministic CUDA kernel, and strict mode would refuse to train; torch
+    warns about them once and makes every other operation deterministic. On the CPU: strict."""
+    if not cfg.deterministic:
+        return False
+    on_cuda = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+    return "warn" if on_cuda else True
 
 
 def check_output_dir(path: str | Path) -> None:
@@ -115,6 +149,29 @@ def check_output_dir(path: str | Path) -> None:
 def load_weights(task: SegmentationTask, path: str | Path) -> None:
     """Load a checkpoint's model weights (``weights_only``) with a clear error for the wrong model."""
     load_state(task.model, read_checkpoint(path), path)
+
+
+def init_weights(task: SegmentationTask, cfg: TrainConfig) -> list[str]:
+    """Start ``task``'s model from ``train.init_checkpoint`` (a checkpoint file, or the name of
+    published weights: ``atrous weights`` lists them), onto the dataset's classes and the
+    config's input channels (:func:`~atrous.models.finetune.load_for_finetuning`); returns the
+    tensors re-initialised or adapted."""
+    source = name = cfg.init_checkpoint
+    published = name in PUBLISHED_WEIGHTS and not Path(name).is_file()
+    if published:
+        from ..models.pretrained import resolve_checkpoint
+
+        source = str(resolve_checkpoint(name))
+    try:
+        return load_for_finetuning(task.model, read_checkpoint(source), source,
+                                   class_names=task.hparams["class_names"], match_classes=cfg.init_match_classes)
+    except CheckpointError as err:
+        if not published:
+            raise
+        raise CheckpointError(
+            f"{err} The published weights {name} are the network of the packaged config "
+            f"{PUBLISHED_WEIGHTS[name].config}: copy its model section (num_classes and in_channels may differ)."
+        ) from err
 
 
 def _seed(cfg: TrainConfig) -> None:
@@ -162,23 +219,35 @@ def fit(
     out = Path(cfg.output_dir)
     ckpt_path = _resume_path(cfg, resume)
     _seed(cfg)
-    data = SegmentationDataModule(config.get("data"), seed=cfg.seed)
+    data_cfg = resumed_split_lists(config.get("data"), out) if ckpt_path is not None else config.get("data")
+    data = SegmentationDataModule(data_cfg, seed=cfg.seed)
+    weights_record = None
+    if mode := weight_mode(config):  # class weights from the training split, once per run
+        weights, weights_record = run_class_weights(data.splits["train"], mode, out, reuse=ckpt_path is not None,
+                                                    num_workers=data.num_workers, progress=cfg.progress_bar)
+        config = with_class_weights(config, weights)
     from_checkpoint = ckpt_path is not None or bool(cfg.init_checkpoint)
     task = SegmentationTask(config, data.classes.names, data.classes.ignore_index, pretrained_backbone=not from_checkpoint)
     checkpoint = check_resume_checkpoint(ckpt_path, task.state_dict()) if ckpt_path else None
     if checkpoint is None and cfg.init_checkpoint:
-        load_weights(task, cfg.init_checkpoint)
+        init_weights(task, cfg)
     launching = _is_launching_process()
     with RunLock(out) if launching else nullcontext():
         if launching:
             claim_output_dir(out, resume=checkpoint is not None, overwrite=overwrite)
+            if weights_record is not None:
+                write_weights(out, weights_record)
             if checkpoint is not None:
                 truncate_metrics(out / "csv" / METRICS_FILE, int(checkpoint["global_step"]))
+            save_partition(out, data.splits)  # a flat folder's train/val file lists
         del checkpoint  # Lightning reads it again (weights_only, through AtomicCheckpointIO)
         trainer = build_trainer(cfg, for_fit=True, extra_callbacks=callbacks)
-        trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        with interrupts_as_keyboard_interrupt(trainer):
+            trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
         best = out / "checkpoints" / "best.ckpt"
-        metrics = evaluate(config, best if best.is_file() else None, stage="val", task=task, data=data)
+        metrics = evaluate(config, best, stage="val", task=task, data=data)
+        closing = next(c for c in trainer.callbacks if isinstance(c, ClosingCheckpoints))
+        metrics["best_checkpoint"] = BEST_RULES[closing.validated]
         if trainer.is_global_zero:
             write_metrics(out / "metrics.json", metrics)
     return metrics
@@ -208,6 +277,8 @@ def evaluate(
     across processes by the same sampler and the confusion matrices are summed.
     """
     cfg = TrainConfig.from_mapping(config.get("train"))
+    if task is None:
+        config = evaluation_class_weights(config, Path(cfg.output_dir))
     if data is None or stage not in data.splits:
         data = SegmentationDataModule(config.get("data"), stages=(stage,))
     if task is None:
@@ -223,12 +294,15 @@ def evaluate(
     if strategy is not None:
         cityscapes = _prepare_evaluation_split(data, stage, strategy, config)
         task.set_evaluation(strategy, cityscapes_scores=cityscapes)
+    if cfg.limit_val_batches == 0:  # no validation during fit; an evaluation scores the whole split
+        cfg = replace(cfg, limit_val_batches=1.0)
     trainer = build_trainer(cfg, for_fit=False)
     try:
-        if stage == "val":
-            trainer.validate(task, datamodule=data, verbose=False)
-        else:
-            trainer.test(task, datamodule=data, verbose=False)
+        with interrupts_as_keyboard_interrupt(trainer):
+            if stage == "val":
+                trainer.validate(task, datamodule=data, verbose=False)
+            else:
+                trainer.test(task, datamodule=data, verbose=False)
     finally:
         task.set_evaluation(None)
         task.model = model

@@ -2,9 +2,20 @@
 
 ``train.optimizer``: ``{name: adam | adamw | sgd, lr: …, <keyword arguments of the torch
 optimizer>}``; ``train.lr_schedule``: ``{name: poly | cosine | constant, power: 0.9,
-warmup_steps: 0}``. :func:`check_optimizer` and :func:`check_lr_schedule` validate both
-sections against what :func:`build_optimizer` and :func:`build_scheduler` accept, so a wrong
-value is reported when the config is loaded, not when training starts.
+warmup_steps: 0 | warmup_epochs: 0, warmup_mode: scale | sequential, warmup_start_factor: 0.01}``.
+:func:`check_optimizer` and :func:`check_lr_schedule` validate both sections against what
+:func:`build_optimizer` and :func:`build_scheduler` accept, so a wrong value is reported when the
+config is loaded, not when training starts.
+
+Parameter groups (:func:`parameter_groups`): the backbone, the head (with the classifier) and the
+auxiliary head each get ``optimizer.lr`` times ``train.lr_multipliers[part]`` (torchvision's
+reference trains its aux classifier at 10× the rate); the schedule scales every group by the same
+factor, except a backbone held at rate 0 for a frozen-backbone warm-up.
+
+Warm-up: ``scale`` multiplies the schedule (which runs over all steps) by ``(step + 1) / W`` for
+the first ``W = warmup_steps`` steps; ``sequential`` is torchvision's reference
+(``LinearLR(start_factor)`` for ``W`` steps, then the schedule over the remaining steps,
+chained by ``SequentialLR``).
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ from ..config import ConfigError, check_keys, check_mapping, check_value, did_yo
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 SCHEDULES = ("poly", "cosine", "constant")
+WARMUP_MODES = ("scale", "sequential")
+PARAMETER_GROUPS = ("backbone", "head", "aux_head")
 _NON_NEGATIVE = ("weight_decay", "momentum", "dampening", "eps")
 
 
@@ -70,12 +83,38 @@ def check_optimizer(cfg: Any, section: str = "train.optimizer") -> None:
             raise ConfigError(f"{section}.{key}: must be >= 0, got {options[key]!r}")
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any]) -> Optimizer:
-    """The torch optimizer ``cfg`` names, over ``params``."""
+def build_optimizer(params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], cfg: Mapping[str, Any]) -> Optimizer:
+    """The torch optimizer ``cfg`` names, over ``params`` (parameters or parameter groups)."""
     check_optimizer(cfg)
     options = dict(cfg)
     name = str(options.pop("name", "adam")).lower()
     return OPTIMIZERS[name](params, **options)
+
+
+def optimizer_lr(cfg: Mapping[str, Any]) -> float:
+    """The base learning rate of ``train.optimizer`` (the torch optimizer's default without ``lr``)."""
+    name = str(cfg.get("name", "adam")).lower()
+    return float(cfg["lr"]) if "lr" in cfg else float(_optimizer_defaults(name)["lr"])
+
+
+def parameter_groups(
+    model: torch.nn.Module, base_lr: float, multipliers: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """The trainable parameters of a segmentor as optimizer groups, one per part of
+    :data:`PARAMETER_GROUPS` that has any (``backbone``; ``aux_head``; ``head``: the head, the
+    classifier and anything else), each with ``lr = base_lr · multipliers[part]`` (default 1) and
+    its ``name``."""
+    multipliers = multipliers or {}
+    params: dict[str, list[torch.nn.Parameter]] = {part: [] for part in PARAMETER_GROUPS}
+    for key, p in model.named_parameters():
+        if p.requires_grad:
+            part = key.split(".", 1)[0]
+            params[part if part in ("backbone", "aux_head") else "head"].append(p)
+    return [
+        {"params": group, "lr": base_lr * float(multipliers.get(part, 1.0)), "name": part}
+        for part, group in params.items()
+        if group
+    ]
 
 
 def check_lr_schedule(cfg: Any, section: str = "train.lr_schedule") -> None:
@@ -85,27 +124,73 @@ def check_lr_schedule(cfg: Any, section: str = "train.lr_schedule") -> None:
     params = inspect.signature(build_scheduler).parameters
     options = {k: p for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     check_keys(section, cfg, ["name", *options])
-    for key in options:
-        if key in cfg:
-            check_value(f"{section}.{key}", cfg[key], int if isinstance(options[key].default, int) and key.endswith("_steps") else float)
+    for key, p in options.items():
+        if key not in cfg:
+            continue
+        kind = str if isinstance(p.default, str) else int if key.endswith(("_steps", "_epochs")) else float
+        check_value(f"{section}.{key}", cfg[key], kind)
     if "power" in cfg and not cfg["power"] > 0:
         raise ConfigError(f"{section}.power: must be > 0 (0.9 in DeepLabv3), got {cfg['power']!r}")
-    if "warmup_steps" in cfg and cfg["warmup_steps"] < 0:
-        raise ConfigError(f"{section}.warmup_steps: must be >= 0, got {cfg['warmup_steps']!r}")
+    for key in ("warmup_steps", "warmup_epochs"):
+        if key in cfg and cfg[key] < 0:
+            raise ConfigError(f"{section}.{key}: must be >= 0, got {cfg[key]!r}")
+    if cfg.get("warmup_steps") and cfg.get("warmup_epochs"):
+        raise ConfigError(f"{section}: set warmup_steps or warmup_epochs, not both")
+    if "warmup_mode" in cfg and cfg["warmup_mode"] not in WARMUP_MODES:
+        mode = cfg["warmup_mode"]
+        raise ConfigError(f"{section}.warmup_mode: unknown mode {mode!r}{did_you_mean(mode, WARMUP_MODES)}; "
+                          f"choose from {list(WARMUP_MODES)}")
+    if "warmup_start_factor" in cfg and not 0 < cfg["warmup_start_factor"] <= 1:
+        raise ConfigError(f"{section}.warmup_start_factor: must be in (0, 1] (torchvision: 0.01), "
+                          f"got {cfg['warmup_start_factor']!r}")
 
 
-def build_scheduler(optimizer: Optimizer, name: str, max_steps: int, *, power: float = 0.9, warmup_steps: int = 0) -> LambdaLR:
-    """``poly``, ``cosine`` or ``constant``, with optional linear warm-up; one step per iteration."""
+def _decay(name: str, step: int, steps: int, power: float) -> float:
+    """The schedule's factor at ``step`` of ``steps`` (no warm-up)."""
+    if name == "poly":
+        return poly_factor(step, steps, power)
+    if name == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(1, steps)))
+    return 1.0
+
+
+def build_scheduler(
+    optimizer: Optimizer,
+    name: str,
+    max_steps: int,
+    frozen_steps: Mapping[int, int] | None = None,
+    steps_per_epoch: int = 1,
+    *,
+    power: float = 0.9,
+    warmup_steps: int = 0,
+    warmup_epochs: int = 0,
+    warmup_mode: str = "scale",
+    warmup_start_factor: float = 0.01,
+) -> LambdaLR:
+    """``poly``, ``cosine`` or ``constant``, with optional linear warm-up (``warmup_mode``, see
+    the module docstring) of ``warmup_steps``, or ``warmup_epochs`` of ``steps_per_epoch`` (as
+    torchvision's ``--lr-warmup-epochs``); one step per iteration. ``frozen_steps`` maps
+    parameter-group indices to a number of first steps at learning rate 0 (a frozen-backbone
+    warm-up)."""
     name = name.lower()
-
-    def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
-        if name == "poly":
-            return warm * poly_factor(step, max_steps, power)
-        if name == "cosine":
-            return warm * 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max(1, max_steps)))
-        return warm
-
+    warmup_steps = warmup_steps or warmup_epochs * steps_per_epoch
     if name not in SCHEDULES:
         raise ConfigError(f"train.lr_schedule.name: unknown lr schedule {name!r}; choose from {list(SCHEDULES)}")
-    return LambdaLR(optimizer, factor)
+    if warmup_mode not in WARMUP_MODES:
+        raise ConfigError(f"train.lr_schedule.warmup_mode: unknown mode {warmup_mode!r}; choose from {list(WARMUP_MODES)}")
+
+    def factor(step: int) -> float:
+        if not warmup_steps:
+            return _decay(name, step, max_steps, power)
+        if warmup_mode == "scale":
+            return min(1.0, (step + 1) / warmup_steps) * _decay(name, step, max_steps, power)
+        if step < warmup_steps:  # LinearLR(start_factor, total_iters=warmup_steps)
+            return warmup_start_factor + (1 - warmup_start_factor) * step / warmup_steps
+        return _decay(name, step - warmup_steps, max_steps - warmup_steps, power)
+
+    def held(steps: int):
+        return lambda step: 0.0 if step < steps else factor(step)
+
+    frozen = frozen_steps or {}
+    lambdas = [held(frozen[i]) if frozen.get(i) else factor for i in range(len(optimizer.param_groups))]
+    return LambdaLR(optimizer, lambdas)

@@ -9,16 +9,15 @@ against what their builders accept. It runs when a config is loaded by the comma
 
 from __future__ import annotations
 
-import inspect
 import re
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigError, check_fields, check_keys, check_mapping, check_value
-from .losses import SegmentationLoss
-from .schedules import check_lr_schedule, check_optimizer
+from .loggers import DEFAULT_LOGGERS, check_loggers
+from .losses import check_loss
+from .schedules import PARAMETER_GROUPS, check_lr_schedule, check_optimizer
 
 
 @dataclass
@@ -32,9 +31,16 @@ class TrainConfig:
     max_steps: int = -1  # ... or iterations (DeepLabv3 counts iterations); -1: unused
     optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "adam", "lr": 3e-4, "weight_decay": 1e-5})
     lr_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "poly", "power": 0.9})
-    loss: dict[str, Any] = field(default_factory=dict)  # SegmentationLoss options: ohem_thresh, aux_weight, ...
+    # SegmentationLoss options (ohem_thresh, aux_weight, class_weights, terms) or a list of terms
+    loss: dict[str, Any] | list[Any] = field(default_factory=dict)
+    # learning rate of each part of the model, times optimizer.lr: {backbone: 0.1, head: 1, aux_head: 10}
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    freeze_backbone_epochs: int = 0  # warm-up: the backbone's learning rate is 0 for this many epochs ...
+    freeze_backbone_steps: int = 0  # ... or optimizer steps
     freeze_bn: bool = False  # keep every BatchNorm in eval mode (DeepLabv3 fine-tuning at OS 8)
-    init_checkpoint: str | None = None  # start from these weights (e.g. the OS-16 stage's best)
+    # start from these weights (e.g. the OS-16 stage's best): a checkpoint file or published weights' name
+    init_checkpoint: str | None = None
+    init_match_classes: bool = False  # with another class list: reuse the classifier rows of same-named classes
     precision: str | int = "32-true"  # 32-true | 16-mixed | bf16-mixed
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
@@ -51,6 +57,7 @@ class TrainConfig:
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
     progress_bar: bool = True
+    loggers: list = field(default_factory=lambda: list(DEFAULT_LOGGERS))  # tensorboard, csv, mlflow, wandb
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> TrainConfig:
@@ -72,7 +79,11 @@ def check_train_section(cfg: Mapping[str, Any] | None) -> None:
     if "lr_schedule" in cfg:
         check_lr_schedule(cfg["lr_schedule"])
     if "loss" in cfg:
-        _check_loss(cfg["loss"])
+        check_loss(cfg["loss"])
+    if "lr_multipliers" in cfg:
+        _check_lr_multipliers(cfg["lr_multipliers"])
+    if "loggers" in cfg:
+        check_loggers(cfg["loggers"])
 
 
 def _at_least(cfg: Mapping[str, Any], key: str, minimum: float, note: str = "") -> None:
@@ -93,6 +104,10 @@ def _check_ranges(cfg: Mapping[str, Any]) -> None:
             f"train: max_epochs is {epochs!r} and max_steps is -1, so training would never end; "
             "set train.max_epochs (e.g. 60) or train.max_steps (e.g. 30000)"
         )
+    if cfg.get("freeze_backbone_epochs") and cfg.get("freeze_backbone_steps"):
+        raise ConfigError("train: set freeze_backbone_epochs or freeze_backbone_steps, not both")
+    for key in ("freeze_backbone_epochs", "freeze_backbone_steps"):
+        _at_least(cfg, key, 0)
     for key in ("accumulate_grad_batches", "num_nodes", "log_every_n_steps", "check_val_every_n_epoch"):
         _at_least(cfg, key, 1)
     _at_least(cfg, "gradient_clip_val", 0)
@@ -118,17 +133,10 @@ def _check_ranges(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("train.output_dir: must name a folder, got an empty string")
 
 
-def _check_loss(cfg: Any) -> None:
-    check_mapping("train.loss", cfg)
-    params = inspect.signature(SegmentationLoss).parameters
-    options = [name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    check_keys("train.loss", cfg, options)
-    hints = typing.get_type_hints(SegmentationLoss.__init__)
+def _check_lr_multipliers(cfg: Any) -> None:
+    check_mapping("train.lr_multipliers", cfg)
+    check_keys("train.lr_multipliers", cfg, PARAMETER_GROUPS)
     for key, value in cfg.items():
-        annotation = hints[key]
-        if key == "class_weights":  # a list of numbers (or null)
-            check_value(f"train.loss.{key}", value, list | None)
-            if value is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise ConfigError(f"train.loss.class_weights: expected a list of numbers, got {value!r}")
-            continue
-        check_value(f"train.loss.{key}", value, annotation)
+        check_value(f"train.lr_multipliers.{key}", value, float)
+        if value < 0:
+            raise ConfigError(f"train.lr_multipliers.{key}: must be >= 0 (0 freezes that part), got {value!r}")

@@ -1,7 +1,8 @@
-"""Backbones: torchvision networks dilated to a chosen output stride.
+"""Backbones: torchvision networks and timm CNNs dilated to a chosen output stride.
 
 ``BACKBONES`` maps a config name to ``(class, fixed keyword arguments)``; the config's other
-keys are the class's keyword arguments.
+keys are the class's keyword arguments. ``timm/<model>`` names any timm CNN
+(:class:`TimmBackbone`); :func:`backbone_entry` resolves both.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .convnext import ConvNeXtBackbone
 from .densenet import DenseNetBackbone
 from .mobilenet import MobileNetV3Backbone
 from .resnet import ResNetBackbone
+from .timm_backbone import TIMM_PREFIX, TimmBackbone
 from .weights import PretrainedWeightsError
 
 BACKBONES: dict[str, tuple[type[Backbone], dict[str, Any]]] = {
@@ -22,7 +24,24 @@ BACKBONES: dict[str, tuple[type[Backbone], dict[str, Any]]] = {
     **{a: (ConvNeXtBackbone, {"arch": a}) for a in ("convnext_tiny", "convnext_small", "convnext_base")},
 }
 
+
+
+def is_backbone_name(name: object) -> bool:
+    """A registered name or ``timm/<model>``."""
+    return isinstance(name, str) and (name in BACKBONES or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)))
+
+
+def backbone_entry(name: str) -> tuple[type[Backbone], dict[str, Any]]:
+    """``(class, fixed keyword arguments)`` of a backbone name (see :func:`is_backbone_name`)."""
+    if name.startswith(TIMM_PREFIX):
+        return TimmBackbone, {"model": name[len(TIMM_PREFIX):]}
+    return BACKBONES[name]
+
+
 __all__ = [
+    "TimmBackbone",
+    "backbone_entry",
+    "is_backbone_name",
     "BACKBONES",
     "Backbone",
     "ConvNeXtBackbone",

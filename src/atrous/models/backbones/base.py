@@ -12,6 +12,7 @@ that was removed).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -92,6 +93,21 @@ def set_conv(conv: nn.Conv2d, *, stride: int | None = None, dilation: int | None
             conv.padding = ((k - 1) // 2 * dilation, (k - 1) // 2 * dilation)
 
 
+def adapt_input_conv(in_channels: int, weight: torch.Tensor) -> torch.Tensor:
+    """RGB first-convolution weights ``(O, 3, k, k)`` for ``in_channels`` inputs, as timm's
+    ``adapt_input_conv`` does it: one channel takes the sum over RGB (a grey image then gives the
+    RGB network's response to that grey in all three channels); more channels repeat R, G, B, R, …
+    and scale by ``3 / in_channels``, keeping the response to a constant image."""
+    if weight.shape[1] != 3:
+        raise ConfigError(f"model.in_channels: can only adapt a 3-channel first convolution, this one has {weight.shape[1]}")
+    if in_channels == 3:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeated = weight.repeat(1, math.ceil(in_channels / 3), 1, 1)[:, :in_channels]
+    return repeated * (3 / in_channels)
+
+
 class Backbone(nn.Module):
     """Base class: subclasses set ``feature_info`` and implement ``_features`` and ``_apply_plan``.
 
@@ -102,10 +118,42 @@ class Backbone(nn.Module):
     """
 
     feature_info: list[FeatureInfo]
+    # the first convolution, the one that reads the image (a submodule path); None: reads RGB only
+    input_conv_name: str | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.frozen = False
+
+    # -- input channels -------------------------------------------------------------------
+    @property
+    def in_channels(self) -> int:
+        """Channels of the input image (3 unless :meth:`set_in_channels` changed it)."""
+        return 3 if self.input_conv_name is None else self.get_submodule(self.input_conv_name).in_channels
+
+    def set_in_channels(self, in_channels: int) -> None:
+        """Read ``in_channels``-channel images (grey, RGB-NIR, multispectral): the first
+        convolution is replaced by one whose weights :func:`adapt_input_conv` derives from the
+        current (e.g. ImageNet) ones."""
+        if in_channels < 1:
+            raise ConfigError(f"model.in_channels: must be >= 1, got {in_channels!r}")
+        if self.input_conv_name is None:
+            if in_channels == 3:
+                return
+            raise ConfigError(f"model.in_channels: {type(self).__name__} reads RGB only (it declares no input_conv_name)")
+        old: nn.Conv2d = self.get_submodule(self.input_conv_name)
+        if in_channels == old.in_channels:
+            return
+        new = type(old)(
+            in_channels, old.out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
+            dilation=old.dilation, groups=old.groups, bias=old.bias is not None, padding_mode=old.padding_mode,
+        )
+        with torch.no_grad():
+            new.weight.copy_(adapt_input_conv(in_channels, old.weight))
+            if old.bias is not None:
+                new.bias.copy_(old.bias)
+        new.requires_grad_(old.weight.requires_grad)
+        self.set_submodule(self.input_conv_name, new)
 
     # -- output stride --------------------------------------------------------------------
     @property
@@ -159,7 +207,7 @@ class Backbone(nn.Module):
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, features: Collection[str] | None = None) -> OrderedDict[str, torch.Tensor]:
-        """``(N, 3, H, W)`` → ordered dict of feature maps, keys and order as ``feature_info``.
+        """``(N, in_channels, H, W)`` → ordered dict of feature maps, keys and order as ``feature_info``.
 
         ``features`` names the maps to return (default: all). A map not asked for is not held
         while the later stages run: the segmentor's forward asks for the last map only, so its

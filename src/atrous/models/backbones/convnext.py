@@ -66,6 +66,8 @@ class ConvNeXtBackbone(Backbone):
     Shapes: ``(N, 3, H, W)`` → ``stage4``: ``(N, 768 or 1024, ⌈H/os⌉, ⌈W/os⌉)``.
     """
 
+    input_conv_name = "features.0.0"
+
     def __init__(
         self,
         arch: str = "convnext_tiny",

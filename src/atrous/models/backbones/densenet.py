@@ -66,6 +66,8 @@ class DenseNetBackbone(Backbone):
     Shapes: ``(N, 3, H, W)`` → ``block_k``: ``(N, C_k, ⌈H/s_k⌉, ⌈W/s_k⌉)``.
     """
 
+    input_conv_name = "features.conv0"
+
     def __init__(
         self,
         arch: str = "densenet121",

@@ -45,6 +45,8 @@ class MobileNetV3Backbone(Backbone):
     Shapes: ``(N, 3, H, W)`` → ``stage5``: ``(N, 960, ⌈H/os⌉, ⌈W/os⌉)``.
     """
 
+    input_conv_name = "features.0.0"
+
     def __init__(
         self,
         *,

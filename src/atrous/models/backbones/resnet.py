@@ -67,6 +67,8 @@ class ResNetBackbone(Backbone):
     Shapes: ``(N, 3, H, W)`` → ``layer4``: ``(N, 2048 or 512, ⌈H/os⌉, ⌈W/os⌉)``.
     """
 
+    input_conv_name = "conv1"
+
     def __init__(
         self,
         arch: str = "resnet50",

@@ -41,6 +41,9 @@ class Head(nn.Module):
     extra_stride: int = 1
     global_context: bool = False
     removed_options: ClassVar[Mapping[str, str]] = {}
+    # a decoder's skip connection (DeepLabV3+): the stride of the backbone map the head also reads,
+    # passed as ``forward(x, low_level)``; its output is then at that stride
+    low_level_stride: int | None = None
 
     @classmethod
     def backbone_arguments(cls, backbone: Backbone) -> dict[str, Any]:

@@ -42,3 +42,8 @@ class AuxHead(nn.Sequential):
             nn.Dropout(dropout),
             nn.Conv2d(channels, num_classes, 1),
         )
+
+    @property
+    def classifier(self) -> nn.Conv2d:
+        """The last layer: one output channel per class."""
+        return self[-1]
