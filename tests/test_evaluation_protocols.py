@@ -23,7 +23,7 @@ from atrous.cli import main
 from atrous.data.cityscapes import LABELID_TO_TRAINID
 from atrous.data.palettes import CITYSCAPES_CLASSES
 from atrous.errors import ConfigError
-from atrous.evaluation.inference import TTA_PRESETS
+from atrous.evaluation.choices import TTA_PRESETS
 from atrous.evaluation.strategy import strategy_from_config
 from atrous.models import build_model
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atrous.evaluation.choices import TTA_PRESETS
 from atrous.evaluation.inference import (
-    TTA_PRESETS,
     output_stride,
     predict,
     predict_probabilities,

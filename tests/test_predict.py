@@ -21,7 +21,8 @@ from atrous.cli import main
 from atrous.data.cityscapes import CLASSES_19, CLASSES_20
 from atrous.data.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from atrous.data.transforms import NORMALIZATIONS
-from atrous.evaluation.inference import TTA_PRESETS, predict, predict_probabilities
+from atrous.evaluation.choices import TTA_PRESETS
+from atrous.evaluation.inference import predict, predict_probabilities
 from atrous.evaluation.prediction import cityscapes_lut, collect_inputs
 from atrous.models import build_model
 

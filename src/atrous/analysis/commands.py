@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, load_config
-from ..evaluation.inference import TTA_PRESETS
+from ..evaluation.choices import TTA_PRESETS
 from . import ERF_TARGETS
 
 # name → (help, default number of images)

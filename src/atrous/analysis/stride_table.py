@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ..data.base import SegmentationDataset
-from ..evaluation.inference import TTA_PRESETS, output_stride
+from ..evaluation.choices import TTA_PRESETS
+from ..evaluation.inference import output_stride
 from ..evaluation.metrics import SegmentationMetrics
 from ..evaluation.strategy import EvaluationStrategy, predict_scores
 from ..models.segmentor import Segmentor

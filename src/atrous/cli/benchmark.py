@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from ..deploy.benchmark import PHASES, PRECISIONS
-from ..deploy.engine_benchmark import DEFAULTS, VARIANTS
+from ..deploy.choices import DEFAULTS, PHASES, VARIANTS
+from ..engines.choices import ENGINE_PRECISIONS
 from .options import config_file, overrides, with_config
 
 
@@ -23,7 +23,8 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch", type=int, default=1, help="inference batch size")
     bench.add_argument("--train-image-size", nargs=2, type=int, metavar=("H", "W"), help="training step size (default: --image-size)")
     bench.add_argument("--train-batch", type=int, help="training batch size (default: max(2, --batch))")
-    bench.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="autocast precision")
+    bench.add_argument("--precision", default="fp32", choices=list(ENGINE_PRECISIONS["torch"]),
+                       help="autocast precision")
     bench.add_argument("--channels-last", action="store_true")
     bench.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up absorbs compilation)")
     bench.add_argument("--fold-bn", action="store_true", help="fold BatchNorm for inference")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import load_config
-from ..data.build import SPLIT_SECTIONS
+from ..data.choices import SPLIT_SECTIONS
 from ..errors import InputError
 from .options import overrides, with_config
 

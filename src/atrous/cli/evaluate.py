@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import load_config
-from ..evaluation.strategy import LABELS
+from ..evaluation.choices import LABELS
 from .options import (
     checkpoint_or_weights,
     engine_of,

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import ConfigError, config_name, list_configs, load_config
-from ..engines.export import FORMATS as EXPORT_FORMATS
+from ..engines.choices import EXPORT_FORMATS
 from ..errors import InputError
-from ..models.convert import FORMATS as CONVERT_FORMATS
+from ..models.choices import CONVERT_FORMATS
 from .options import checkpoint_or_weights, config_file, overrides, stored_config, with_config
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
-from ..engines.base import ENGINES, MEMORY_FORMATS, PRECISIONS, EngineOptions
-from ..evaluation.inference import TTA_PRESETS
-from ..evaluation.strategy import EvaluationStrategy, strategy_from_options
+from ..engines.choices import ENGINES, MEMORY_FORMATS, PRECISIONS
+from ..evaluation.choices import TTA_PRESETS
+
+if TYPE_CHECKING:
+    from ..engines.base import EngineOptions
+    from ..evaluation.strategy import EvaluationStrategy
 
 PRESETS = ", ".join(TTA_PRESETS)
 
@@ -62,6 +65,8 @@ def strategy_of(args: argparse.Namespace, section: Any = None, where: str | None
     """The strategy the :func:`test_time_options` (and ``extra`` options, e.g. ``labels``) give,
     on top of a config's ``evaluate:`` ``section`` (``None``: the defaults); ``where`` names
     them in errors."""
+    from ..evaluation.strategy import strategy_from_options
+
     options = {key: getattr(args, key) for key in ("tta", "scales", "flip", "window", "overlap", "output_stride")}
     return strategy_from_options(section, {**options, **extra}, where)
 
@@ -84,6 +89,8 @@ def engine_options(p: argparse.ArgumentParser) -> None:
 
 def engine_of(args: argparse.Namespace) -> EngineOptions:
     """The :class:`~atrous.engines.EngineOptions` of :func:`engine_options`."""
+    from ..engines.base import EngineOptions
+
     return EngineOptions(
         engine=args.engine, precision=args.precision, compile=args.compile, memory_format=args.memory_format,
         quantized=Path(args.quantized) if args.quantized else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..engines.quantize import QUANTIZE_ENGINES
+from ..engines.choices import QUANTIZE_ENGINES
 from ..errors import InputError
 from .options import checkpoint_or_weights, overrides, with_config
 

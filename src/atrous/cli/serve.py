@@ -77,7 +77,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def add_benchmark_serve(sub: argparse._SubParsersAction) -> None:
-    from ..deploy.serve_load import LoadSettings
+    from ..deploy.choices import LoadSettings
     from .benchmark import json_output_options
 
     bench = sub.add_parser("benchmark-serve",

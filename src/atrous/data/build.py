@@ -34,6 +34,7 @@ from ..config import (
     suggestions,
 )
 from .base import SegmentationDataset
+from .choices import SPLIT_SECTIONS
 from .transforms import CONFIG_KEYS as TRANSFORM_KEYS
 from .transforms import transforms_from_config
 
@@ -45,7 +46,6 @@ DATASETS = {
     "folder": ("atrous.data.folder", "FolderDataset"),
 }
 SPLIT_KEYS = ("split", "transforms", "bootstrap")
-SPLIT_SECTIONS = ("train", "val", "test")  # data.<split>: the splits a config can describe
 DATA_KEYS = ("dataset", *SPLIT_SECTIONS, "batch_size", "val_batch_size", "num_workers")
 COUNTS = {"batch_size": 1, "val_batch_size": 1, "num_workers": 0}  # key: smallest value
 

@@ -40,12 +40,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..devices import resolve_device
+from ..engines.torch_engine import AUTOCAST
 from ..errors import ConfigError, InputError
 from ..models.complexity import count_flops, count_parameters
+from .choices import PHASES
 from .memory import peak_memory
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-PHASES = ("inference", "train")
+PRECISIONS = AUTOCAST  # precision → the torch engine's autocast dtype
 
 
 @dataclass

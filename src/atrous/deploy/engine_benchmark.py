@@ -28,7 +28,6 @@ import copy
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,35 +46,9 @@ from .benchmark import (
     paired_ratio,
     time_steps,
 )
+from .choices import DEFAULTS, VARIANTS, Variant
 
 INT8_CALIBRATION = 8
-
-
-@dataclass(frozen=True)
-class Variant:
-    """An engine configuration of ``--engines``; ``options`` ``None``: the plain model, ``model(x)``."""
-
-    name: str
-    options: dict[str, Any] | None
-    devices: tuple[str, ...] = ("cpu", "cuda")
-
-
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("eager", None),  # model(x) as PyTorch runs it: NCHW, denormals as they come
-    Variant("torch", {"engine": "torch"}),  # the torch engine's defaults (channels_last, flushed denormals on CPU)
-    Variant("torch-nchw", {"engine": "torch", "memory_format": "contiguous"}),
-    Variant("torch-compile", {"engine": "torch", "memory_format": "channels_last", "compile": True}),
-    Variant("torch-bf16", {"engine": "torch", "precision": "bf16", "memory_format": "channels_last"}),
-    Variant("torch-fp16", {"engine": "torch", "precision": "fp16", "memory_format": "channels_last"}, ("cuda",)),
-    Variant("onnxruntime", {"engine": "onnxruntime"}),
-    Variant("onnxruntime-int8", {"engine": "onnxruntime", "precision": "int8"}, ("cpu",)),
-    Variant("openvino", {"engine": "openvino"}, ("cpu",)),
-    Variant("openvino-int8", {"engine": "openvino", "precision": "int8"}, ("cpu",)),
-    Variant("tensorrt", {"engine": "tensorrt"}, ("cuda",)),
-    Variant("tensorrt-fp16", {"engine": "tensorrt", "precision": "fp16"}, ("cuda",)),
-)}
-DEFAULTS = {"cpu": ("eager", "torch", "onnxruntime", "openvino", "openvino-int8"),
-            "cuda": ("eager", "torch", "torch-compile", "torch-bf16", "torch-fp16")}
 
 
 def check_variants(names: Sequence[str], device: torch.device) -> tuple[Variant, ...]:

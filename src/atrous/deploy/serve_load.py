@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -30,24 +30,13 @@ from PIL import Image
 from ..serve.app import create_app, running
 from ..serve.limits import Limits
 from ..serve.service import Segmenter
+from .choices import LoadSettings
 from .memory import resident_mb
 
 
-@dataclass(frozen=True)
-class LoadSettings:
-    """How much load: ``requests`` per concurrency level, ``image_size`` (H, W) of the image sent."""
-
-    requests: int = 300
-    concurrency: tuple[int, ...] = (1, 4, 16)
-    image_size: tuple[int, int] = (256, 512)
-    max_batch: int = 8
-    max_wait: float = 0.01
-    warmup: int = 4
-    timeout: float = 120.0  # seconds one request may take
-
-
-def load_test(segmenter: Segmenter, settings: LoadSettings = LoadSettings(), *, seed: int = 0) -> dict[str, Any]:
+def load_test(segmenter: Segmenter, settings: LoadSettings | None = None, *, seed: int = 0) -> dict[str, Any]:
     """Measure the API serving ``segmenter`` (see the module docstring); returns the report."""
+    settings = settings or LoadSettings()
     image = np.random.default_rng(seed).integers(0, 256, (*settings.image_size, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")

@@ -22,18 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-
-ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-# What each engine runs: int8 is a model from `atrous quantize`; OpenVINO's bf16/fp16 need a CPU
-# that has them (checked when the engine is built).
-ENGINE_PRECISIONS = {
-    "torch": ("fp32", "bf16", "fp16"),
-    "onnxruntime": ("fp32", "int8"),
-    "openvino": ("fp32", "bf16", "fp16", "int8"),
-    "tensorrt": ("fp32", "fp16"),
-}
+from .choices import ENGINE_PRECISIONS, ENGINES, MEMORY_FORMATS, PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,9 @@ from torch import nn
 
 from ..errors import InputError, OutputExistsError
 from ..io import atomic_write, check_output, same_file
+from .choices import EXPORT_FORMATS
 
-FORMATS = ("onnx", "torchscript", "exported-program")
+FORMATS = EXPORT_FORMATS
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 MIN_OPSET = 18  # the oldest opset torch.onnx's dynamo exporter implements

@@ -38,9 +38,9 @@ from torch import nn
 from ..errors import CheckpointError, InputError, OutputExistsError
 from .base import Engine, EngineOptions
 from .cache import CacheEntry, model_digest
+from .choices import QUANTIZE_ENGINES
 from .exported import require
 
-QUANTIZE_ENGINES = ("openvino", "onnxruntime")
 MANIFEST = "quantization.json"
 EXTRAS = {"openvino": "openvino", "onnxruntime": "export"}
 

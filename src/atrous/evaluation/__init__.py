@@ -1,15 +1,12 @@
 """Evaluation: confusion-matrix metrics and test-time inference strategies (multi-scale inputs,
 flips, sliding windows, output-stride switch).
 
-The metrics (torchmetrics, seconds to import) load on first use, so the command line can read
-this floor's constants (``TTA_PRESETS``, the strategy's choices) when it builds its parser.
+The names below import torch (and the metrics torchmetrics) on first use; the command line reads
+this floor's choices from :mod:`.choices` when it builds its parser.
 """
 
-from typing import Any
-
-from .inference import TTA_PRESETS, output_stride, predict, predict_probabilities
-
-_METRICS = ("SegmentationMetrics", "metrics_from_confusion")
+from ..lazy import lazy_attributes
+from .choices import TTA_PRESETS
 
 __all__ = [
     "TTA_PRESETS",
@@ -19,11 +16,7 @@ __all__ = [
     "predict",
     "predict_probabilities",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _METRICS:
-        from . import metrics
-
-        return getattr(metrics, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "SegmentationMetrics": ".metrics", "metrics_from_confusion": ".metrics",
+    "output_stride": ".inference", "predict": ".inference", "predict_probabilities": ".inference",
+})

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .inference import AVERAGES, TTA_PRESETS, predict_probabilities
+from .choices import AVERAGES, LABELS, TTA_PRESETS
+from .inference import predict_probabilities
 
 EVALUATE_KEYS = ("tta", "scales", "flip", "window", "overlap", "output_stride", "labels", "average")
-LABELS = ("original", "resized")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engines import EngineOptions
-from ..evaluation.inference import TTA_PRESETS
+from ..evaluation.choices import TTA_PRESETS
 from ..evaluation.strategy import EvaluationStrategy
 from ..io import atomic_write
 from .runner import evaluate, write_metrics

@@ -28,6 +28,7 @@ import torch
 from ...config import ConfigError, load_config
 from ...io import check_output
 from ..checkpoint import label_space, write_checkpoint
+from ..choices import CONVERT_FORMATS
 from ..segmentor import Segmentor
 from . import denseaspp_official, torchvision_deeplabv3
 from .core import (
@@ -45,7 +46,7 @@ from .torchvision_deeplabv3 import convert_torchvision_deeplabv3, torchvision_we
 SOURCE_FORMATS: dict[str, SourceFormat] = {
     source.name: source for source in (denseaspp_official.FORMAT, torchvision_deeplabv3.FORMAT)
 }
-FORMATS = tuple(SOURCE_FORMATS)
+FORMATS = CONVERT_FORMATS  # the names the command line offers; a test checks them against SOURCE_FORMATS
 CONVERTERS: dict[str, Callable[[Mapping[str, torch.Tensor], Mapping[str, Any] | Segmentor], StateDict]] = {
     "denseaspp-official": convert_denseaspp_official,
     "torchvision-deeplabv3": convert_torchvision_deeplabv3,
