@@ -1,6 +1,7 @@
-"""The command line starts without torch: ``atrous --help``, every ``atrous <command> --help``
-and ``import atrous`` load none of the heavy libraries (scripts/bench_startup.py measures the
-time and memory this saves); the public names still import on first use."""
+"""The command line starts without torch: ``atrous --help``, every ``atrous <command> --help``,
+``import atrous``, and ``atrous zoo`` and ``atrous info`` on a packaged config load none of the
+heavy libraries (scripts/bench_startup.py measures the time and memory this saves); the public
+names still import on first use, and the figures zoo and info declare are those of real builds."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import atrous
+from atrous import build_model, load_config
+from atrous.config import CONFIG_ROOT
+from atrous.models import figures
 from atrous.models.choices import CONVERT_FORMATS
+from atrous.models.complexity import model_info
 from atrous.models.convert import SOURCE_FORMATS
 
 HEAVY = ("torch", "torchvision", "lightning", "torchmetrics", "numpy", "PIL", "matplotlib")
@@ -69,11 +76,42 @@ def test_every_public_name_imports_on_first_use():
 
 
 def test_an_unknown_name_is_still_an_attribute_error():
-    import pytest
-
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         atrous.no_such_name  # noqa: B018
 
 
 def test_the_convert_formats_the_command_line_offers_are_the_converters():
     assert CONVERT_FORMATS == tuple(SOURCE_FORMATS)
+
+
+# -- atrous zoo and atrous info: declared figures ----------------------------------------------
+
+def test_zoo_and_info_of_a_packaged_config_import_no_heavy_library():
+    out = _probe("import contextlib, io, sys\nfrom atrous.cli import main\n"
+                 "with contextlib.redirect_stdout(io.StringIO()):\n"
+                 "    assert main(['zoo']) == 0\n"
+                 "    assert main(['info', '--config', 'denseaspp/denseaspp161_cityscapes', '--json']) == 0\n"
+                 "print([name for name in HEAVY if name in sys.modules])")
+    assert json.loads(out.replace("'", '"')) == []
+
+
+def test_the_declared_figures_are_those_of_meta_device_builds():
+    assert figures.declared() == figures.measure_declared(), "run python scripts/declare_figures.py"
+
+
+def test_a_meta_device_build_counts_as_a_real_one():
+    cfg = load_config(CONFIG_ROOT / "demo" / "denseaspp_resnet18_small.yaml")
+    real = model_info(build_model(cfg, pretrained_backbone=False))
+    assert figures.measure_info(cfg["model"]) == real == figures.declared_info(cfg["model"])
+
+
+def test_figures_outside_the_declared_ones_are_measured():
+    cfg = load_config("demo/denseaspp_resnet18_small", ["model.num_classes=7"])
+    assert figures.declared_info(cfg["model"]) is None
+    assert figures.declared_info(load_config("demo/denseaspp_resnet18_small")["model"], (256, 256)) is None
+    assert figures.info(cfg["model"])["params_total"] == model_info(build_model(cfg))["params_total"]
+
+
+def test_only_a_packaged_config_as_shipped_skips_the_validation():
+    assert figures.is_packaged_config(load_config("denseaspp/denseaspp121_cityscapes"))
+    assert not figures.is_packaged_config(load_config("denseaspp/denseaspp121_cityscapes", ["train.seed=5"]))

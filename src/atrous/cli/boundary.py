@@ -19,15 +19,25 @@ INTERNAL_ERROR_LINE = "atrous: internal error — please report it with the trac
 # -- checks before a command runs ------------------------------------------------------------------
 
 def check_config(cfg: Mapping[str, Any], where: str = "") -> None:
-    """Validate a whole config, overrides applied: each section by the module that owns it
-    (``model``: :mod:`atrous.models.build`, ``data``: :mod:`atrous.data.build`, ``train``:
+    """Validate a whole config, overrides applied (:func:`validate_config`), unless it is a
+    packaged config as shipped: those are valid (tests/test_errors.py validates each one), and
+    ``atrous info`` on one then starts without importing torch."""
+    from ..models.figures import is_packaged_config
+
+    if not is_packaged_config(cfg):
+        validate_config(cfg, where)
+
+
+def validate_config(cfg: Mapping[str, Any], where: str = "") -> None:
+    """Validate each section of a config by the module that owns it (``model``:
+    :mod:`atrous.models.build`, ``data``: :mod:`atrous.data.build`, ``train``:
     :mod:`atrous.training.train_section`). Raises :class:`ConfigError` naming the key and the value."""
+    if "model" not in cfg:
+        raise ConfigError(f"{where}the config has no 'model' section; start from a shipped one (`atrous zoo`)")
     from ..data.build import check_data_section
     from ..models.build import check_model_section
     from ..training.train_section import check_train_section
 
-    if "model" not in cfg:
-        raise ConfigError(f"{where}the config has no 'model' section; start from a shipped one (`atrous zoo`)")
     try:
         check_model_section(cfg["model"])
         check_data_section(cfg.get("data"))
@@ -39,14 +49,14 @@ def check_config(cfg: Mapping[str, Any], where: str = "") -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     """What can be checked before a command starts: its config (every command with --config,
     overrides applied) and its --device."""
-    from ..devices import resolve_device
-
     overrides = list(getattr(args, "overrides", []) or []) + list(getattr(args, "set", []) or [])
     configs = [args.config] if isinstance(getattr(args, "config", None), str) else []
     configs += list(getattr(args, "configs", None) or [])  # atrous compare
     for config in configs:
         check_config(load_config(config, overrides), f"{config}: ")
     if isinstance(getattr(args, "device", None), str):
+        from ..devices import resolve_device
+
         resolve_device(args.device)
 
 
