@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 WHEEL_VENV := .venv-wheel
+# A CPU-only machine: `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs
+# PyTorch's CPU build first (instead of about 6 GB of CUDA wheels). Empty: torch comes from PyPI.
+TORCH_INDEX ?=
+TORCH_FIRST = $(if $(TORCH_INDEX),pip install --quiet -c requirements/constraints.txt torch torchvision --index-url $(TORCH_INDEX))
 
 .PHONY: install test wheel-check docs demo figures experiment-context experiment-context-deep lint clean
 
@@ -13,7 +17,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,export,openvino,benchmark,mlflow,wandb,serve,docs,timm]"
+	$(if $(TORCH_INDEX),$(BIN)/$(TORCH_FIRST))
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,export,openvino,benchmark,mlflow,wandb,serve,docs,timm,cityscapes,video]"
 	touch $(STAMP)
 
 test: install
@@ -26,7 +31,8 @@ wheel-check: install
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 	test -x $(WHEEL_VENV)/bin/python || $(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install --quiet --upgrade pip
-	$(WHEEL_VENV)/bin/pip install --quiet -c requirements/constraints.txt "$$(ls dist/atrous-*.whl)[export,openvino,serve,timm]"
+	$(if $(TORCH_INDEX),$(WHEEL_VENV)/bin/$(TORCH_FIRST))
+	$(WHEEL_VENV)/bin/pip install --quiet -c requirements/constraints.txt "$$(ls dist/atrous-*.whl)[export,openvino,serve,timm,cityscapes,video]"
 	$(WHEEL_VENV)/bin/pip install --quiet --force-reinstall --no-deps dist/atrous-*.whl
 	scripts/wheel_smoke.sh $(WHEEL_VENV)/bin
 

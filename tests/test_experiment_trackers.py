@@ -57,7 +57,7 @@ def test_a_tracker_that_is_not_installed_names_the_pip_install(tracker, tmp_path
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config(tmp_path / "run", loggers=["csv", tracker])))
     assert main(["fit", "--config", str(tmp_path / "c.yaml")]) == 2
     err = capsys.readouterr().err
-    assert f"train.loggers: {tracker} needs the {tracker} package: pip install 'atrous[{tracker}]'" in err
+    assert f"train.loggers: {tracker} needs the {tracker} package: pip install \"atrous[{tracker}]\"" in err
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 

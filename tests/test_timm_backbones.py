@@ -4,13 +4,13 @@ output-stride switching, weights (local files, the offline message, checkpoints 
 
 from __future__ import annotations
 
-import builtins
+import sys
 
 import pytest
 import timm
 import torch
 
-from atrous.errors import ConfigError
+from atrous.errors import ConfigError, MissingExtraError
 from atrous.models import build_model
 from atrous.models.backbones import TimmBackbone, backbone_entry
 from atrous.models.backbones import timm_backbone as tb
@@ -114,15 +114,8 @@ def test_names_and_refusals_are_one_line():
 
 
 def test_missing_timm_names_the_extra(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_timm(name, *args, **kwargs):
-        if name == "timm":
-            raise ImportError("No module named 'timm'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_timm)
-    with pytest.raises(ConfigError, match=r"pip install 'atrous\[timm\]'"):
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if it were not installed
+    with pytest.raises(MissingExtraError, match=r'a timm backbone needs timm: pip install "atrous\[timm\]"'):
         tb.import_timm()
 
 

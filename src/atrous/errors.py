@@ -11,7 +11,9 @@ exception it refines, so ``except ValueError`` in user code keeps working.
 from __future__ import annotations
 
 import errno
+import importlib
 import re
+from types import ModuleType
 
 
 class UserError(Exception):
@@ -40,6 +42,33 @@ class OutputExistsError(UserError, FileExistsError):
 
 class DiskFullError(UserError, OSError):
     """A write failed because the disk (or quota) is full."""
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional package that a command needs is not installed; the message names the
+    ``pip install`` of the atrous extra that brings it."""
+
+
+# -- optional packages ---------------------------------------------------------------------------
+
+def install_hint(extra: str) -> str:
+    """The command that installs an extra: ``pip install "atrous[video]"``."""
+    return f'pip install "atrous[{extra}]"'
+
+
+def require_extra(module: str, extra: str, needed_by: str) -> ModuleType:
+    """Import ``module``, an optional dependency that the atrous extra ``extra`` brings, or raise
+    :class:`MissingExtraError`: ``<needed_by> needs <package>: pip install "atrous[<extra>]"``.
+
+    >>> require_extra("json", "none", "this example").__name__
+    'json'
+    """
+    package = module.split(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        missing = f" ({err.name} is missing)" if err.name and err.name.split(".")[0] != package else ""
+        raise MissingExtraError(f"{needed_by} needs {package}{missing}: {install_hint(extra)}") from err
 
 
 # -- reading errors at the command line's boundary ---------------------------------------------

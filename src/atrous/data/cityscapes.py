@@ -9,7 +9,7 @@
 
 as unzipped from ``leftImg8bit_trainvaltest.zip``, ``gtFine_trainvaltest.zip`` (and
 ``leftImg8bit_trainextra.zip``, ``gtCoarse.zip``) of cityscapes-dataset.com. Label ids are mapped
-to train ids with cityscapesScripts' official table (``helpers/labels.py``); the
+to train ids with the official table (:mod:`.cityscapes_labels`, cityscapesScripts'); the
 ``_instanceIds`` maps are read by :meth:`Cityscapes.load_instances` for the iIoU scores of
 ``atrous validate``; the ``_color`` and ``_polygons.json`` files are not used.
 
@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cityscapesscripts.helpers.labels import labels as _OFFICIAL_LABELS
 from torchvision import tv_tensors
 
 from ..errors import ConfigError
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
+from .cityscapes_labels import LABELS
 from .image_files import check_same_size, read_image, read_label_png
 from .label_maps import LabelLookup
 from .palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
@@ -67,9 +67,9 @@ def _labelid_to_trainid(void: int) -> np.ndarray:
     keep their train id, the rest (train id 255 or −1) become ``void``; ids not in the table
     (and the license plate's −1, which no uint8 PNG can hold) are ``UNKNOWN``."""
     lut = np.full(256, UNKNOWN, dtype=np.int64)
-    for label in _OFFICIAL_LABELS:
+    for label in LABELS:
         if 0 <= label.id < 256:
-            lut[label.id] = label.trainId if 0 <= label.trainId < IGNORE_INDEX else void
+            lut[label.id] = label.train_id if 0 <= label.train_id < IGNORE_INDEX else void
     return lut
 
 
@@ -79,7 +79,7 @@ TRAINID_LOOKUPS = {variant: LabelLookup(table, unknown=UNKNOWN) for variant, tab
 
 # Train id (0…18) → official label id, to write the label-id PNGs the benchmark evaluates.
 trainid_to_labelid: np.ndarray = np.array(
-    [next(label.id for label in _OFFICIAL_LABELS if label.trainId == t) for t in range(19)],
+    [next(label.id for label in LABELS if label.train_id == t) for t in range(19)],
     dtype=np.uint8,
 )
 

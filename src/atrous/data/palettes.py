@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# Cityscapes' 19 evaluation classes in train-id order, with their official colours
-# (cityscapesScripts' labels.py).
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)
-CITYSCAPES_PALETTE = np.array(
-    [
-        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-        (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    ],
-    dtype=np.uint8,
-)
+from .cityscapes_labels import EVALUATED
+
+# Cityscapes' 19 evaluation classes in train-id order, with their official colours.
+CITYSCAPES_CLASSES = tuple(label.name for label in EVALUATED)
+CITYSCAPES_PALETTE = np.array([label.color for label in EVALUATED], dtype=np.uint8)
 
 
 def voc_colormap(num_colors: int = 256) -> np.ndarray:

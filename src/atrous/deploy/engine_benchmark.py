@@ -36,7 +36,7 @@ from torch import nn
 
 from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
-from ..errors import InputError
+from ..errors import InputError, require_extra
 from ..models.complexity import count_parameters
 from .benchmark import (
     BenchmarkSettings,
@@ -122,10 +122,7 @@ def benchmark_group(
 
 def smp_deeplabv3_resnet50(num_classes: int = 21) -> nn.Module:
     """segmentation_models_pytorch's DeepLabV3-ResNet-50 (output stride 8, random weights)."""
-    try:
-        import segmentation_models_pytorch as smp
-    except ImportError as err:
-        raise InputError("the smp peer needs segmentation_models_pytorch: pip install 'atrous[benchmark]'") from err
+    smp = require_extra("segmentation_models_pytorch", "benchmark", "the smp peer")
     return smp.DeepLabV3(encoder_name="resnet50", encoder_weights=None, classes=num_classes)
 
 

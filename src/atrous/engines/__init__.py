@@ -4,7 +4,7 @@ engine cache, int8 quantization, and the exports (ONNX, TorchScript, ExportedPro
 BatchNorm folding they build on. The names below import torch on first use.
 
 Imports without Lightning; onnxruntime comes with the ``export`` extra, OpenVINO and NNCF with
-the ``openvino`` extra (``pip install 'atrous[openvino]'``).
+the ``openvino`` extra (``pip install "atrous[openvino]"``).
 """
 
 from ..lazy import lazy_attributes

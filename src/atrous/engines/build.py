@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..devices import resolve_device
-from ..errors import DeviceError, UserError
+from ..errors import DeviceError, UserError, require_extra
 from .base import Engine, EngineOptions
 from .cache import (
     CacheEntry,
@@ -33,7 +33,7 @@ from .cache import (
     engine_key,
     model_digest,
 )
-from .exported import OnnxRuntimeEngine, OpenVINOEngine, onnxruntime_providers, require
+from .exported import OnnxRuntimeEngine, OpenVINOEngine, onnxruntime_providers
 from .torch_engine import TorchEngine
 
 # The distributions whose versions key an engine's cache entry, the module it imports, its extra.
@@ -71,7 +71,7 @@ def build_engine(model: nn.Module, options: EngineOptions | None = None, device:
         from .quantize import load_quantized
 
         return load_quantized(model, options, device, info)
-    require(*ENGINE_MODULES[options.engine])
+    require_extra(*ENGINE_MODULES[options.engine], f"--engine {options.engine}")
     # Without the cache the entry is removed on return: engines keep nothing more on disk.
     compiled = "entry" if options.use_cache else None
     with _cache_root(options) as root:
@@ -174,6 +174,6 @@ def export_onnx(model: nn.Module, folder: Path) -> dict[str, str]:
 
 def onnx_to_openvino(onnx_path: Path, xml: Path) -> str:
     """Convert an ONNX file to OpenVINO IR beside it, weights kept in fp32; the xml's name."""
-    ov = require("openvino", "openvino")
+    ov = require_extra("openvino", "openvino", "the OpenVINO engine")
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
     return xml.name

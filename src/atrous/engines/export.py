@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError, OutputExistsError
+from ..errors import InputError, OutputExistsError, require_extra
 from ..io import atomic_write, check_output, same_file
 from .choices import EXPORT_FORMATS
 
@@ -161,10 +161,7 @@ def run_artifact(path: str | Path, format: str, x: torch.Tensor) -> torch.Tensor
 def _write_onnx(
     model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool
 ) -> int:
-    try:
-        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-    except ImportError as err:
-        raise RuntimeError("ONNX export needs onnx and onnxscript: pip install onnx onnxscript onnxruntime") from err
+    require_extra("onnxscript", "export", "ONNX export")  # the dynamo exporter needs it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
         program = torch.onnx.export(

@@ -26,22 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DeviceError, InputError
+from ..errors import DeviceError, require_extra
 from .base import Engine, EngineOptions
 
 OPENVINO_SHAPES = 8  # compiled input sizes kept per OpenVINO engine
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 OPENVINO_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
-
-
-def require(module: str, extra: str) -> Any:
-    """Import an optional engine library, or say which ``pip install`` brings it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise InputError(f"this engine needs {module}: pip install 'atrous[{extra}]'") from err
 
 
 def _threads() -> int:
@@ -56,7 +46,7 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, path: Path, *, providers: list[Any], name: str = "onnxruntime", **info: Any) -> None:
         super().__init__(**info)
         self.name = name  # onnxruntime, or tensorrt (onnxruntime's TensorRT provider)
-        ort = require("onnxruntime", "export")
+        ort = require_extra("onnxruntime", "export", "the onnxruntime engine")
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session_options.intra_op_num_threads = _threads()
@@ -73,7 +63,7 @@ class OnnxRuntimeEngine(Engine):
 
 def onnxruntime_providers(options: EngineOptions, device: torch.device, trt_cache: Path | None = None) -> list[Any]:
     """The execution providers for ``options.engine`` on ``device``; a clear error if missing."""
-    ort = require("onnxruntime", "export")
+    ort = require_extra("onnxruntime", "export", "the onnxruntime engine")
     available = ort.get_available_providers()
     if options.engine == "tensorrt":
         if device.type != "cuda" or "TensorrtExecutionProvider" not in available:
@@ -101,7 +91,7 @@ def openvino_core() -> Any:
     freed later, at any garbage collection)."""
     global _CORE
     if _CORE is None:
-        _CORE = require("openvino", "openvino").Core()
+        _CORE = require_extra("openvino", "openvino", "the OpenVINO engine").Core()
     return _CORE
 
 

@@ -35,11 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, InputError, OutputExistsError
+from ..errors import CheckpointError, InputError, OutputExistsError, require_extra
 from .base import Engine, EngineOptions
 from .cache import CacheEntry, model_digest
 from .choices import QUANTIZE_ENGINES
-from .exported import require
 
 MANIFEST = "quantization.json"
 EXTRAS = {"openvino": "openvino", "onnxruntime": "export"}
@@ -63,7 +62,7 @@ def quantize_model(
         raise InputError(f"--engine {engine}: atrous quantizes for {list(QUANTIZE_ENGINES)}")
     if num_images < 1:
         raise InputError(f"--num-images must be at least 1, got {num_images}")
-    require("nncf" if engine == "openvino" else "onnxruntime.quantization", EXTRAS[engine])
+    require_extra("nncf" if engine == "openvino" else "onnxruntime.quantization", EXTRAS[engine], f"quantizing for {engine}")
     output = Path(output)
     check_quantize_output(output, overwrite=overwrite)
     model = model.eval()

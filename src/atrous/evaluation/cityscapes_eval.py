@@ -5,7 +5,8 @@
 server — on a folder of label-id PNGs (``atrous predict --cityscapes-submission`` writes them)
 against ``ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png`` and reports the four scores of the
 benchmark (Cordts et al., "The Cityscapes Dataset", CVPR 2016, Sec. 3.2): IoU and iIoU over the
-19 classes and over the 7 categories, with the per-class and per-category scores.
+19 classes and over the 7 categories, with the per-class and per-category scores. cityscapesScripts
+comes with the ``cityscapes`` extra (``pip install "atrous[cityscapes]"``).
 
 Three things stand between a user and the script's ``main()``, and this module handles them
 without touching the installed package:
@@ -39,12 +40,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import InputError, OutputExistsError
+from ..data.cityscapes_labels import CATEGORIES, LABELS
+from ..errors import InputError, OutputExistsError, require_extra
 from ..io import atomic_write, json_text
 
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
-MAX_LABEL_ID = 33  # the largest id of cityscapesScripts' label table (license plate's -1 aside)
+MAX_LABEL_ID = 33  # the largest id of the label table (license plate's -1 aside)
 SUMMARY_KEYS = {  # our key → the key of cityscapesScripts' result dict
     "IoU_class": "averageScoreClasses",
     "iIoU_class": "averageScoreInstClasses",
@@ -57,10 +59,10 @@ SUBMISSION_HINT = "write label-id PNGs with `atrous predict --cityscapes-submiss
 def _evaluation_module() -> types.ModuleType:
     """cityscapesScripts' evaluator, imported on first use (it reads environment variables)."""
     try:
-        from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling
+        return require_extra("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling", "cityscapes",
+                             "atrous evaluate-cityscapes")
     except ValueError as err:  # raised at import when CITYSCAPES_EXPORT_DIR is not a folder
         raise InputError(f"cityscapesScripts cannot start: {err}; unset CITYSCAPES_EXPORT_DIR or make it a folder") from err
-    return evalPixelLevelSemanticLabeling
 
 
 class _NumpyWithIn1d(types.ModuleType):
@@ -188,9 +190,7 @@ def check_prediction(prediction: Path, label_ids: Path) -> None:
 def unscored_label_ids() -> np.ndarray:
     """Label ids of the classes the benchmark ignores (unlabeled, ego vehicle, ..., parking,
     rail track): a model's label-id submission holds none of them, a train-id map mostly does."""
-    from cityscapesscripts.helpers.labels import labels
-
-    return np.array([label.id for label in labels if label.ignoreInEval and 0 <= label.id <= MAX_LABEL_ID])
+    return np.array([label.id for label in LABELS if label.ignore_in_eval and 0 <= label.id <= MAX_LABEL_ID])
 
 
 def _scores(result: Mapping[str, Any], keys: list[str], section: str) -> dict[str, float]:
@@ -203,12 +203,12 @@ def evaluate_cityscapes(results: str | Path, root: str | Path, split: str = "val
     ``IoU_category``, ``iIoU_category``, fractions in [0, 1]) and the per-class and per-category
     scores; NaN marks a class or category with no pixel in the ground truth and none predicted
     on labelled pixels (the script leaves it out of the means)."""
+    evaluation = _evaluation_module()  # first: without the extra, nothing else needs checking
     ground_truth = ground_truth_files(root, split)
     predictions = match_predictions(results, ground_truth)
     for prediction, label_ids in zip(predictions, ground_truth, strict=True):
         check_prediction(prediction, label_ids)
 
-    evaluation = _evaluation_module()
     args = copy.copy(evaluation.args)  # a private copy: the module's global stays as it was
     args.predictionPath, args.predictionWalk = str(results), None
     args.evalInstLevelScore = True  # iIoU (reads the _instanceIds.png beside each label map)
@@ -223,11 +223,9 @@ def evaluate_cityscapes(results: str | Path, root: str | Path, split: str = "val
         message = printed.getvalue().strip().splitlines()[-1:] or [f"exit status {stop.code}"]
         raise InputError(f"cityscapesScripts stopped: {message[0]}") from None
 
-    from cityscapesscripts.helpers.labels import category2labels, labels
-
     instance_stats = evaluation.generateInstanceStats(args)
-    classes = [label.name for label in labels if label.id >= 0 and not label.ignoreInEval]
-    categories = [c for c, members in category2labels.items() if not all(m.ignoreInEval for m in members)]
+    classes = [label.name for label in LABELS if label.id >= 0 and not label.ignore_in_eval]
+    categories = [c for c, members in CATEGORIES.items() if not all(m.ignore_in_eval for m in members)]
     scores: dict[str, Any] = {key: float(result[source]) for key, source in SUMMARY_KEYS.items()}
     scores["per_class_iou"] = _scores(result, classes, "classScores")
     scores["per_class_iiou"] = _scores(result, list(instance_stats["classes"]), "classInstScores")

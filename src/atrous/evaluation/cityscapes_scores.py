@@ -25,25 +25,19 @@ import math
 from typing import Any
 
 import torch
-from cityscapesscripts.helpers.labels import category2labels, labels
 from torchmetrics import Metric
 
-_EVALUATED = [label for label in labels if 0 <= label.trainId < 255]  # the 19 classes, train-id order
-CLASS_NAMES = tuple(label.name for label in sorted(_EVALUATED, key=lambda label: label.trainId))
-INSTANCE_CLASSES = tuple(label.name for label in labels if label.hasInstances and not label.ignoreInEval)
-CATEGORIES = tuple(c for c, members in category2labels.items() if not all(m.ignoreInEval for m in members))
+from ..data.cityscapes_labels import AVERAGE_INSTANCE_SIZES, EVALUATED, LABELS
+from ..data.cityscapes_labels import CATEGORIES as CATEGORY_LABELS
+
+CLASS_NAMES = tuple(label.name for label in EVALUATED)  # the 19 classes, train-id order
+INSTANCE_CLASSES = tuple(label.name for label in LABELS if label.has_instances and not label.ignore_in_eval)
+CATEGORIES = tuple(c for c, members in CATEGORY_LABELS.items() if not all(m.ignore_in_eval for m in members))
 # cityscapesScripts' generateInstanceStats: categories whose every label has instances.
 INSTANCE_CATEGORIES = tuple(
-    c for c, members in category2labels.items() if all(m.hasInstances for m in members if m.id >= 0)
+    c for c, members in CATEGORY_LABELS.items() if all(m.has_instances for m in members if m.id >= 0)
 )
-_BY_NAME = {label.name: label for label in labels}
-
-
-def average_class_sizes() -> dict[str, float]:
-    """The benchmark's mean instance size per class in pixels (the script's ``args.avgClassSize``)."""
-    from .cityscapes_eval import _evaluation_module
-
-    return dict(_evaluation_module().args.avgClassSize)
+_BY_NAME = {label.name: label for label in LABELS}
 
 
 class CityscapesScores(Metric):
@@ -57,18 +51,17 @@ class CityscapesScores(Metric):
     def __init__(self, ignore_index: int = 255) -> None:
         super().__init__()
         self.ignore_index = ignore_index
-        sizes = average_class_sizes()
         k = len(CLASS_NAMES)
         # label id → train id, and each instance class's mean size, as tensors for vectorised lookups
         label_to_train = torch.full((256,), -1, dtype=torch.int64)
-        for label in _EVALUATED:
-            label_to_train[label.id] = label.trainId
+        for label in EVALUATED:
+            label_to_train[label.id] = label.train_id
         self.register_buffer("label_to_train", label_to_train, persistent=False)
         instance_index = torch.full((k,), -1, dtype=torch.int64)
         average = torch.zeros(k, dtype=torch.float64)
         for i, name in enumerate(INSTANCE_CLASSES):
-            instance_index[_BY_NAME[name].trainId] = i
-            average[_BY_NAME[name].trainId] = sizes[name]
+            instance_index[_BY_NAME[name].train_id] = i
+            average[_BY_NAME[name].train_id] = AVERAGE_INSTANCE_SIZES[name]
         self.register_buffer("instance_index", instance_index, persistent=False)
         self.register_buffer("average_size", average, persistent=False)
         category_of = torch.tensor([CATEGORIES.index(_BY_NAME[n].category) for n in CLASS_NAMES])
@@ -126,7 +119,7 @@ class CityscapesScores(Metric):
         per_class = {n: _ratio(tp[i], predicted[i] - tp[i] + truth[i]) for i, n in enumerate(CLASS_NAMES)}
         per_class_inst = {}
         for i, name in enumerate(INSTANCE_CLASSES):
-            t = _BY_NAME[name].trainId
+            t = _BY_NAME[name].train_id
             fp = predicted[t] - tp[t]
             per_class_inst[name] = _ratio(self.class_tp_weighted[i], self.class_tp_weighted[i] + fp + self.class_fn_weighted[i])
         one_hot = torch.nn.functional.one_hot(self.category_of, len(CATEGORIES)).double()  # (k, categories)

@@ -72,7 +72,7 @@ from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ..
     shard_of,
 )
 from .strategy import EvaluationStrategy
-from .video import VideoWriter, read_video
+from .video import VideoWriter, read_video, require_av
 
 
 @dataclass
@@ -235,6 +235,8 @@ def predict_inputs(
     output = Path(output)
     pixel_limit(max_pixels)  # a bad --max-pixels is an error before any input is read
     sources = collect_inputs(inputs)
+    if any(source.is_video for source in sources):
+        require_av()  # before anything is written
     protected = check_output_folder(output, inputs, sources)  # every input, whichever shard it is in
     if shard is not None:
         sources = shard_of(sources, shard)

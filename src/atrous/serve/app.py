@@ -25,22 +25,15 @@ from typing import Any
 
 from ..data.base import DatasetError
 from ..data.image_files import ImageTooLargeError, decode_image_bytes
-from ..errors import InputError, UserError
+from ..errors import InputError, UserError, require_extra
 from .batcher import MicroBatcher, QueueFullError
 from .limits import Limits
 from .service import Format, Segmenter
 
-EXTRA = 'pip install "atrous[serve]"'
-
 
 def require_serve() -> tuple[Any, Any]:
-    """``(fastapi, uvicorn)``, or an :class:`~atrous.errors.InputError` naming the extra."""
-    try:
-        import fastapi
-        import uvicorn
-    except ImportError as err:
-        raise InputError(f"atrous serve needs FastAPI and uvicorn ({err.name} is missing): {EXTRA}") from err
-    return fastapi, uvicorn
+    """``(fastapi, uvicorn)``, or a :class:`~atrous.errors.MissingExtraError` naming the extra."""
+    return require_extra("fastapi", "serve", "atrous serve"), require_extra("uvicorn", "serve", "atrous serve")
 
 
 def create_app(segmenter: Segmenter, limits: Limits | None = None) -> Any:

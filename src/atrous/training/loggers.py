@@ -7,8 +7,8 @@ value}`` whose other keys go to the logger's constructor (:data:`LOGGERS`: one r
       loggers: [tensorboard, csv, mlflow]                      # the default is [tensorboard, csv]
       loggers: [csv, {name: wandb, project: streets}]          # W&B, offline unless offline: false
 
-MLflow and Weights & Biases are optional extras (``pip install 'atrous[mlflow]'`` /
-``'atrous[wandb]'``); a config naming one that is not installed is one clear error.
+MLflow and Weights & Biases are optional extras (``pip install "atrous[mlflow]"`` /
+``"atrous[wandb]"``); a config naming one that is not installed is one clear error.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when its folder is reused, so a
 resumed run would lose its history. :class:`ResumableCSVLogger` is a logger of its own on
@@ -40,6 +40,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from ..config import ConfigError, check_mapping, did_you_mean
+from ..errors import install_hint
 from ..io import atomic_write
 
 METRICS_FILE = "metrics.csv"
@@ -255,7 +256,7 @@ def check_loggers(cfg: Any) -> None:
         kind = LOGGERS[name]
         if kind.module is not None and importlib.util.find_spec(kind.module) is None:
             raise ConfigError(f"train.loggers: {name} needs the {kind.module} package: "
-                              f"pip install 'atrous[{kind.extra}]' (or remove {name} from train.loggers)")
+                              f"{install_hint(kind.extra)} (or remove {name} from train.loggers)")
 
 
 def build_loggers(cfg: Any, output_dir: str | Path) -> list[Logger]:

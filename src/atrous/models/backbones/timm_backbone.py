@@ -1,6 +1,6 @@
 """Any timm CNN with ``features_only`` as an atrous backbone: ``name: timm/<model>``.
 
-timm (optional: ``pip install 'atrous[timm]'``) builds the network; atrous declares its feature
+timm (optional: ``pip install "atrous[timm]"``) builds the network; atrous declares its feature
 maps and brings it to the output stride, by one of two methods, each proven before use:
 
 * ``timm`` — timm's own ``output_stride`` argument, where it is right;
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import ConfigError
+from ...errors import ConfigError, require_extra
 from .base import Backbone, FeatureInfo, adapt_input_conv, check_output_stride
 from .grid_check import grid_agreement
 from .regrid import measure_geometry, regrid
@@ -38,11 +38,7 @@ TIMM_PREFIX = "timm/"
 
 def import_timm():
     """timm, or one line saying how to install it."""
-    try:
-        import timm
-    except ImportError as err:
-        raise ConfigError("timm backbones need timm: pip install 'atrous[timm]'") from err
-    return timm
+    return require_extra("timm", "timm", "a timm backbone")
 
 
 def timm_family(model: str) -> str:
