@@ -112,12 +112,34 @@ CLI_MISTAKES = [
                  ["--opset 999", "knows opsets up to"], id="export-opset-999"),
     pytest.param(["quantize", "--checkpoint", "{ckpt}", "--output", "{tmp}/out", "--repeats", "0"],
                  ["--repeats", "at least 1"], id="quantize-repeats-0"),
+    pytest.param(["fit", "--config", "{tmp}/latin1.yaml"], ["latin1.yaml", "not UTF-8", "save the config as UTF-8"],
+                 id="config-not-utf8"),
+    pytest.param(["fit", "--config", "{tmp}/deep.yaml"], ["deep.yaml", "nested too deeply"], id="config-5000-deep"),
+    pytest.param(["info", "--config", DEMO, "model.x=" + "[" * 5000 + "]" * 5000], ["override model.x", "nested too deeply"],
+                 id="override-5000-deep"),
+    pytest.param(["fit", "--config", DEMO, "train.optimizer.lr=.inf"], ["train.optimizer.lr", "inf", "finite"],
+                 id="lr-infinite"),
+    pytest.param(["fit", "--config", DEMO, "train.optimizer.lr=.nan"], ["train.optimizer.lr", "nan", "finite"],
+                 id="lr-nan"),
+    pytest.param(["fit", "--config", DEMO, "train.output_dir=/proc/atrous-run"], ["/proc/atrous-run", "cannot create"],
+                 id="output-dir-under-proc"),
+    pytest.param(["predict", "{tmp}/x.png", "--checkpoint", "{ckpt}", "--output", "{tmp}/a_file"],
+                 ["--output", "a_file is a file, not a folder"], id="predict-output-is-a-file"),
+    pytest.param(["analyze", "valid-weights", "--checkpoint", "{ckpt}", "--output", "{tmp}/a_file"],
+                 ["--output", "a_file is a file, not a folder"], id="analyze-output-is-a-file"),
+    pytest.param([*PREDICT, "--engine", "onnxruntime", "--engine-cache", "{tmp}/a_file"],
+                 ["--engine-cache", "a_file is a file, not a folder"], id="engine-cache-is-a-file"),
+    pytest.param([*PREDICT, "--engine", "onnxruntime", "--engine-cache", "{tmp}/read_only/cache"],
+                 ["--engine-cache", "read_only", "cannot create"], id="engine-cache-read-only", marks=PERMISSIONS),
 ]
 
 
 @pytest.mark.parametrize(("arguments", "needles"), CLI_MISTAKES)
 def test_cli_mistakes_are_one_line_and_exit_2(arguments, needles, checkpoint, tmp_path, capsys, monkeypatch):
     (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "latin1.yaml").write_bytes("model: {num_classes: 4}  # für\n".encode("latin-1"))
+    (tmp_path / "deep.yaml").write_text("model: " + "[" * 5000 + "]" * 5000 + "\n")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
     if any("read_only" in a for a in arguments):
         _read_only_folder(tmp_path)
     args = [a.format(tmp=tmp_path, ckpt=checkpoint) for a in arguments]

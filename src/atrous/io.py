@@ -6,9 +6,19 @@
   0600. The temporary file is named ``.<name>.atrous-tmp-<host>-<pid>-<random><suffix>``; one
   left behind by a killed process (SIGKILL, out of memory, power loss) is removed the next time
   atrous writes into that folder, once its writer (same host, that pid) is no longer running.
+* :func:`output_folder` creates a folder atrous writes into (``--output``, an engine cache,
+  ``train.output_dir``), or says in one line why it cannot: a file in the way, no permission,
+  a path that cannot hold folders (``/proc/…``).
+* :func:`move_aside` is what ``--overwrite`` does to the outputs of an earlier run of a command
+  that writes a folder (``fit``, ``quantize``, ``validate --output``): they are moved into
+  ``<folder>/replaced-<UTC time>/``, never deleted; other files in the folder are not touched.
 * :func:`check_output` is what every ``--output`` goes through first: an output equal to one of
   the command's inputs is refused always, an existing file unless ``--overwrite``
   (:class:`~atrous.errors.OutputExistsError`, naming the file).
+* :func:`sha256_of` and :func:`file_digests` are how atrous records what it wrote into a cache
+  or an output folder it reads back later (engine entries, int8 models, converted weights), and
+  :func:`changed_files` how it checks them before use: a file that differs from its recorded
+  digest is rebuilt (caches) or refused (folders the user holds).
 * :func:`json_text` is the one way atrous turns results into JSON: NaN (a class never seen) and
   infinities become ``null``, which strict JSON readers accept, and tensors and arrays lists.
 """
@@ -16,18 +26,21 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
 import re
+import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputExistsError
+from .errors import InputError, OutputExistsError
 
 TEMPORARY_MARK = ".atrous-tmp-"
 # .<name>.atrous-tmp-<host>-<pid>-<8 random characters of mkstemp><suffix>
@@ -53,7 +66,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
         ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(path.parent)
     remove_orphaned_temporaries(path.parent)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=path.suffix)
     os.close(fd)
@@ -108,7 +121,8 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a pid atrous could not have written: assumed so)."""
     if pid <= 0:
         return True  # not a pid we could have written: leave the file alone
     try:
@@ -121,8 +135,8 @@ def _pid_running(pid: int) -> bool:
 
 
 def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files of :func:`atomic_write` in ``folder`` whose writer, on this
-    host, is no longer running (once per folder and process). Returns the files removed."""
+    """Delete the temporary files of :func:`atomic_write` (and folders named the same way) in
+    ``folder`` whose writer, on this host, is no longer running (once per folder and process). Returns the files removed."""
     folder = Path(folder)
     key = folder.resolve()
     if key in _cleaned_folders:
@@ -137,12 +151,16 @@ def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
         if TEMPORARY_MARK not in entry.name:
             continue
         match = TEMPORARY_NAME.match(entry.name)
-        if match is None or match["host"] != host or _pid_running(int(match["pid"])):
+        if match is None or match["host"] != host or pid_running(int(match["pid"])):
             continue
         try:
-            if entry.is_file(follow_symlinks=False):
+            if entry.is_dir(follow_symlinks=False):  # a folder being written (atrous quantize)
+                shutil.rmtree(entry.path)
+            elif entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            else:
+                continue
+            removed.append(Path(entry.path))
         except OSError:
             continue
     return removed
@@ -158,6 +176,60 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+# What creating a folder the user named fails with when the path is wrong for it (a full disk is
+# not among them: the command line reports that as it is).
+_UNUSABLE_FOLDER_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def output_folder(path: str | os.PathLike, option: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) unless it is a folder already; returns it.
+
+    Raises:
+        OutputExistsError: ``path`` or one of its parents is a file.
+        InputError: the folder cannot be created there (no permission, read-only file system, a
+            path under ``/proc``); the message names ``option`` and the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return path
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputExistsError(f"{option} {path}: {blocker} is a file, not a folder; choose another {option}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if err.errno not in _UNUSABLE_FOLDER_ERRNOS:
+            raise
+        raise InputError(f"{option} {path}: cannot create it ({err.strerror}); choose a folder you can write to") from err
+    return path
+
+
+REPLACED_PREFIX = "replaced-"
+
+
+def move_aside(paths: Iterable[str | os.PathLike], folder: str | os.PathLike) -> Path | None:
+    """Move ``paths`` (files or folders inside ``folder``) into a new ``folder/replaced-<UTC
+    time>[.N]/``, keeping their names; returns that folder (``None`` when none of them exists)."""
+    folder = Path(folder)
+    present = [Path(p) for p in paths if Path(p).exists() or Path(p).is_symlink()]
+    if not present:
+        return None
+    base = folder / time.strftime(f"{REPLACED_PREFIX}%Y%m%d-%H%M%S", time.gmtime())
+    aside, suffix = base, 1
+    while True:
+        try:
+            aside.mkdir(parents=True)
+            break
+        except FileExistsError:
+            aside = base.with_name(f"{base.name}.{suffix}")
+            suffix += 1
+    for path in present:
+        target = aside / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+    return aside
 
 
 def check_output(
@@ -182,6 +254,31 @@ def check_output(
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputExistsError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another file")
     return path
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digests(folder: str | os.PathLike, names: Iterable[str] | None = None) -> dict[str, str]:
+    """``{relative path: sha256}`` of ``names`` in ``folder`` (``None``: every file below it)."""
+    folder = Path(folder)
+    if names is None:
+        names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return {name: sha256_of(folder / name) for name in names}
+
+
+def changed_files(folder: str | os.PathLike, digests: Mapping[str, str]) -> list[str]:
+    """The files of ``digests`` (relative to ``folder``) that are missing or whose content no
+    longer has the recorded sha256."""
+    folder = Path(folder)
+    return [name for name, digest in digests.items()
+            if not (folder / name).is_file() or sha256_of(folder / name) != digest]
 
 
 def json_ready(value: Any) -> Any:
