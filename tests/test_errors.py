@@ -373,3 +373,36 @@ def test_ctrl_c_during_fit_is_a_keyboard_interrupt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(config, callbacks=[CtrlC()])
     assert not (tmp_path / "run" / ".atrous-fit.lock").exists(), "the run lock is released"
+
+
+def _under_file_size_limit(limit: int):  # noqa: ANN202 - a preexec_fn
+    """A child process whose files may not grow beyond ``limit`` bytes: writes fail with EFBIG
+    (SIGXFSZ ignored), as they fail with ENOSPC on a full disk."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("torchscript", "m.pt"), ("exported-program", "m.pt2"), ("onnx", "m.onnx")])
+def test_export_that_cannot_write_its_file_is_one_line_and_leaves_nothing(fmt, name, checkpoint, tmp_path):
+    """torch's zip writer (torch.jit.save, torch.export.save) aborts the process with a C++ trace
+    when a write fails; atrous serialises into memory and writes the bytes itself."""
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "atrous.cli", "export", "--checkpoint", str(checkpoint), "--format", fmt,
+         "--output", str(out / name), "--image-size", "32", "32"],
+        preexec_fn=_under_file_size_limit(1 << 16), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("atrous: error: "), done.stderr[-2000:]
+    assert str(out / name) in lines[0] and "ulimit -f" in lines[0]
+    assert list(out.iterdir()) == [], "no partial file is left"

@@ -185,8 +185,8 @@ def test_bad_resume_files_are_one_clear_line_and_never_run_code(finished, tmp_pa
     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4436800 vs 4436688"),
 ])
 def test_a_full_disk_while_writing_a_checkpoint_says_so(tmp_path, monkeypatch, failure):
-    def full(obj, path, *args, **kwargs):
-        Path(path).write_bytes(b"partial")
+    def full(obj, file, *args, **kwargs):
+        file.write(b"partial")
         raise failure
 
     monkeypatch.setattr("atrous.training.callbacks.torch.save", full)
@@ -194,7 +194,23 @@ def test_a_full_disk_while_writing_a_checkpoint_says_so(tmp_path, monkeypatch, f
     with pytest.raises(DiskFullError, match=f"disk holding {tmp_path / 'checkpoints'} is full") as caught:
         AtomicCheckpointIO().save_checkpoint({"epoch": 0}, target)
     assert caught.value.errno == errno.ENOSPC
-    assert list((tmp_path / "checkpoints").iterdir()) == [], "no partial file is left"
+    assert list(tmp_path.rglob("*.ckpt*")) == [], "no partial file is left"
+
+
+def test_a_full_disk_advises_resume_only_when_there_is_a_last_checkpoint(tmp_path, monkeypatch):
+    def full(obj, file, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("atrous.training.callbacks.torch.save", full)
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(DiskFullError) as first:
+        AtomicCheckpointIO().save_checkpoint({"epoch": 0}, folder / "last.ckpt")
+    assert "--resume" not in str(first.value) and "starts afresh" in str(first.value)
+    folder.mkdir()
+    (folder / "last.ckpt").write_bytes(b"an earlier checkpoint")
+    with pytest.raises(DiskFullError) as later:
+        AtomicCheckpointIO().save_checkpoint({"epoch": 1}, folder / "best.ckpt")
+    assert f"--resume to continue from {folder / 'last.ckpt'}" in str(later.value)
 
 
 def test_other_checkpoint_write_errors_keep_their_traceback(tmp_path, monkeypatch):

@@ -44,7 +44,10 @@ class DiskFullError(UserError, OSError):
 
 # -- reading errors at the command line's boundary ---------------------------------------------
 
-_DISK_FULL_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
+# A full disk, a full quota, and a file over the size limit of its file system or of ``ulimit -f``.
+_DISK_FULL_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG) if code is not None
+)
 _WORKER_PREFIX = re.compile(r"^Caught (?P<name>\w+) in DataLoader worker process \d+\.\s*Original Traceback")
 
 
@@ -93,6 +96,9 @@ def disk_full_cause(err: BaseException) -> OSError | None:
 def disk_full_message(err: OSError) -> str:
     """One line for a failed write on a full disk, naming the file where the error knows it."""
     where = f" writing {err.filename}" if err.filename else ""
+    if err.errno == errno.EFBIG:
+        return (f"a file is over the size limit{where} ({err.strerror or 'file too large'}): write the outputs to "
+                "another disk, or raise the limit (ulimit -f)")
     return (
         f"the disk is full{where} ({err.strerror or 'no space left on device'}): "
         "free some space or write the outputs to another disk"

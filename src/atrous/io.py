@@ -6,6 +6,10 @@
   0600. The temporary file is named ``.<name>.atrous-tmp-<host>-<pid>-<random><suffix>``; one
   left behind by a killed process (SIGKILL, out of memory, power loss) is removed the next time
   atrous writes into that folder, once its writer (same host, that pid) is no longer running.
+* :func:`atomic_save` is :func:`atomic_write` for writers that serialise into a file object
+  (``torch.save``, ``torch.jit.save``, ``torch.export.save``): they write into memory and Python
+  writes the bytes, so a full disk is an ``OSError`` (``ENOSPC``) with no partial file, not a
+  C++ abort (torch's zip writer aborts the process when a write fails).
 * :func:`output_folder` creates a folder atrous writes into (``--output``, an engine cache,
   ``train.output_dir``), or says in one line why it cannot: a file in the way, no permission,
   a path that cannot hold folders (``/proc/…``).
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -38,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import InputError, OutputExistsError
 
@@ -72,7 +77,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     os.close(fd)
     tmp = Path(name)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError as err:  # name the file the user asked for, not the temporary one
+            if err.filename in (None, str(tmp), tmp):
+                err.filename = str(path)
+            raise
         os.chmod(tmp, 0o666 & ~current_umask())
         if overwrite:
             os.replace(tmp, path)
@@ -81,6 +91,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def atomic_save(path: str | os.PathLike, save: Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
+    """``save(buffer)`` into memory, then :func:`atomic_write` the bytes to ``path``; returns ``path``."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), overwrite=overwrite)
 
 
 def temporary_prefix(path: Path, pid: int | None = None) -> str:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, OutputExistsError
-from ..io import atomic_write, check_output, same_file
+from ..io import atomic_save, atomic_write, check_output, same_file
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -193,7 +193,7 @@ def _write_torchscript(
         traced = torch.jit.trace(model, example, check_trace=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)), overwrite=overwrite)
+        atomic_save(path, lambda buffer: torch.jit.save(traced, buffer), overwrite=overwrite)
     return None
 
 
@@ -203,7 +203,7 @@ def _write_program(
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes(dynamic=dynamic))
     if dynamic:
         check_dynamic_program(program, verification_input(model, example, dynamic=True))
-    atomic_write(path, lambda tmp: torch.export.save(program, tmp), overwrite=overwrite)
+    atomic_save(path, lambda buffer: torch.export.save(program, buffer), overwrite=overwrite)
     return None
 
 

@@ -27,7 +27,7 @@ import torch
 from ..config import apply_overrides, load_config
 from ..data.label_space import config_classes
 from ..errors import CheckpointError
-from ..io import atomic_write
+from ..io import atomic_save
 from .build import build_model
 from .config_migrations import migrate_config
 from .segmentor import Segmentor
@@ -145,4 +145,4 @@ def write_checkpoint(
         "hyper_parameters": {"config": config, "class_names": class_names, "ignore_index": ignore_index},
         **(extra or {}),
     }
-    return atomic_write(output, lambda tmp: torch.save(checkpoint, tmp), overwrite=overwrite)
+    return atomic_save(output, lambda buffer: torch.save(checkpoint, buffer), overwrite=overwrite)
