@@ -108,6 +108,10 @@ CLI_MISTAKES = [
                  id="benchmark-device-cuda", marks=NO_CUDA),
     pytest.param([*EXPORT, "--image-size", "0", "0"], ["--image-size 0 0", "positive"], id="export-image-size-zero"),
     pytest.param([*EXPORT, "--image-size", "4", "4"], ["output stride is 8", "16x16"], id="export-image-size-4"),
+    pytest.param([*EXPORT, "--image-size", "100000", "100000"], ["--image-size 100000x100000", "pixels"],
+                 id="export-image-size-100000"),
+    pytest.param(["fit", "--config", DEMO, "data.dataset.image_size=[100000, 100000]"], ["image_size", "pixels"],
+                 id="synthetic-image-size-100000"),
     pytest.param(["export", "--checkpoint", "{ckpt}", "--output", "{tmp}/m.onnx", "--format", "onnx", "--opset", "999"],
                  ["--opset 999", "knows opsets up to"], id="export-opset-999"),
     pytest.param(["quantize", "--checkpoint", "{ckpt}", "--output", "{tmp}/out", "--repeats", "0"],
@@ -121,6 +125,10 @@ CLI_MISTAKES = [
                  id="lr-infinite"),
     pytest.param(["fit", "--config", DEMO, "train.optimizer.lr=.nan"], ["train.optimizer.lr", "nan", "finite"],
                  id="lr-nan"),
+    pytest.param(["fit", "--config", DEMO, "data.val.split=../../.."], ["data.val.split '../../..'", "not a path"],
+                 id="split-is-a-path"),
+    pytest.param(["analyze", "confusion", "--checkpoint", "{ckpt}", "--split", "../../..", "--output", "{tmp}/out"],
+                 ["split '../../..'", "not a path"], id="analyze-split-is-a-path"),
     pytest.param(["fit", "--config", DEMO, "train.output_dir=/proc/atrous-run"], ["/proc/atrous-run", "cannot create"],
                  id="output-dir-under-proc"),
     pytest.param(["predict", "{tmp}/x.png", "--checkpoint", "{ckpt}", "--output", "{tmp}/a_file"],
@@ -288,7 +296,9 @@ def test_valid_train_values_pass():
         (["data.train.transforms.crop=[8, 8]"], ["data.train.transforms", "did you mean 'crop_size'"]),
         (["data.dataset.name=cityscape"], ["'cityscape'", "did you mean 'cityscapes'"]),
         (["data.val.bootstrap.classes=[car]"], ["data.val.bootstrap", "data.train only"]),
-        (["model.num_classes=0"], ["model.num_classes", ">= 1"]),
+        (["model.num_classes=0"], ["model.num_classes", "from 1 to 65535"]),
+        (["model.num_classes=100000000"], ["model.num_classes", "from 1 to 65535", "100000000"]),
+        (["data.train.transforms={crop_size: [100000, 100000]}"], ["crop_size 100000x100000", "pixels"]),
         (["model.backbone.outputstride=8"], ["'outputstride'", "did you mean 'output_stride'"]),
         (["evaluate=3"], ["evaluate", "mapping"]),
         (["base=denseaspp_report/table1_model4"], ["'base'", "unknown section"]),
@@ -406,3 +416,17 @@ def test_export_that_cannot_write_its_file_is_one_line_and_leaves_nothing(fmt, n
     assert len(lines) == 1 and lines[0].startswith("atrous: error: "), done.stderr[-2000:]
     assert str(out / name) in lines[0] and "ulimit -f" in lines[0]
     assert list(out.iterdir()) == [], "no partial file is left"
+
+
+@pytest.mark.parametrize("failure", [
+    MemoryError("Unable to allocate 27.9 GiB for an array with shape (100000, 100000, 3) and data type uint8"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+                 "to allocate 240000000000 bytes. Error code 12 (Cannot allocate memory)"),
+])
+def test_running_out_of_memory_is_one_line(failure, capsys, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr("atrous.models.complexity.model_info", exhausted)
+    assert main(["info", "--config", DEMO, "--image-size", "64", "64"]) == 2
+    assert_one_error_line(capsys, "out of memory", "GiB", "smaller")

@@ -103,3 +103,26 @@ def disk_full_message(err: OSError) -> str:
         f"the disk is full{where} ({err.strerror or 'no space left on device'}): "
         "free some space or write the outputs to another disk"
     )
+
+
+_CPU_ALLOCATOR_FAILURE = re.compile(r"DefaultCPUAllocator: can't allocate memory: you tried to allocate (?P<bytes>\d+) bytes")
+_NUMPY_ALLOCATION = re.compile(r"Unable to allocate (?P<size>[\d.]+ \w+) for an array")
+
+
+def out_of_memory_message(err: BaseException) -> str | None:
+    """One line for a command that ran out of memory (a ``MemoryError``, torch's CPU allocator
+    or ``torch.OutOfMemoryError`` on a GPU), naming the size it asked for where known; ``None``
+    for anything else."""
+    text = str(err)
+    if isinstance(err, MemoryError):
+        found = _NUMPY_ALLOCATION.search(text)
+        size = found["size"] if found else None
+    elif type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA), without importing torch here
+        size = None
+    elif isinstance(err, RuntimeError) and (found := _CPU_ALLOCATOR_FAILURE.search(text)):
+        size = f"{int(found['bytes']) / 2**30:.1f} GiB"
+    else:
+        return None
+    asked = f" (it asked for {size})" if size else ""
+    return (f"out of memory{asked}: use smaller images, crops, windows or batches, fewer --scales, "
+            "or a machine with more memory")

@@ -200,8 +200,9 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 _UNUSABLE_FOLDER_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS})
 
 
-def output_folder(path: str | os.PathLike, option: str = "output folder") -> Path:
-    """Create ``path`` (and its parents) unless it is a folder already; returns it.
+def output_folder(path: str | os.PathLike, option: str = "output folder", *, create: bool = True) -> Path:
+    """Create ``path`` (and its parents) unless it is a folder already; returns it. With
+    ``create=False`` only what can be told without creating anything is checked (a file in the way).
 
     Raises:
         OutputExistsError: ``path`` or one of its parents is a file.
@@ -214,6 +215,8 @@ def output_folder(path: str | os.PathLike, option: str = "output folder") -> Pat
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise OutputExistsError(f"{option} {path}: {blocker} is a file, not a folder; choose another {option}")
+    if not create:
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -320,7 +320,7 @@ def check_analysis_outputs(ctx: Context, names: list[str]) -> None:
     from ..errors import OutputExistsError
     from ..io import check_output, output_folder
 
-    output_folder(ctx.output, "--output")
+    output_folder(ctx.output, "--output", create=False)
     inputs = [ctx.checkpoint, ctx.args.config if ctx.args.config and Path(ctx.args.config).is_file() else None]
     existing = []
     for name in names:
