@@ -430,3 +430,20 @@ def test_running_out_of_memory_is_one_line(failure, capsys, monkeypatch):
     monkeypatch.setattr("atrous.models.complexity.model_info", exhausted)
     assert main(["info", "--config", DEMO, "--image-size", "64", "64"]) == 2
     assert_one_error_line(capsys, "out of memory", "GiB", "smaller")
+
+
+@pytest.mark.parametrize("command", ["predict", "validate", "export"])
+def test_weights_that_are_not_finite_are_refused_at_load_naming_the_tensor(command, checkpoint, tmp_path, capsys):
+    """NaN weights used to predict all-zero labels and validate to 2% mIoU, exit 0."""
+    ckpt = torch.load(checkpoint, weights_only=True)
+    name = next(k for k in ckpt["state_dict"] if k.endswith("classifier.weight") or "head" in k)
+    ckpt["state_dict"][name].view(-1)[0] = float("inf")
+    broken = tmp_path / "diverged.ckpt"
+    torch.save(ckpt, broken)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    args = {"predict": ["predict", str(tmp_path / "x.png"), "--output", str(tmp_path / "out")],
+            "validate": ["validate", "--output", str(tmp_path / "out")],
+            "export": ["export", "--format", "onnx", "--output", str(tmp_path / "m.onnx")]}[command]
+    assert main([*args, "--checkpoint", str(broken)]) == 2
+    assert_one_error_line(capsys, str(broken), name, "not finite")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.onnx").exists()

@@ -21,6 +21,7 @@ None of the artifacts needs atrous to load or run.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,6 +116,13 @@ def export_model(
             expected = model(check)
         actual = run_artifact(path, format, check)
         diff = float((actual - expected).abs().max()) if actual is not None else None
+        if not bool(torch.isfinite(expected).all()):
+            path.unlink(missing_ok=True)
+            raise InputError(f"the model's own output is not finite (NaN or infinity) on a random input: its weights "
+                             f"are broken, so {path} was not kept; export a checkpoint of a run that did not diverge")
+        if diff is not None and not math.isfinite(diff):
+            path.unlink(missing_ok=True)
+            raise RuntimeError(f"the exported {format} model's output is not finite where PyTorch's is; {path} was not kept")
     return ExportResult(path, format, tuple(example.shape), dynamic, diff, opset_used)
 
 
