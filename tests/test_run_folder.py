@@ -180,6 +180,22 @@ def test_bad_resume_files_are_one_clear_line_and_never_run_code(finished, tmp_pa
     assert "different model" in err and "\n" not in err
 
 
+def test_resuming_with_another_learning_rate_is_refused(finished, tmp_path, capsys):
+    """Lightning restores the optimizer's learning rate from the checkpoint: a changed
+    train.optimizer.lr used to be silently ignored while the new checkpoints stored it."""
+    last = finished / "checkpoints" / "last.ckpt"
+    stored = torch.load(last, weights_only=True)["hyper_parameters"]["config"]
+    lr = stored["train"]["optimizer"]["lr"]
+    changed = {**stored, "train": {**stored["train"], "output_dir": str(tmp_path / "new"),
+                                   "optimizer": {**stored["train"]["optimizer"], "lr": lr * 10}}}
+    config = _write_config(tmp_path / "changed.yaml", changed)
+    assert main(["fit", "--config", str(config), "--resume", str(last)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("atrous: error:") and "\n" not in err, err
+    assert f"train.optimizer.lr {lr!r} -> {lr * 10!r}" in err and "train.init_checkpoint" in err
+    assert not (tmp_path / "new").exists(), "a refused resume writes nothing"
+
+
 @pytest.mark.parametrize("failure", [
     OSError(errno.ENOSPC, "No space left on device"),
     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4436800 vs 4436688"),
