@@ -182,7 +182,7 @@ def test_bad_resume_files_are_one_clear_line_and_never_run_code(finished, tmp_pa
 
 def test_resuming_with_another_learning_rate_is_refused(finished, tmp_path, capsys):
     """Lightning restores the optimizer's learning rate from the checkpoint: a changed
-    train.optimizer.lr used to be silently ignored while the new checkpoints stored it."""
+    train.optimizer.lr would be ignored while the new checkpoints stored it."""
     last = finished / "checkpoints" / "last.ckpt"
     stored = torch.load(last, weights_only=True)["hyper_parameters"]["config"]
     lr = stored["train"]["optimizer"]["lr"]

@@ -252,6 +252,24 @@ def move_aside(paths: Iterable[str | os.PathLike], folder: str | os.PathLike) ->
     return aside
 
 
+def claim_outputs(folder: str | os.PathLike, names: Iterable[str], *, overwrite: bool,
+                  option: str = "--output") -> Path | None:
+    """Before a command writes ``names`` into ``folder``: refuse if any exists, unless
+    ``overwrite``, which moves them aside (:func:`move_aside`); returns where they went.
+
+    Raises:
+        OutputExistsError: naming the files that exist and what to do.
+    """
+    folder = Path(folder)
+    existing = [folder / name for name in names if (folder / name).exists()]
+    if not existing:
+        return None
+    if not overwrite:
+        raise OutputExistsError(f"{option} {folder} already holds {', '.join(p.name for p in existing)}; pass "
+                                "--overwrite to move them aside into a replaced-<time>/ folder, or choose another folder")
+    return move_aside(existing, folder)
+
+
 def check_output(
     path: str | os.PathLike,
     *,
