@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -150,11 +151,30 @@ def test_a_corrupt_file_in_the_cache_is_rebuilt(tmp_path, capsys):
     (entry,) = entries(tmp_path)
     (entry.path / "model.onnx").write_bytes(b"truncated")
     engine = build_engine(model, options, "cpu", log=False)
-    assert "does not load" in capsys.readouterr().err
+    assert "changed on disk since it was built (model.onnx)" in capsys.readouterr().err
     x = torch.randn(1, 3, 40, 48)
     with torch.no_grad():
         assert _agreement(engine(x), model(x)) >= AGREEMENT
     assert [e.path for e in entries(tmp_path)] == [entry.path] and len(list(tmp_path.iterdir())) == 1
+
+
+def test_another_models_file_swapped_into_the_cache_is_rebuilt(tmp_path, capsys):
+    """A valid ONNX file of another model loads fine: only the recorded sha256 tells it apart."""
+    model, other = tiny_model(), tiny_model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p))
+    options = EngineOptions(engine="onnxruntime", cache_dir=tmp_path / "mine")
+    build_engine(model, options, "cpu", log=False)
+    build_engine(other, EngineOptions(engine="onnxruntime", cache_dir=tmp_path / "other"), "cpu", log=False)
+    (entry,) = entries(tmp_path / "mine")
+    (theirs,) = entries(tmp_path / "other")
+    shutil.copyfile(theirs.path / "model.onnx", entry.path / "model.onnx")
+    engine = build_engine(model, options, "cpu", log=False)
+    assert "changed on disk" in capsys.readouterr().err
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        assert _agreement(engine(x), model(x)) >= AGREEMENT
 
 
 def test_concurrent_builders_publish_one_entry(tmp_path):

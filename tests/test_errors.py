@@ -109,16 +109,46 @@ CLI_MISTAKES = [
                  id="benchmark-device-cuda", marks=NO_CUDA),
     pytest.param([*EXPORT, "--image-size", "0", "0"], ["--image-size 0 0", "positive"], id="export-image-size-zero"),
     pytest.param([*EXPORT, "--image-size", "4", "4"], ["output stride is 8", "16x16"], id="export-image-size-4"),
+    pytest.param([*EXPORT, "--image-size", "100000", "100000"], ["--image-size 100000x100000", "pixels"],
+                 id="export-image-size-100000"),
+    pytest.param(["fit", "--config", DEMO, "data.dataset.image_size=[100000, 100000]"], ["image_size", "pixels"],
+                 id="synthetic-image-size-100000"),
     pytest.param(["export", "--checkpoint", "{ckpt}", "--output", "{tmp}/m.onnx", "--format", "onnx", "--opset", "999"],
                  ["--opset 999", "knows opsets up to"], id="export-opset-999"),
     pytest.param(["quantize", "--checkpoint", "{ckpt}", "--output", "{tmp}/out", "--repeats", "0"],
                  ["--repeats", "at least 1"], id="quantize-repeats-0"),
+    pytest.param(["fit", "--config", "{tmp}/latin1.yaml"], ["latin1.yaml", "not UTF-8", "save the config as UTF-8"],
+                 id="config-not-utf8"),
+    pytest.param(["fit", "--config", "{tmp}/deep.yaml"], ["deep.yaml", "nested too deeply"], id="config-5000-deep"),
+    pytest.param(["info", "--config", DEMO, "model.x=" + "[" * 5000 + "]" * 5000], ["override model.x", "nested too deeply"],
+                 id="override-5000-deep"),
+    pytest.param(["fit", "--config", DEMO, "train.optimizer.lr=.inf"], ["train.optimizer.lr", "inf", "finite"],
+                 id="lr-infinite"),
+    pytest.param(["fit", "--config", DEMO, "train.optimizer.lr=.nan"], ["train.optimizer.lr", "nan", "finite"],
+                 id="lr-nan"),
+    pytest.param(["fit", "--config", DEMO, "data.val.split=../../.."], ["data.val.split '../../..'", "not a path"],
+                 id="split-is-a-path"),
+    pytest.param(["analyze", "confusion", "--checkpoint", "{ckpt}", "--split", "../../..", "--output", "{tmp}/out"],
+                 ["split '../../..'", "not a path"], id="analyze-split-is-a-path"),
+    pytest.param(["fit", "--config", DEMO, "train.output_dir=/proc/atrous-run"], ["/proc/atrous-run", "cannot create"],
+                 id="output-dir-under-proc"),
+    pytest.param(["predict", "{tmp}/x.png", "--checkpoint", "{ckpt}", "--output", "{tmp}/a_file"],
+                 ["--output", "a_file is a file, not a folder"], id="predict-output-is-a-file"),
+    pytest.param(["analyze", "valid-weights", "--checkpoint", "{ckpt}", "--output", "{tmp}/a_file"],
+                 ["--output", "a_file is a file, not a folder"], id="analyze-output-is-a-file"),
+    pytest.param([*PREDICT, "--engine", "onnxruntime", "--engine-cache", "{tmp}/a_file"],
+                 ["--engine-cache", "a_file is a file, not a folder"], id="engine-cache-is-a-file"),
+    pytest.param([*PREDICT, "--engine", "onnxruntime", "--engine-cache", "{tmp}/read_only/cache"],
+                 ["--engine-cache", "read_only", "cannot create"], id="engine-cache-read-only", marks=PERMISSIONS),
 ]
 
 
 @pytest.mark.parametrize(("arguments", "needles"), CLI_MISTAKES)
 def test_cli_mistakes_are_one_line_and_exit_2(arguments, needles, checkpoint, tmp_path, capsys, monkeypatch):
     (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "latin1.yaml").write_bytes("model: {num_classes: 4}  # für\n".encode("latin-1"))
+    (tmp_path / "deep.yaml").write_text("model: " + "[" * 5000 + "]" * 5000 + "\n")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
     if any("read_only" in a for a in arguments):
         _read_only_folder(tmp_path)
     args = [a.format(tmp=tmp_path, ckpt=checkpoint) for a in arguments]
@@ -268,7 +298,9 @@ def test_valid_train_values_pass():
         (["data.train.transforms.crop=[8, 8]"], ["data.train.transforms", "did you mean 'crop_size'"]),
         (["data.dataset.name=cityscape"], ["'cityscape'", "did you mean 'cityscapes'"]),
         (["data.val.bootstrap.classes=[car]"], ["data.val.bootstrap", "data.train only"]),
-        (["model.num_classes=0"], ["model.num_classes", ">= 1"]),
+        (["model.num_classes=0"], ["model.num_classes", "from 1 to 65535"]),
+        (["model.num_classes=100000000"], ["model.num_classes", "from 1 to 65535", "100000000"]),
+        (["data.train.transforms={crop_size: [100000, 100000]}"], ["crop_size 100000x100000", "pixels"]),
         (["model.backbone.outputstride=8"], ["'outputstride'", "did you mean 'output_stride'"]),
         (["evaluate=3"], ["evaluate", "mapping"]),
         (["base=denseaspp_report/table1_model4"], ["'base'", "unknown section"]),
@@ -353,3 +385,67 @@ def test_ctrl_c_during_fit_is_a_keyboard_interrupt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(config, callbacks=[CtrlC()])
     assert not (tmp_path / "run" / ".atrous-fit.lock").exists(), "the run lock is released"
+
+
+def _under_file_size_limit(limit: int):  # noqa: ANN202 - a preexec_fn
+    """A child process whose files may not grow beyond ``limit`` bytes: writes fail with EFBIG
+    (SIGXFSZ ignored), as they fail with ENOSPC on a full disk."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("torchscript", "m.pt"), ("exported-program", "m.pt2"), ("onnx", "m.onnx")])
+def test_export_that_cannot_write_its_file_is_one_line_and_leaves_nothing(fmt, name, checkpoint, tmp_path):
+    """torch's zip writer (torch.jit.save, torch.export.save) aborts the process with a C++ trace
+    when a write fails; atrous serialises into memory and writes the bytes itself."""
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "atrous.cli", "export", "--checkpoint", str(checkpoint), "--format", fmt,
+         "--output", str(out / name), "--image-size", "32", "32"],
+        preexec_fn=_under_file_size_limit(1 << 16), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("atrous: error: "), done.stderr[-2000:]
+    assert str(out / name) in lines[0] and "ulimit -f" in lines[0]
+    assert list(out.iterdir()) == [], "no partial file is left"
+
+
+@pytest.mark.parametrize("failure", [
+    MemoryError("Unable to allocate 27.9 GiB for an array with shape (100000, 100000, 3) and data type uint8"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+                 "to allocate 240000000000 bytes. Error code 12 (Cannot allocate memory)"),
+])
+def test_running_out_of_memory_is_one_line(failure, capsys, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr("atrous.models.complexity.model_info", exhausted)
+    assert main(["info", "--config", DEMO, "--image-size", "64", "64"]) == 2
+    assert_one_error_line(capsys, "out of memory", "GiB", "smaller")
+
+
+@pytest.mark.parametrize("command", ["predict", "validate", "export"])
+def test_weights_that_are_not_finite_are_refused_at_load_naming_the_tensor(command, checkpoint, tmp_path, capsys):
+    """A model with NaN weights predicts one class everywhere: refused before it runs."""
+    ckpt = torch.load(checkpoint, weights_only=True)
+    name = next(k for k in ckpt["state_dict"] if k.endswith("classifier.weight") or "head" in k)
+    ckpt["state_dict"][name].view(-1)[0] = float("inf")
+    broken = tmp_path / "diverged.ckpt"
+    torch.save(ckpt, broken)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "x.png")
+    args = {"predict": ["predict", str(tmp_path / "x.png"), "--output", str(tmp_path / "out")],
+            "validate": ["validate", "--output", str(tmp_path / "out")],
+            "export": ["export", "--format", "onnx", "--output", str(tmp_path / "m.onnx")]}[command]
+    assert main([*args, "--checkpoint", str(broken)]) == 2
+    assert_one_error_line(capsys, str(broken), name, "not finite")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.onnx").exists()

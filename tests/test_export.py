@@ -82,6 +82,17 @@ def test_torchscript_and_exported_program_round_trip(fmt, tmp_path):
         torch.testing.assert_close(run_artifact(path, fmt, x), expected, atol=1e-5, rtol=0)
 
 
+def test_the_self_check_fails_on_a_model_whose_output_is_not_finite(tmp_path):
+    """``max |diff| = nan`` is no pass: the export fails and the file is removed."""
+    model = _model(ASPP)
+    with torch.no_grad():
+        next(model.head.parameters()).view(-1)[0] = float("nan")
+    path = tmp_path / "model.pt"
+    with pytest.raises(InputError, match="not finite"):
+        export_model(model, path, "torchscript", image_size=TRACE_SIZE)
+    assert not path.exists()
+
+
 def test_a_program_specialised_to_the_example_shape_is_refused_before_it_is_written(tmp_path, monkeypatch):
     """PyTorch 2.11 exports atrous' segmentors with a guard on the parity of the half-resolution
     map although H and W are declared dynamic (seen on a GPU machine): such a program is refused

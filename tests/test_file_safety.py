@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,3 +272,55 @@ def test_an_image_smaller_than_the_output_stride_is_skipped_and_named(checkpoint
     random_image(tmp_path / "half" / "x.png", size=(12, 40))
     assert predict(checkpoint, str(tmp_path / "half"), "--output", str(tmp_path / "o2"), "--scales", "1", "0.5") == 1
     assert "(at scale 0.5: 6x20)" in capsys.readouterr().err
+
+
+# -- validate: a copied checkpoint, an existing metrics.json -------------------------------------
+
+
+def _validation_checkpoint(folder: Path) -> Path:
+    """A 19-class model whose stored config names ``folder/run`` as its run folder."""
+    import torch
+
+    from atrous.models import build_model
+
+    cfg = {"model": {"num_classes": 19, "backbone": {"name": "resnet18", "output_stride": 8, "pretrained": False},
+                     "head": {"name": "fcn"}},
+           "data": {"dataset": {"name": "synthetic", "image_size": [32, 64]}, "val": {"split": "val", "length": 2},
+                    "num_workers": 0},
+           "train": {"output_dir": str(folder / "run"), "accelerator": "cpu", "progress_bar": False}}
+    model = build_model(cfg)
+    path = folder / "run" / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"config": cfg, "class_names": None, "ignore_index": 255}}, path)
+    return path
+
+
+def test_validate_never_writes_into_the_run_folder_a_copied_checkpoint_names(tmp_path, capsys):
+    original = _validation_checkpoint(tmp_path)
+    copied = tmp_path / "elsewhere" / "best.ckpt"
+    copied.parent.mkdir()
+    shutil.copyfile(original, copied)
+    assert main(["validate", "--checkpoint", str(copied)]) == 0
+    assert (copied.parent / "validate" / "metrics.json").is_file()
+    assert not (tmp_path / "run" / "validate").exists(), "the original run folder is not written"
+    assert main(["validate", "--checkpoint", str(original)]) == 0  # the run's own checkpoint: its folder
+    assert (tmp_path / "run" / "validate" / "metrics.json").is_file()
+    assert main(["validate", "--checkpoint", str(original)]) == 0  # again: the default folder's result moves aside
+    assert len(list((tmp_path / "run" / "validate").glob("replaced-*/metrics.json"))) == 1
+
+
+def test_validate_refuses_an_existing_metrics_json_and_moves_it_aside_with_overwrite(tmp_path, capsys):
+    checkpoint = _validation_checkpoint(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("a user's file\n")
+    (out / "notes.txt").write_text("mine\n")
+    assert main(["validate", "--checkpoint", str(checkpoint), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("atrous: error: --output") and "metrics.json" in err[-1] and "--overwrite" in err[-1]
+    assert (out / "metrics.json").read_text() == "a user's file\n"
+    assert main(["validate", "--checkpoint", str(checkpoint), "--output", str(out), "--overwrite"]) == 0
+    (aside,) = out.glob("replaced-*")
+    assert (aside / "metrics.json").read_text() == "a user's file\n", "moved aside, not deleted"
+    assert "mIoU" in json.loads((out / "metrics.json").read_text()) and (out / "notes.txt").read_text() == "mine\n"

@@ -101,9 +101,34 @@ def test_onnxruntime_int8_without_evaluation(quantized, cache, tmp_path):
     report = json.loads((folder / "report.json").read_text())
     assert report["val"] is None and report["calibration"] == {"split": "val", "num_images": 2}
     assert (folder / "model_int8.onnx").is_file() and not (folder / "model_prepared.onnx").exists()
-    # --overwrite replaces a folder atrous quantize wrote, atomically
+    # --overwrite moves the earlier result aside and keeps the user's own files
+    (folder / "notes.txt").write_text("mine")
+    first = (folder / "model_int8.onnx").read_bytes()
     assert main(["quantize", "--checkpoint", str(checkpoint), "--engine", "onnxruntime", "--num-images", "1",
                  "--output", str(folder), "--no-evaluate", "--repeats", "1", "--overwrite",
                  "--engine-cache", str(cache)]) == 0
     assert json.loads((folder / "quantization.json").read_text())["calibration"]["num_images"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ort"], "no temporary left beside it"
+    assert (folder / "notes.txt").read_text() == "mine"
+    (aside,) = folder.glob("replaced-*")
+    assert (aside / "model_int8.onnx").read_bytes() == first and (aside / "quantization.json").is_file()
+    assert sorted(p.name for p in aside.iterdir()) == ["model_fp32.onnx", "model_int8.onnx", "quantization.json",
+                                                       "report.json"]
+
+
+def test_a_changed_int8_model_is_refused(quantized, tmp_path, capsys):
+    """The sha256 recorded when the folder was written is checked, not only the manifest's claim."""
+    import shutil
+
+    checkpoint, folder = quantized
+    copy = tmp_path / "int8"
+    shutil.copytree(folder, copy)
+    binary = copy / "model_int8.bin"
+    data = bytearray(binary.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    binary.write_bytes(bytes(data))
+    code = main(["validate", "--checkpoint", str(checkpoint), "--engine", "openvino", "--precision", "int8",
+                 "--quantized", str(copy), "--output", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("atrous: error: --quantized") and "model_int8.bin changed" in err[-1]

@@ -180,13 +180,29 @@ def test_bad_resume_files_are_one_clear_line_and_never_run_code(finished, tmp_pa
     assert "different model" in err and "\n" not in err
 
 
+def test_resuming_with_another_learning_rate_is_refused(finished, tmp_path, capsys):
+    """Lightning restores the optimizer's learning rate from the checkpoint: a changed
+    train.optimizer.lr would be ignored while the new checkpoints stored it."""
+    last = finished / "checkpoints" / "last.ckpt"
+    stored = torch.load(last, weights_only=True)["hyper_parameters"]["config"]
+    lr = stored["train"]["optimizer"]["lr"]
+    changed = {**stored, "train": {**stored["train"], "output_dir": str(tmp_path / "new"),
+                                   "optimizer": {**stored["train"]["optimizer"], "lr": lr * 10}}}
+    config = _write_config(tmp_path / "changed.yaml", changed)
+    assert main(["fit", "--config", str(config), "--resume", str(last)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("atrous: error:") and "\n" not in err, err
+    assert f"train.optimizer.lr {lr!r} -> {lr * 10!r}" in err and "train.init_checkpoint" in err
+    assert not (tmp_path / "new").exists(), "a refused resume writes nothing"
+
+
 @pytest.mark.parametrize("failure", [
     OSError(errno.ENOSPC, "No space left on device"),
     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4436800 vs 4436688"),
 ])
 def test_a_full_disk_while_writing_a_checkpoint_says_so(tmp_path, monkeypatch, failure):
-    def full(obj, path, *args, **kwargs):
-        Path(path).write_bytes(b"partial")
+    def full(obj, file, *args, **kwargs):
+        file.write(b"partial")
         raise failure
 
     monkeypatch.setattr("atrous.training.callbacks.torch.save", full)
@@ -194,7 +210,23 @@ def test_a_full_disk_while_writing_a_checkpoint_says_so(tmp_path, monkeypatch, f
     with pytest.raises(DiskFullError, match=f"disk holding {tmp_path / 'checkpoints'} is full") as caught:
         AtomicCheckpointIO().save_checkpoint({"epoch": 0}, target)
     assert caught.value.errno == errno.ENOSPC
-    assert list((tmp_path / "checkpoints").iterdir()) == [], "no partial file is left"
+    assert list(tmp_path.rglob("*.ckpt*")) == [], "no partial file is left"
+
+
+def test_a_full_disk_advises_resume_only_when_there_is_a_last_checkpoint(tmp_path, monkeypatch):
+    def full(obj, file, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("atrous.training.callbacks.torch.save", full)
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(DiskFullError) as first:
+        AtomicCheckpointIO().save_checkpoint({"epoch": 0}, folder / "last.ckpt")
+    assert "--resume" not in str(first.value) and "starts afresh" in str(first.value)
+    folder.mkdir()
+    (folder / "last.ckpt").write_bytes(b"an earlier checkpoint")
+    with pytest.raises(DiskFullError) as later:
+        AtomicCheckpointIO().save_checkpoint({"epoch": 1}, folder / "best.ckpt")
+    assert f"--resume to continue from {folder / 'last.ckpt'}" in str(later.value)
 
 
 def test_other_checkpoint_write_errors_keep_their_traceback(tmp_path, monkeypatch):

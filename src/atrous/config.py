@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 import types
 import typing
@@ -58,10 +59,7 @@ NULL_IS_A_VALUE = frozenset({"model.head.bottleneck_channels", "train.max_epochs
 def load_config(path: str | Path, overrides: Iterable[str] = (), *, _chain: set[Path] | None = None) -> dict[str, Any]:
     """Read a YAML config and apply ``key.path=value`` overrides (values parsed as YAML)."""
     path = resolve_config(path)
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    cfg = _read_yaml(path)
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a config must be a mapping with a 'model' section")
     check_top_level(cfg, f"{path}: ")
@@ -78,6 +76,30 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, _chain: set[
         if own_reference is not None:
             cfg["reference"] = own_reference
     return apply_overrides(cfg, overrides)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; a file that is not UTF-8 text, not YAML, or nested deeper
+    than the parser's recursion allows is a :class:`ConfigError` naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r}); "
+                          "save the config as UTF-8") from err
+    try:
+        return parse_yaml(text, str(path))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``; a document nested deeper than the parser's recursion allows is a
+    :class:`ConfigError` naming ``where`` (PyYAML recurses once per level)."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError as err:
+        raise ConfigError(f"{where}: nested too deeply to be a config (lists or mappings inside each other "
+                          "hundreds of levels down)") from err
 
 
 def merge_configs(base: Mapping[str, Any], override: Mapping[str, Any], _at: str = "") -> dict[str, Any]:
@@ -123,7 +145,7 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
                 f"sections: {[k for k in TOP_LEVEL_KEYS if k != 'base']}"
             )
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw, f"override {key}")
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', None) or err})") from err
         remove = value is None and key not in NULL_IS_A_VALUE
@@ -299,8 +321,8 @@ def _matches(value: Any, annotation: Any) -> bool:
         return isinstance(value, bool)
     if annotation is int:  # YAML's true/false are not counts
         return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:  # 1 is a fine learning-rate multiplier, true is not
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is float:  # 1 is a fine learning-rate multiplier, true is not; .inf and .nan are no values
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if annotation is str:
         return isinstance(value, str)
     if annotation is Path or annotation is os.PathLike:
@@ -315,6 +337,8 @@ def check_value(key: str, value: Any, annotation: Any) -> None:
         hint = ""
         if isinstance(value, str) and _looks_numeric(value):
             hint = f" (YAML reads {value} as a string: write {_yaml_float(value)})"
+        elif isinstance(value, float) and not math.isfinite(value):
+            hint = " (infinities and NaN are not values: write a finite number)"
         raise ConfigError(f"{key}: expected {_describe(annotation)}, got {value!r} ({type(value).__name__}){hint}")
 
 

@@ -73,7 +73,10 @@ def require_extra(module: str, extra: str, needed_by: str) -> ModuleType:
 
 # -- reading errors at the command line's boundary ---------------------------------------------
 
-_DISK_FULL_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
+# A full disk, a full quota, and a file over the size limit of its file system or of ``ulimit -f``.
+_DISK_FULL_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG) if code is not None
+)
 _WORKER_PREFIX = re.compile(r"^Caught (?P<name>\w+) in DataLoader worker process \d+\.\s*Original Traceback")
 
 
@@ -122,7 +125,33 @@ def disk_full_cause(err: BaseException) -> OSError | None:
 def disk_full_message(err: OSError) -> str:
     """One line for a failed write on a full disk, naming the file where the error knows it."""
     where = f" writing {err.filename}" if err.filename else ""
+    if err.errno == errno.EFBIG:
+        return (f"a file is over the size limit{where} ({err.strerror or 'file too large'}): write the outputs to "
+                "another disk, or raise the limit (ulimit -f)")
     return (
         f"the disk is full{where} ({err.strerror or 'no space left on device'}): "
         "free some space or write the outputs to another disk"
     )
+
+
+_CPU_ALLOCATOR_FAILURE = re.compile(r"DefaultCPUAllocator: can't allocate memory: you tried to allocate (?P<bytes>\d+) bytes")
+_NUMPY_ALLOCATION = re.compile(r"Unable to allocate (?P<size>[\d.]+ \w+) for an array")
+
+
+def out_of_memory_message(err: BaseException) -> str | None:
+    """One line for a command that ran out of memory (a ``MemoryError``, torch's CPU allocator
+    or ``torch.OutOfMemoryError`` on a GPU), naming the size it asked for where known; ``None``
+    for anything else."""
+    text = str(err)
+    if isinstance(err, MemoryError):
+        found = _NUMPY_ALLOCATION.search(text)
+        size = found["size"] if found else None
+    elif type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA), without importing torch here
+        size = None
+    elif isinstance(err, RuntimeError) and (found := _CPU_ALLOCATOR_FAILURE.search(text)):
+        size = f"{int(found['bytes']) / 2**30:.1f} GiB"
+    else:
+        return None
+    asked = f" (it asked for {size})" if size else ""
+    return (f"out of memory{asked}: use smaller images, crops, windows or batches, fewer --scales, "
+            "or a machine with more memory")

@@ -6,9 +6,23 @@
   0600. The temporary file is named ``.<name>.atrous-tmp-<host>-<pid>-<random><suffix>``; one
   left behind by a killed process (SIGKILL, out of memory, power loss) is removed the next time
   atrous writes into that folder, once its writer (same host, that pid) is no longer running.
+* :func:`atomic_save` is :func:`atomic_write` for writers that serialise into a file object
+  (``torch.save``, ``torch.jit.save``, ``torch.export.save``): they write into memory and Python
+  writes the bytes, so a full disk is an ``OSError`` (``ENOSPC``) with no partial file, not a
+  C++ abort (torch's zip writer aborts the process when a write fails).
+* :func:`output_folder` creates a folder atrous writes into (``--output``, an engine cache,
+  ``train.output_dir``), or says in one line why it cannot: a file in the way, no permission,
+  a path that cannot hold folders (``/proc/…``).
+* :func:`move_aside` is what ``--overwrite`` does to the outputs of an earlier run of a command
+  that writes a folder (``fit``, ``quantize``, ``validate --output``): they are moved into
+  ``<folder>/replaced-<UTC time>/``, never deleted; other files in the folder are not touched.
 * :func:`check_output` is what every ``--output`` goes through first: an output equal to one of
   the command's inputs is refused always, an existing file unless ``--overwrite``
   (:class:`~atrous.errors.OutputExistsError`, naming the file).
+* :func:`sha256_of` and :func:`file_digests` are how atrous records what it wrote into a cache
+  or an output folder it reads back later (engine entries, int8 models, converted weights), and
+  :func:`changed_files` how it checks them before use: a file that differs from its recorded
+  digest is rebuilt (caches) or refused (folders the user holds).
 * :func:`json_text` is the one way atrous turns results into JSON: NaN (a class never seen) and
   infinities become ``null``, which strict JSON readers accept, and tensors and arrays lists.
 """
@@ -16,18 +30,22 @@
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import json
 import math
 import os
 import re
+import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from .errors import OutputExistsError
+from .errors import InputError, OutputExistsError
 
 TEMPORARY_MARK = ".atrous-tmp-"
 # .<name>.atrous-tmp-<host>-<pid>-<8 random characters of mkstemp><suffix>
@@ -53,13 +71,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
         ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(path.parent)
     remove_orphaned_temporaries(path.parent)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=path.suffix)
     os.close(fd)
     tmp = Path(name)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError as err:  # name the file the user asked for, not the temporary one
+            if err.filename in (None, str(tmp), tmp):
+                err.filename = str(path)
+            raise
         os.chmod(tmp, 0o666 & ~current_umask())
         if overwrite:
             os.replace(tmp, path)
@@ -68,6 +91,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def atomic_save(path: str | os.PathLike, save: Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
+    """``save(buffer)`` into memory, then :func:`atomic_write` the bytes to ``path``; returns ``path``."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), overwrite=overwrite)
 
 
 def temporary_prefix(path: Path, pid: int | None = None) -> str:
@@ -108,7 +138,8 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a pid atrous could not have written: assumed so)."""
     if pid <= 0:
         return True  # not a pid we could have written: leave the file alone
     try:
@@ -121,8 +152,8 @@ def _pid_running(pid: int) -> bool:
 
 
 def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files of :func:`atomic_write` in ``folder`` whose writer, on this
-    host, is no longer running (once per folder and process). Returns the files removed."""
+    """Delete the temporary files of :func:`atomic_write` (and folders named the same way) in
+    ``folder`` whose writer, on this host, is no longer running (once per folder and process). Returns the files removed."""
     folder = Path(folder)
     key = folder.resolve()
     if key in _cleaned_folders:
@@ -137,12 +168,16 @@ def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
         if TEMPORARY_MARK not in entry.name:
             continue
         match = TEMPORARY_NAME.match(entry.name)
-        if match is None or match["host"] != host or _pid_running(int(match["pid"])):
+        if match is None or match["host"] != host or pid_running(int(match["pid"])):
             continue
         try:
-            if entry.is_file(follow_symlinks=False):
+            if entry.is_dir(follow_symlinks=False):  # a folder being written (atrous quantize)
+                shutil.rmtree(entry.path)
+            elif entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            else:
+                continue
+            removed.append(Path(entry.path))
         except OSError:
             continue
     return removed
@@ -158,6 +193,81 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+# What creating a folder the user named fails with when the path is wrong for it (a full disk is
+# not among them: the command line reports that as it is).
+_UNUSABLE_FOLDER_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def output_folder(path: str | os.PathLike, option: str = "output folder", *, create: bool = True) -> Path:
+    """Create ``path`` (and its parents) unless it is a folder already; returns it. With
+    ``create=False`` only what can be told without creating anything is checked (a file in the way).
+
+    Raises:
+        OutputExistsError: ``path`` or one of its parents is a file.
+        InputError: the folder cannot be created there (no permission, read-only file system, a
+            path under ``/proc``); the message names ``option`` and the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return path
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputExistsError(f"{option} {path}: {blocker} is a file, not a folder; choose another {option}")
+    if not create:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if err.errno not in _UNUSABLE_FOLDER_ERRNOS:
+            raise
+        raise InputError(f"{option} {path}: cannot create it ({err.strerror}); choose a folder you can write to") from err
+    return path
+
+
+REPLACED_PREFIX = "replaced-"
+
+
+def move_aside(paths: Iterable[str | os.PathLike], folder: str | os.PathLike) -> Path | None:
+    """Move ``paths`` (files or folders inside ``folder``) into a new ``folder/replaced-<UTC
+    time>[.N]/``, keeping their names; returns that folder (``None`` when none of them exists)."""
+    folder = Path(folder)
+    present = [Path(p) for p in paths if Path(p).exists() or Path(p).is_symlink()]
+    if not present:
+        return None
+    base = folder / time.strftime(f"{REPLACED_PREFIX}%Y%m%d-%H%M%S", time.gmtime())
+    aside, suffix = base, 1
+    while True:
+        try:
+            aside.mkdir(parents=True)
+            break
+        except FileExistsError:
+            aside = base.with_name(f"{base.name}.{suffix}")
+            suffix += 1
+    for path in present:
+        target = aside / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+    return aside
+
+
+def claim_outputs(folder: str | os.PathLike, names: Iterable[str], *, overwrite: bool,
+                  option: str = "--output") -> Path | None:
+    """Before a command writes ``names`` into ``folder``: refuse if any exists, unless
+    ``overwrite``, which moves them aside (:func:`move_aside`); returns where they went.
+
+    Raises:
+        OutputExistsError: naming the files that exist and what to do.
+    """
+    folder = Path(folder)
+    existing = [folder / name for name in names if (folder / name).exists()]
+    if not existing:
+        return None
+    if not overwrite:
+        raise OutputExistsError(f"{option} {folder} already holds {', '.join(p.name for p in existing)}; pass "
+                                "--overwrite to move them aside into a replaced-<time>/ folder, or choose another folder")
+    return move_aside(existing, folder)
 
 
 def check_output(
@@ -182,6 +292,31 @@ def check_output(
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputExistsError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another file")
     return path
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digests(folder: str | os.PathLike, names: Iterable[str] | None = None) -> dict[str, str]:
+    """``{relative path: sha256}`` of ``names`` in ``folder`` (``None``: every file below it)."""
+    folder = Path(folder)
+    if names is None:
+        names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return {name: sha256_of(folder / name) for name in names}
+
+
+def changed_files(folder: str | os.PathLike, digests: Mapping[str, str]) -> list[str]:
+    """The files of ``digests`` (relative to ``folder``) that are missing or whose content no
+    longer has the recorded sha256."""
+    folder = Path(folder)
+    return [name for name, digest in digests.items()
+            if not (folder / name).is_file() or sha256_of(folder / name) != digest]
 
 
 def json_ready(value: Any) -> Any:

@@ -318,8 +318,9 @@ def planned_analyses(ctx: Context) -> list[str]:
 def check_analysis_outputs(ctx: Context, names: list[str]) -> None:
     """Refuse, before any analysis runs, outputs that are inputs or (without ``--overwrite``) exist."""
     from ..errors import OutputExistsError
-    from ..io import check_output
+    from ..io import check_output, output_folder
 
+    output_folder(ctx.output, "--output", create=False)
     inputs = [ctx.checkpoint, ctx.args.config if ctx.args.config and Path(ctx.args.config).is_file() else None]
     existing = []
     for name in names:

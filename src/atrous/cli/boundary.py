@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import ConfigError, load_config
-from ..errors import UserError, disk_full_cause, disk_full_message, worker_error_message
+from ..errors import (
+    UserError,
+    disk_full_cause,
+    disk_full_message,
+    out_of_memory_message,
+    worker_error_message,
+)
 
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 2, 1, 130
 INTERNAL_ERROR_LINE = "atrous: internal error — please report it with the traceback above"
@@ -68,14 +74,16 @@ def _one_line(text: str) -> str:
 
 def report_error(err: BaseException) -> int:
     """Print ``err`` the way the command line does and return the exit status (see
-    :mod:`atrous.cli`): user errors and a full disk as one line (2), anything else with its
-    traceback (1)."""
+    :mod:`atrous.cli`): user errors, a full disk and exhausted memory as one line (2), anything
+    else with its traceback (1)."""
     message = worker_error_message(err)  # a user error raised in a DataLoader worker
     if message is None and isinstance(err, UserError):
         message = str(err)
     full = disk_full_cause(err)
     if message is None and full is not None:
         message = disk_full_message(full)
+    if message is None:
+        message = out_of_memory_message(err)
     if message is not None:
         print(f"atrous: error: {_one_line(message)}", file=sys.stderr)
         return EXIT_USER_ERROR

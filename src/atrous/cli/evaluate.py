@@ -29,7 +29,11 @@ def add_validate_and_test(sub: argparse._SubParsersAction) -> None:
         ev = verbose_option(with_config(sub.add_parser(name, help=f"evaluate a checkpoint on the {stage} split"),
                                         required=False))
         checkpoint_or_weights(ev, required=False, checkpoint_help="checkpoint (default: the run's best.ckpt)")
-        ev.add_argument("--output", help="folder for metrics.json (default: <output_dir>/" + name + ")")
+        ev.add_argument("--output", help=f"folder for metrics.json (default: <output_dir>/{name} for the run's own "
+                                         f"checkpoints, else {name}/ beside the checkpoint)")
+        ev.add_argument("--overwrite", action="store_true",
+                        help="move an earlier metrics.json (sweep.md/json) in --output aside into replaced-<time>/ "
+                             "(default: refuse; in the default folder it is always moved aside)")
         test_time_options(ev, config_section=True)
         ev.add_argument("--labels", choices=list(LABELS),
                         help="score against the label maps as on disk (default) or resized with the images")
@@ -40,6 +44,14 @@ def add_validate_and_test(sub: argparse._SubParsersAction) -> None:
         ev.set_defaults(func=evaluate_command)
 
 
+def default_output(run_dir: Path, checkpoint: Path, command: str) -> Path:
+    """Where ``validate``/``test`` write without ``--output``: ``<run>/<command>`` for a checkpoint
+    of the run folder its config names, else ``<command>/`` beside the checkpoint (a copied
+    checkpoint stores the folder of the run it came from, which this command did not create)."""
+    inside = checkpoint.resolve().is_relative_to(run_dir.resolve()) if checkpoint.exists() else True
+    return run_dir / command if inside else checkpoint.parent / command
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     from ..training.runner import evaluate, format_table, write_metrics
 
@@ -48,8 +60,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
     out_dir = output_dir(cfg)
     checkpoint = Path(args.checkpoint) if args.checkpoint else out_dir / "checkpoints" / "best.ckpt"
     strategy = strategy_of(args, cfg.get("evaluate"), labels=args.labels)
-    output = Path(args.output) if args.output else out_dir / args.command
+    output = Path(args.output) if args.output else default_output(out_dir, checkpoint, args.command)
     engine = engine_of(args)
+    if is_rank_zero():
+        from ..io import claim_outputs, output_folder
+
+        output_folder(output, "--output", create=False)
+        names = ("sweep.md", "sweep.json") if args.sweep else ("metrics.json",)
+        # The default folder is the command's own: an earlier result there is moved aside without asking.
+        aside = claim_outputs(output, names, overwrite=args.overwrite or not args.output)
+        if aside is not None:
+            print(f"Moved the earlier {', '.join(names)} from {output} to {aside}")
     if args.sweep:
         from ..training.sweep import run_sweep
 

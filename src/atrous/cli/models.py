@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import ConfigError, config_name, list_configs, load_config
+from ..data.image_files import check_image_pixels
 from ..engines.choices import EXPORT_FORMATS
 from ..errors import InputError
 from ..models.choices import CONVERT_FORMATS
@@ -154,6 +155,7 @@ def check_export_image_size(image_size: list[int], cfg: Mapping[str, Any]) -> No
     height, width = image_size
     if height < 1 or width < 1:
         raise InputError(f"--image-size {height} {width}: height and width must be positive, e.g. 512 1024")
+    check_image_pixels("--image-size", height, width, InputError)
     with torch.device("meta"):  # the architecture only: no memory, no weights
         stride = build_model(cfg, pretrained_backbone=False).output_stride
     if min(height, width) < 2 * stride:

@@ -93,7 +93,7 @@ def dataset_arguments(
     cls = dataset_class(cfg.pop("name", "synthetic"))
     kwargs = {**cfg, **{k: v for k, v in split_cfg.items() if k not in SPLIT_KEYS}}
     if "split" in split_cfg:
-        kwargs["split"] = split_cfg["split"]
+        kwargs["split"] = check_split_name(split_cfg["split"], section)
     params = inspect.signature(cls).parameters
     unknown = sorted(set(kwargs) - set(params) - {"transforms"})
     if unknown:
@@ -101,6 +101,15 @@ def dataset_arguments(
         raise ConfigError(f"data: unknown option(s) {unknown} for {cls.__name__}; valid: {valid}{suggestions(unknown, valid)}")
     check_arguments(section, cls, kwargs)
     return cls, kwargs
+
+
+def check_split_name(split: Any, section: str = "data") -> Any:
+    """A split is a name (``train``, ``val``, a folder name), never a path: no ``/``, ``\\``,
+    ``.`` or ``..`` that would read images outside the dataset's root. Returns ``split``."""
+    if isinstance(split, str) and (split in ("", ".", "..") or any(sep in split for sep in ("/", "\\"))):
+        raise ConfigError(f"{section}.split {split!r}: a split is a name like 'train' or 'val', not a path; "
+                          "give the dataset's folder as data.dataset.root")
+    return split
 
 
 def check_split_section(dataset_cfg: Any, stage: str, split_cfg: Any) -> None:
@@ -116,6 +125,10 @@ def check_split_section(dataset_cfg: Any, stage: str, split_cfg: Any) -> None:
     if transforms is not None:
         check_mapping(f"data.{stage}.transforms", transforms)
         check_keys(f"data.{stage}.transforms", transforms, TRANSFORM_KEYS)
+        try:  # the values too (sizes, ranges): building them reads nothing
+            transforms_from_config(transforms, train=stage == "train", ignore_index=255)
+        except ConfigError as err:
+            raise ConfigError(f"data.{stage}.transforms: {err}") from err
     boot = split_cfg.get("bootstrap")
     if boot is not None:
         if stage != "train":

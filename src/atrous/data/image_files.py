@@ -38,7 +38,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError, UserError
 from .base import DatasetError
 
 # The image files read_image_array decodes, lower case (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM).
@@ -58,6 +58,16 @@ def pixel_limit(max_pixels: int | None) -> int | None:
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
         raise InputError(f"the pixel limit must be a whole number of pixels (0: no limit), got {max_pixels!r}")
     return max_pixels or None
+
+
+def check_image_pixels(option: str, height: int, width: int, error: type[UserError] = ConfigError) -> None:
+    """An image size atrous makes (a crop, a synthetic frame, an export example, a padded window)
+    has at most Pillow's decompression-bomb limit of pixels, the largest image atrous reads
+    (``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485: 8000 x 11000); ``error`` names ``option``."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and height * width > limit:
+        raise error(f"{option} {height}x{width} is {height * width:,} pixels, more than the {limit:,} of the largest "
+                    "image atrous reads; choose a smaller size")
 
 
 IMAGE_CHANNELS = (1, 3, 4)  # what read_image_array can give

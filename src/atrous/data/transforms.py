@@ -34,6 +34,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import ConfigError
+from .image_files import check_image_pixels
 
 # name → (mean, std) per RGB channel, for images scaled to [0, 1].
 NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -239,6 +240,7 @@ def _check_size(option: str, size: Sequence[int] | None) -> tuple[int, int] | No
         or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
     ):
         raise ConfigError(f"{option} must be (height, width), two positive integers, got {size!r}")
+    check_image_pixels(option, int(size[0]), int(size[1]))
     return (int(size[0]), int(size[1]))
 
 

@@ -22,14 +22,12 @@ import torch
 
 from ..data.build import build_dataset
 from ..engines import Engine, EngineOptions, build_engine
-from ..engines.quantize import QUANTIZE_ENGINES, check_quantize_output, quantize_model
+from ..engines.quantize import QUANTIZE_ENGINES, REPORT, check_quantize_output, quantize_model
 from ..errors import ConfigError, InputError
 from ..evaluation.prediction import normalization
 from ..io import atomic_write, json_text
 from ..models.checkpoint import load_segmentor
 from .benchmark import latency_stats, machine_info, paired_ratio, time_steps
-
-REPORT = "report.json"
 
 
 def split_dataset(cfg: Mapping[str, Any], split: str, *, evaluation_transforms: bool = True) -> Any:

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
-META = "meta.json"
+from ..io import changed_files, file_digests, output_folder, pid_running
 
+META = "meta.json"
 
 def default_cache_dir() -> Path:
     """``$ATROUS_CACHE_DIR/engines``, ``$XDG_CACHE_HOME/atrous/engines`` or ``~/.cache/atrous/engines``."""
@@ -78,10 +80,13 @@ def cached_build(
     describe: Mapping[str, Any],
 ) -> CacheEntry:
     """The entry ``root/name``, built by ``build(folder) → {role: file name}`` unless present
-    and complete (an incomplete one is moved aside to ``root/.broken-<name>-<pid>`` and rebuilt)."""
-    root.mkdir(parents=True, exist_ok=True)
+    and intact. An entry that is incomplete, or whose files no longer have the sha256 recorded in
+    its ``meta.json`` when it was built, is moved aside to ``root/.broken-<name>-<pid>`` and
+    rebuilt. Build folders of builders that died (killed, out of memory) are removed first."""
+    output_folder(root, "--engine-cache")
+    remove_dead_builds(root)
     final = root / name
-    entry = _read(final)
+    entry = _read(final, verify=True)
     if entry is not None:
         return entry
     if final.exists():
@@ -92,7 +97,7 @@ def cached_build(
         missing = [f for f in files.values() if not (tmp / f).is_file()]
         if missing:
             raise RuntimeError(f"engine build did not write {missing}")
-        meta = {"files": dict(files), **describe}
+        meta = {"files": dict(files), "sha256": file_digests(tmp), **describe}
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         try:
             os.rename(tmp, final)
@@ -107,15 +112,41 @@ def cached_build(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read(path: Path) -> CacheEntry | None:
+def _read(path: Path, *, verify: bool = False) -> CacheEntry | None:
+    """The entry at ``path`` if complete (and with ``verify``, every file as built), else ``None``."""
     try:
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError):
         return None
     files = meta.get("files") if isinstance(meta, dict) else None
-    if not isinstance(files, dict) or not all((path / f).is_file() for f in files.values()):
+    digests = meta.get("sha256") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not isinstance(digests, dict) or not all((path / f).is_file() for f in files.values()):
+        return None
+    if verify and (changed := changed_files(path, digests)):
+        print(f"atrous: the cached engine {path} changed on disk since it was built ({', '.join(changed)}); "
+              "rebuilding it", file=sys.stderr)
         return None
     return CacheEntry(path, meta, built=False)
+
+
+BUILD_PREFIX = ".building-"
+
+
+def remove_dead_builds(root: Path) -> list[Path]:
+    """Remove ``root/.building-<name>-<host>-<pid>-<random>`` folders whose builder, on this
+    host, no longer runs; returns them."""
+    removed, host = [], socket.gethostname()
+    try:
+        folders = [p for p in root.iterdir() if p.name.startswith(BUILD_PREFIX) and p.is_dir()]
+    except OSError:
+        return []
+    for folder in folders:
+        head, _, rest = folder.name.rpartition("-")[0].rpartition("-")
+        if not rest.isdigit() or not head.endswith(f"-{host}") or pid_running(int(rest)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def discard_entry(path: Path) -> None:

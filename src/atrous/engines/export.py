@@ -21,6 +21,7 @@ None of the artifacts needs atrous to load or run.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, OutputExistsError, require_extra
-from ..io import atomic_write, check_output, same_file
+from ..io import atomic_save, atomic_write, check_output, same_file
 from .choices import EXPORT_FORMATS
 
 FORMATS = EXPORT_FORMATS
@@ -116,6 +117,13 @@ def export_model(
             expected = model(check)
         actual = run_artifact(path, format, check)
         diff = float((actual - expected).abs().max()) if actual is not None else None
+        if not bool(torch.isfinite(expected).all()):
+            path.unlink(missing_ok=True)
+            raise InputError(f"the model's own output is not finite (NaN or infinity) on a random input: its weights "
+                             f"are broken, so {path} was not kept; export a checkpoint of a run that did not diverge")
+        if diff is not None and not math.isfinite(diff):
+            path.unlink(missing_ok=True)
+            raise RuntimeError(f"the exported {format} model's output is not finite where PyTorch's is; {path} was not kept")
     return ExportResult(path, format, tuple(example.shape), dynamic, diff, opset_used)
 
 
@@ -191,7 +199,7 @@ def _write_torchscript(
         traced = torch.jit.trace(model, example, check_trace=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)), overwrite=overwrite)
+        atomic_save(path, lambda buffer: torch.jit.save(traced, buffer), overwrite=overwrite)
     return None
 
 
@@ -201,7 +209,7 @@ def _write_program(
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes(dynamic=dynamic))
     if dynamic:
         check_dynamic_program(program, verification_input(model, example, dynamic=True))
-    atomic_write(path, lambda tmp: torch.export.save(program, tmp), overwrite=overwrite)
+    atomic_save(path, lambda buffer: torch.export.save(program, buffer), overwrite=overwrite)
     return None
 
 

@@ -9,14 +9,20 @@
 
 The folder (``atrous quantize --output DIR``)::
 
-    quantization.json   engine, files, the fp32 model's sha256 (architecture + weights), output
-                        stride, classes, calibration (split, images, seed), library versions
+    quantization.json   engine, files and the sha256 of each, the fp32 model's sha256
+                        (architecture + weights), output stride, classes, calibration (split,
+                        images, seed), library versions
     model_fp32.onnx     the export the quantizer started from
     model_int8.xml/.bin (openvino) or model_int8.onnx (onnxruntime)
+    report.json         written by ``atrous quantize`` (:mod:`atrous.deploy.quantize`)
 
 ``--precision int8 --quantized DIR`` loads it (:func:`load_quantized`) after checking that the
-checkpoint builds the very model it was quantized from. The folder is written to a temporary
-sibling and renamed into place, so an interrupted run leaves no half folder behind.
+checkpoint builds the very model it was quantized from and that every file still has the sha256
+recorded when it was written (a changed file is refused). The files are written into a temporary
+sibling folder first (``.<name>.atrous-tmp-<host>-<pid>-…``, removed by the next run if its
+writer was killed) and moved in, ``quantization.json`` last. ``--overwrite`` moves the outputs of
+the earlier ``atrous quantize`` into ``DIR/replaced-<UTC time>/`` first
+(:func:`atrous.io.move_aside`); other files in ``DIR`` stay where they are.
 """
 
 from __future__ import annotations
@@ -36,11 +42,20 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, InputError, OutputExistsError, require_extra
+from ..io import (
+    changed_files,
+    file_digests,
+    move_aside,
+    output_folder,
+    remove_orphaned_temporaries,
+    temporary_prefix,
+)
 from .base import Engine, EngineOptions
 from .cache import CacheEntry, model_digest
 from .choices import QUANTIZE_ENGINES
 
 MANIFEST = "quantization.json"
+REPORT = "report.json"  # atrous quantize's evaluation of the folder (atrous.deploy.quantize)
 EXTRAS = {"openvino": "openvino", "onnxruntime": "export"}
 
 
@@ -69,8 +84,9 @@ def quantize_model(
     images = [x.detach().float().cpu() for x in itertools.islice(calibration, num_images)]
     if not images:
         raise InputError("the calibration split has no images")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.atrous-tmp-", dir=output.parent))
+    output_folder(output.parent)
+    remove_orphaned_temporaries(output.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(output), dir=output.parent))
     try:
         from .build import exported_entry, library_versions
         from .cache import default_cache_dir
@@ -86,6 +102,7 @@ def quantize_model(
             "calibration": {**(calibration_info or {}), "num_images": len(images),
                             "image_sizes": sorted({tuple(x.shape[-2:]) for x in images})},
             "versions": library_versions(engine),
+            "sha256": file_digests(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=list) + "\n")
         _publish(tmp, output)
@@ -111,14 +128,31 @@ def check_quantize_output(output: Path, *, inputs: Iterable[str | os.PathLike] =
 
 
 def _publish(tmp: Path, output: Path) -> None:
-    """Rename ``tmp`` to ``output``; an existing ``output`` (``--overwrite``) is removed only then."""
-    if output.exists():
-        old = output.with_name(f".{output.name}.atrous-old-{os.getpid()}")
-        os.rename(output, old)
+    """Move the files of ``tmp`` into ``output``, the manifest last; the outputs of an earlier
+    ``atrous quantize`` there (``--overwrite``) are moved aside first (:func:`atrous.io.move_aside`)."""
+    if not output.exists():
         os.rename(tmp, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, output)
+        return
+    if (output / MANIFEST).is_file():
+        move_aside([output / name for name in quantize_outputs(output)], output)
+    names = sorted((p.name for p in tmp.iterdir()), key=lambda name: name == MANIFEST)
+    for name in names:
+        os.rename(tmp / name, output / name)
+
+
+def quantize_outputs(folder: Path) -> list[str]:
+    """The files ``atrous quantize`` wrote into ``folder``: its manifest, the files it records,
+    the report."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    recorded = manifest.get("sha256") if isinstance(manifest, dict) else None
+    listed = set(recorded) if isinstance(recorded, dict) else set()
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    listed |= {str(f) for f in files.values()} if isinstance(files, dict) else set()
+    listed |= {Path(f).with_suffix(".bin").name for f in listed if f.endswith(".xml")}
+    return sorted(listed | {MANIFEST, REPORT})
 
 
 def _quantize_openvino(onnx_path: Path, images: list[torch.Tensor], folder: Path) -> dict[str, str]:
@@ -199,6 +233,12 @@ def load_quantized(model: nn.Module, options: EngineOptions, device: torch.devic
     if manifest.get("model_sha256") != model_digest(model):
         raise CheckpointError(f"--quantized {folder} was quantized from another model than this checkpoint's; "
                               "quantize this checkpoint (atrous quantize --checkpoint CKPT ...)")
+    recorded = manifest.get("sha256")
+    if not isinstance(recorded, dict):
+        raise InputError(f"--quantized {folder}/{MANIFEST} records no sha256 of its files; quantize again")
+    if changed := changed_files(folder, recorded):
+        raise InputError(f"--quantized {folder}: {', '.join(changed)} changed since atrous quantize wrote it "
+                         "(its sha256 differs from the one recorded); quantize again")
     files = manifest["files"]
     role = "openvino" if options.engine == "openvino" else "onnx"
     entry = CacheEntry(folder, {"files": {role: files["int8"]}}, built=False)

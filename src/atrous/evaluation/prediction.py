@@ -55,6 +55,7 @@ from ..data.transforms import transforms_from_config
 from ..devices import resolve_device
 from ..engines import Engine, EngineOptions, build_engine
 from ..errors import InputError
+from ..io import output_folder
 from ..models.checkpoint import load_segmentor
 from ..models.segmentor import Segmentor
 from .inference import check_strategy, output_stride, predict_probabilities
@@ -253,6 +254,7 @@ def predict_inputs(
     check_outputs([s for s in sources if s not in partial], output, protected, overwrite=overwrite, **naming)
     check_outputs([s for s in sources if s in partial], output, protected, overwrite=True, **naming)
     lut = cityscapes_lut(classes) if cityscapes_submission else None
+    output_folder(output, "--output")
     writer = Writer(output, protected, overwrite)
     result = PredictResult(written=writer.written, complete=sorted(s.path for s in complete))
     options = {"probabilities": probabilities, "submission_lut": lut}

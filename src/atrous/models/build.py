@@ -32,6 +32,7 @@ from .backbones import BACKBONES, Backbone, FeatureInfo, backbone_entry, is_back
 from .heads import HEADS, AuxHead, Head
 from .segmentor import Segmentor
 
+MAX_CLASSES = 65535  # labels 0..65534 and an ignore value: what a 16-bit label PNG holds
 MODEL_KEYS = ("num_classes", "in_channels", "backbone", "head", "aux_head", "classifier_dropout", "feature_upsample", "align_corners")
 
 
@@ -56,8 +57,9 @@ def check_model_section(cfg: Any) -> None:
         if key not in cfg:
             raise ConfigError(f"model: missing required key {key!r}")
     check_value("model.num_classes", cfg["num_classes"], int)
-    if cfg["num_classes"] < 1:
-        raise ConfigError(f"model.num_classes: must be >= 1, got {cfg['num_classes']!r}")
+    if not 1 <= cfg["num_classes"] <= MAX_CLASSES:
+        raise ConfigError(f"model.num_classes: must be from 1 to {MAX_CLASSES} (label maps are 16-bit PNGs), "
+                          f"got {cfg['num_classes']!r}")
     name, kwargs = _split_name("model.backbone", cfg["backbone"], BACKBONES, is_backbone_name)
     backbone_cls, fixed = backbone_entry(name)
     _check_keys(f"model.backbone ({name})", kwargs, backbone_cls, tuple(fixed))

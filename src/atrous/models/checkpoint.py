@@ -3,7 +3,8 @@
 A checkpoint written by ``atrous fit`` (or ``atrous convert``) holds the model weights under
 ``state_dict`` (keys ``model.…``) and the experiment config, class names and ignore index under
 ``hyper_parameters``. Files are read with ``weights_only=True``: a file that pickles code is
-refused, never run.
+refused, never run. Weights that are not finite (NaN or infinity, e.g. of a run that diverged)
+are refused on load, naming the tensor: such a model predicts one class everywhere.
 
 Loading a checkpoint never fetches weights it is about to overwrite: the model is built with
 ``pretrained_backbone=False`` whatever the stored config says (a run trained from ImageNet
@@ -27,7 +28,7 @@ import torch
 from ..config import apply_overrides, load_config
 from ..data.label_space import config_classes
 from ..errors import CheckpointError
-from ..io import atomic_write
+from ..io import atomic_save
 from .build import build_model
 from .config_migrations import migrate_config
 from .segmentor import Segmentor
@@ -58,7 +59,21 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot be read as a checkpoint ({checkpoint_load_reason(err)})") from err
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{path}: not an atrous checkpoint")
+    state = ckpt.get("state_dict", ckpt)
+    if isinstance(state, Mapping):
+        check_finite(state, path)
     return dict(ckpt)
+
+
+def check_finite(state: Mapping[str, Any], source: str | os.PathLike) -> None:
+    """Refuse a state dict with a floating-point tensor holding NaN or infinity, naming it."""
+    for name, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{source}: the weights are not finite: {name} holds {bad} NaN or infinite value(s) of "
+                f"{tensor.numel()} (a run that diverged?); use an earlier checkpoint"
+            )
 
 
 def checkpoint_config(
@@ -145,4 +160,4 @@ def write_checkpoint(
         "hyper_parameters": {"config": config, "class_names": class_names, "ignore_index": ignore_index},
         **(extra or {}),
     }
-    return atomic_write(output, lambda tmp: torch.save(checkpoint, tmp), overwrite=overwrite)
+    return atomic_save(output, lambda buffer: torch.save(checkpoint, buffer), overwrite=overwrite)

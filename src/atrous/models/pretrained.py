@@ -7,8 +7,11 @@
    (progress bar on stderr) to a temporary name, its sha256 checked against the prefix the
    registry states, and only then renamed into place: a bad download never sits in the cache;
 2. it is converted by :func:`atrous.models.convert.convert_checkpoint` (every key used, every
-   weight filled) into ``<hub dir>/atrous/<name>.ckpt``, written atomically;
-3. later calls return that checkpoint without reading or fetching anything.
+   weight filled) into ``<hub dir>/atrous/<name>.ckpt``, written atomically, its sha256 recorded
+   beside it (``<name>.ckpt.sha256``);
+3. later calls return that checkpoint once its content still has the recorded sha256; one that
+   changed is converted again from the checked published file. A checkpoint converted by an
+   earlier atrous, without a record, gets its record on first use.
 
 Files that cannot be downloaded by script (``entry.manual``) are placed by hand at the path the
 error names. Offline, the error names the URL and the path to place the file at.
@@ -16,7 +19,6 @@ error names. Offline, the error names the URL and the path to place the file at.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tempfile
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from ..io import atomic_write, sha256_of
 from .backbones.weights import PretrainedWeightsError
 from .checkpoint import load_segmentor
 from .convert import ConversionError, convert_checkpoint
@@ -54,13 +57,30 @@ def cache_status(entry: PublishedWeights | str) -> str:
     return "downloaded" if source_path(entry).is_file() else "missing"
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def digest_path(entry: PublishedWeights) -> Path:
+    """Where the sha256 of the converted checkpoint is recorded when it is written."""
+    converted = checkpoint_path(entry)
+    return converted.with_name(converted.name + ".sha256")
+
+
+def converted_intact(entry: PublishedWeights) -> bool:
+    """Whether the converted checkpoint exists and still has the sha256 recorded when it was
+    written (one without a record is recorded now)."""
+    converted = checkpoint_path(entry)
+    if not converted.is_file():
+        return False
+    if not digest_path(entry).is_file():
+        record_digest(entry)
+        return True
+    recorded = (digest_path(entry).read_text().split() or [""])[0]
+    return sha256_of(converted) == recorded
+
+
+def record_digest(entry: PublishedWeights) -> None:
+    """Write the sha256 of the converted checkpoint beside it (``sha256sum``'s format)."""
+    converted = checkpoint_path(entry)
+    digest = sha256_of(converted)
+    atomic_write(digest_path(entry), lambda tmp: tmp.write_text(f"{digest}  {converted.name}\n"))
 
 
 def _where_to_place(entry: PublishedWeights) -> str:
@@ -134,14 +154,18 @@ def resolve_checkpoint(name: str, progress: bool = True) -> Path:
     readable by :func:`atrous.models.checkpoint.load_segmentor` and ``--checkpoint``."""
     entry = published_weights(name)
     converted = checkpoint_path(entry)
-    if converted.is_file():
+    if converted_intact(entry):
         return converted
+    if converted.is_file():
+        print(f"atrous: {converted} differs from the checkpoint atrous converted (sha256); converting it again",
+              file=sys.stderr)
     cached = source_path(entry).is_file()
     path = download(entry, progress=progress)
     if cached:  # placed by hand or by another tool: check it (downloads were checked already)
         _check_sha256(entry, path, downloaded=False)
     try:
-        convert_checkpoint(entry.source_format, path, entry.config, converted)
+        convert_checkpoint(entry.source_format, path, entry.config, converted, overwrite=True)
+        record_digest(entry)
     except ConversionError as err:
         raise PretrainedWeightsError(
             f"{entry.name}: {err} Replace {path} with the published {entry.file_name} ({entry.url or entry.page})."

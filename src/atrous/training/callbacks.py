@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..errors import DiskFullError
-from ..io import atomic_write
+from ..io import atomic_save
 from .sampling import derive_seed
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -38,14 +38,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
         try:
-            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+            atomic_save(path, lambda buffer: torch.save(checkpoint, buffer))
         except (OSError, RuntimeError) as err:
             if not is_disk_full(err):
                 raise
             reason = (str(err).splitlines() or [type(err).__name__])[0]
+            last = path.parent / "last.ckpt"
+            then = (f"rerun with --resume to continue from {last}" if last.is_file()
+                    else "rerun (no last.ckpt was written yet: the run starts afresh, with --overwrite)")
             full = DiskFullError(
                 f"the disk holding {path.parent} is full: writing checkpoint {path.name} failed ({reason}); "
-                "free some space (or set train.output_dir to another disk) and rerun with --resume"
+                f"free some space (or set train.output_dir to another disk) and {then}"
             )
             full.errno = errno.ENOSPC
             raise full from err

@@ -74,3 +74,44 @@ def check_resume_checkpoint(path: str | Path, model_state: Mapping[str, torch.Te
             "pass the config the run was trained with"
         )
     return ckpt
+
+
+RESUMED_SETTINGS = ("optimizer", "lr_schedule", "lr_multipliers")  # what the optimizer and scheduler state holds
+
+
+def check_resumed_settings(ckpt: Mapping[str, Any], config: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse to resume with other optimizer settings than the run was trained with.
+
+    Lightning restores the optimizer's and the scheduler's state from the checkpoint, learning
+    rates included, so a changed ``train.optimizer.lr`` would silently keep the old value while
+    the new checkpoints stored the new config. The run's settings are those its checkpoint
+    stores (``hyper_parameters.config.train``); a checkpoint without a stored config is not checked.
+
+    Raises:
+        CheckpointError: naming each changed setting with both values.
+    """
+    from .train_section import TrainConfig
+
+    stored = ((ckpt.get("hyper_parameters") or {}).get("config") or {})
+    if not isinstance(stored, Mapping) or not isinstance(stored.get("train", {}), Mapping):
+        return
+    before = TrainConfig.from_mapping(stored.get("train"))
+    now = TrainConfig.from_mapping(config.get("train"))
+    changed = []
+    for name in RESUMED_SETTINGS:
+        old, new = getattr(before, name), getattr(now, name)
+        if old == new:
+            continue
+        keys = sorted(set(old) | set(new), key=str)
+        diffs = [f"train.{name}.{k} {_shown(old, k)} -> {_shown(new, k)}" for k in keys if old.get(k) != new.get(k)]
+        changed.extend(diffs or [f"train.{name}"])
+    if changed:
+        raise CheckpointError(
+            f"--resume: the run in {path} was trained with other optimizer settings ({'; '.join(changed)}); "
+            "its optimizer state would keep the old ones. Resume with the run's settings, or start a new run "
+            f"from its weights with train.init_checkpoint={path}"
+        )
+
+
+def _shown(section: Mapping[str, Any], key: str) -> str:
+    return repr(section[key]) if key in section else "(not set)"

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import InputError, OutputExistsError
+from ..io import move_aside, output_folder
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,7 @@ def claim_output_dir(output_dir: Path, *, resume: bool, overwrite: bool) -> Path
             f"{output_dir} already holds a training run ({names}); pass --resume to continue it, "
             "--overwrite to replace it, or choose another train.output_dir"
         )
-    aside = output_dir / time.strftime("replaced-%Y%m%d-%H%M%S", time.gmtime())
-    suffix = 1
-    while aside.exists():
-        aside = aside.with_name(f"{aside.name.split('.')[0]}.{suffix}")
-        suffix += 1
-    aside.mkdir(parents=True)
-    for path in old:
-        path.rename(aside / path.name)
+    aside = move_aside(old, output_dir)
     log.warning("atrous fit --overwrite: moved the previous run's %s from %s to %s", names, output_dir, aside)
     return aside
 
@@ -95,7 +89,7 @@ class RunLock:
         self.owner = {"pid": os.getpid(), "host": socket.gethostname()}
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        output_folder(self.path.parent, "train.output_dir")
         for _ in range(3):
             if self._create():
                 return self

@@ -44,7 +44,7 @@ from .class_weights import (
 from .datamodule import SegmentationDataModule
 from .loggers import METRICS_FILE, build_loggers, truncate_metrics
 from .module import SegmentationTask
-from .resume import check_resume_checkpoint
+from .resume import check_resume_checkpoint, check_resumed_settings
 from .run_folder import RunLock, claim_output_dir
 from .train_section import TrainConfig
 
@@ -229,6 +229,8 @@ def fit(
     from_checkpoint = ckpt_path is not None or bool(cfg.init_checkpoint)
     task = SegmentationTask(config, data.classes.names, data.classes.ignore_index, pretrained_backbone=not from_checkpoint)
     checkpoint = check_resume_checkpoint(ckpt_path, task.state_dict()) if ckpt_path else None
+    if checkpoint is not None:
+        check_resumed_settings(checkpoint, config, ckpt_path)
     if checkpoint is None and cfg.init_checkpoint:
         init_weights(task, cfg)
     launching = _is_launching_process()

@@ -8,6 +8,7 @@ from torchvision import tv_tensors
 
 from ...errors import ConfigError
 from ..base import ClassInfo, SegmentationDataset, Transforms
+from ..image_files import check_image_pixels
 from ..palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from .render import render_scene
 from .scene import Scene
@@ -48,6 +49,7 @@ class SyntheticStreets(SegmentationDataset):
             or min(image_size) < 16
         ):
             raise ConfigError(f"image_size must be (H, W) with both >= 16, got {image_size!r}")
+        check_image_pixels("image_size", *image_size)
         if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < 0):
             raise ConfigError(f"length must be an integer >= 0, got {length!r}")
         self.split = split
