@@ -11,6 +11,7 @@ from .base import ENGINES, MEMORY_FORMATS, PRECISIONS, Engine, EngineOptions
 from .batchnorm import FoldPlan, count_batchnorms, fold_batchnorm, plan_batchnorm_folding
 from .build import build_engine
 from .export import FORMATS, ExportResult, export_checkpoint, export_model, run_artifact
+from .precision import PrecisionChoice, choose_precision
 
 __all__ = [
     "ENGINES",
@@ -21,7 +22,9 @@ __all__ = [
     "EngineOptions",
     "ExportResult",
     "FoldPlan",
+    "PrecisionChoice",
     "build_engine",
+    "choose_precision",
     "count_batchnorms",
     "export_checkpoint",
     "export_model",

@@ -24,7 +24,7 @@ from torch import nn
 from ..errors import InputError
 
 ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  # auto: engines/precision.py chooses when building
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # What each engine runs: int8 is a model from `atrous quantize`; OpenVINO's bf16/fp16 need a CPU
 # that has them (checked when the engine is built).
@@ -48,7 +48,7 @@ class EngineOptions:
     """
 
     engine: str = "torch"
-    precision: str = "fp32"
+    precision: str = "fp32"  # or auto: resolved by build_engine (atrous.engines.precision)
     compile: bool = False
     memory_format: str = "auto"
     output_stride: int | None = None
@@ -63,6 +63,8 @@ class EngineOptions:
             raise InputError(f"--precision {self.precision}: unknown precision; choose from {list(PRECISIONS)}")
         if self.memory_format not in MEMORY_FORMATS:
             raise InputError(f"--memory-format {self.memory_format}: choose from {list(MEMORY_FORMATS)}")
+        if self.precision == "auto" and self.quantized is not None:  # the quantized model is int8
+            object.__setattr__(self, "precision", "int8")
         if self.engine != "torch" and (self.compile or self.memory_format != "auto"):
             raise InputError(f"--compile and --memory-format apply to --engine torch, not {self.engine}")
         if self.precision == "int8" and self.quantized is None:
@@ -72,7 +74,7 @@ class EngineOptions:
             )
         if self.quantized is not None and self.precision != "int8":
             raise InputError(f"--quantized {self.quantized} is an int8 model: pass --precision int8 with it")
-        if self.precision not in ENGINE_PRECISIONS[self.engine]:
+        if self.precision != "auto" and self.precision not in ENGINE_PRECISIONS[self.engine]:
             hint = "; int8 needs --engine openvino or onnxruntime and atrous quantize" if self.precision == "int8" else ""
             raise InputError(f"--engine {self.engine} runs {'/'.join(ENGINE_PRECISIONS[self.engine])}, "
                              f"not --precision {self.precision}{hint}")

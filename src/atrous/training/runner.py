@@ -9,6 +9,7 @@ Outputs of a run (``train.output_dir``, which the run owns: see :mod:`.run_folde
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
@@ -27,6 +28,7 @@ from ..data.evaluation_items import EvaluationItems
 from ..data.folder_splits import resumed_split_lists, save_partition
 from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
+from ..engines.precision import AUTO, PrecisionChoice, choose_training_precision
 from ..errors import CheckpointError, DiskFullError
 from ..evaluation.strategy import EvaluationStrategy
 from ..io import atomic_write, json_text
@@ -85,7 +87,7 @@ def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback], loggers: 
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision=cfg.precision,
+        precision=training_precision(cfg).precision,
         max_epochs=cfg.max_epochs,
         max_steps=cfg.max_steps,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
@@ -118,6 +120,27 @@ def interrupts_as_keyboard_interrupt(trainer: L.Trainer) -> Iterator[None]:
         raise
 
 
+def on_cuda(cfg: TrainConfig) -> bool:
+    """Whether the Trainer of ``cfg`` runs on CUDA GPUs."""
+    return cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+
+
+def training_precision(cfg: TrainConfig) -> PrecisionChoice:
+    """Lightning's precision for ``train.precision`` (``auto``: chosen from the hardware,
+    :func:`~atrous.engines.precision.choose_training_precision`)."""
+    if cfg.precision == AUTO:
+        return choose_training_precision(on_cuda(cfg))
+    return PrecisionChoice(cfg.precision, "train.precision")
+
+
+def training_memory_format(cfg: TrainConfig) -> torch.memory_format:
+    """The layout the model trains in: ``train.memory_format`` (``auto``: channels_last on the
+    CPU, where oneDNN's convolutions are fastest in it, NCHW on CUDA)."""
+    if cfg.memory_format == "channels_last" or (cfg.memory_format == "auto" and not on_cuda(cfg)):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def lightning_deterministic(cfg: TrainConfig) -> bool | str:
     """``train.deterministic`` as Lightning takes it. On CUDA: ``"warn"``: the backward passes of
     bilinear upsampling (every segmentor's last step) and adaptive average pooling (ASPP's image
@@ -125,8 +148,7 @@ def lightning_deterministic(cfg: TrainConfig) -> bool | str:
     warns about them once and makes every other operation deterministic. On the CPU: strict."""
     if not cfg.deterministic:
         return False
-    on_cuda = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
-    return "warn" if on_cuda else True
+    return "warn" if on_cuda(cfg) else True
 
 
 def check_output_dir(path: str | Path) -> None:
@@ -231,7 +253,10 @@ def fit(
     checkpoint = check_resume_checkpoint(ckpt_path, task.state_dict()) if ckpt_path else None
     if checkpoint is None and cfg.init_checkpoint:
         init_weights(task, cfg)
+    task.model.to(memory_format=training_memory_format(cfg))
     launching = _is_launching_process()
+    if cfg.precision == AUTO and launching:
+        print(f"atrous: {training_precision(cfg).describe('train.precision')}", file=sys.stderr)
     with RunLock(out) if launching else nullcontext():
         if launching:
             claim_output_dir(out, resume=checkpoint is not None, overwrite=overwrite)
@@ -291,11 +316,14 @@ def evaluate(
     if engine is not None:
         stride = strategy.output_stride if strategy is not None else None
         task.model = build_engine(model, replace(engine, output_stride=stride), _engine_device(cfg))
+        engine = task.model.options  # --precision auto resolved
     if strategy is not None:
         cityscapes = _prepare_evaluation_split(data, stage, strategy, config)
         task.set_evaluation(strategy, cityscapes_scores=cityscapes)
     if cfg.limit_val_batches == 0:  # no validation during fit; an evaluation scores the whole split
         cfg = replace(cfg, limit_val_batches=1.0)
+    if engine is not None:  # the engine's --precision runs the model, not the training precision
+        cfg = replace(cfg, precision="32-true")
     trainer = build_trainer(cfg, for_fit=False)
     try:
         with interrupts_as_keyboard_interrupt(trainer):
