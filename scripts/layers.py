@@ -5,7 +5,7 @@
     python scripts/layers.py --edges    # every module-level and function-level import between layers
 
 Floors, bottom to top (a floor may import only floors below it, and itself):
-config / io / errors / devices / lazy → data → models → engines → evaluation → training, analysis, serve → deploy
+config / io / errors / devices / lazy / hardware → data → models → engines → evaluation → training, analysis, serve → deploy
 → cli, demo. (deploy: benchmarks and quantization reports, which evaluate with the training loop.)
 tests/test_layers.py runs the same check.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "atrous"
 FLOORS = {
-    "config": 0, "io": 0, "errors": 0, "configs": 0, "devices": 0, "lazy": 0,
+    "config": 0, "io": 0, "errors": 0, "configs": 0, "devices": 0, "lazy": 0, "hardware": 0,
     "data": 1,
     "models": 2,
     "engines": 3,

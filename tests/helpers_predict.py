@@ -33,7 +33,7 @@ def tiny_checkpoint(folder: Path) -> Path:
 
 
 def predict(checkpoint: Path, *args: str) -> int:
-    return main(["predict", "--checkpoint", str(checkpoint), "--no-progress", "--device", "cpu", *args])
+    return main(["predict", "--checkpoint", str(checkpoint), "--no-progress", "--device", "cpu", "--precision", "fp32", *args])
 
 
 def random_image(path: Path, size: tuple[int, int] = (16, 24), seed: int = 0) -> np.ndarray:

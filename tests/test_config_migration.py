@@ -235,7 +235,7 @@ def test_an_old_config_no_current_config_expresses_is_refused_naming_file_option
 # -- the command line and the published-weights cache ----------------------------------------------
 def _predict(checkpoint: Path, image: Path, output: Path) -> int:
     return main(["predict", str(image), "--checkpoint", str(checkpoint), "--output", str(output), "--probabilities",
-                 "--no-progress", "--device", "cpu"])
+                 "--no-progress", "--device", "cpu", "--precision", "fp32"])
 
 
 def test_cli_predict_with_an_old_checkpoint_equals_the_current_format(old_official, tmp_path):

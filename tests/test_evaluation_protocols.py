@@ -99,7 +99,7 @@ def scored_predictions(setup: dict, output: Path, *args: str) -> tuple[float, in
     with numpy (confusion matrix; classes with an empty union left out of the mean)."""
     images = setup["data"] / "leftImg8bit" / "val"
     assert main(["predict", str(images), "--checkpoint", str(setup["checkpoint"]), "--output", str(output),
-                 "--no-progress", "--device", "cpu", *args]) == 0
+                 "--no-progress", "--device", "cpu", "--precision", "fp32", *args]) == 0
     confusion = np.zeros((19, 19), np.int64)
     for image in sorted(images.rglob("*_leftImg8bit.png")):
         stem = image.name.removesuffix("_leftImg8bit.png")
@@ -134,7 +134,7 @@ def test_cityscapes_scores_equal_cityscapesscripts(setup, tmp_path):
     images = setup["data"] / "leftImg8bit" / "val"
     submission = tmp_path / "submission"
     assert main(["predict", str(images), "--checkpoint", str(setup["checkpoint"]), "--output", str(submission),
-                 "--no-progress", "--device", "cpu", "--tta", "deeplabv3", "--cityscapes-submission"]) == 0
+                 "--no-progress", "--device", "cpu", "--precision", "fp32", "--tta", "deeplabv3", "--cityscapes-submission"]) == 0
     official_json = tmp_path / "official.json"
     assert main(["evaluate-cityscapes", str(submission), "--gt", str(setup["data"]), "--output", str(official_json)]) == 0
     official = json.loads(official_json.read_text())

@@ -86,7 +86,7 @@ def setup(tmp_path_factory) -> dict:
 
 
 def run(setup: dict, *args: str) -> int:
-    return main(["predict", "--checkpoint", str(setup["checkpoint"]), "--no-progress", "--device", "cpu", *args])
+    return main(["predict", "--checkpoint", str(setup["checkpoint"]), "--no-progress", "--device", "cpu", "--precision", "fp32", *args])
 
 
 def normalised(image: np.ndarray, name: str = "cityscapes") -> torch.Tensor:

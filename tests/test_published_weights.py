@@ -270,7 +270,7 @@ def test_cli_predict_with_weights_segments_an_image_as_torchvision_does(served, 
     image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "street.png")
     args = ["predict", str(tmp_path / "street.png"), "--weights", MOBILENET, "--output", str(tmp_path / "out"),
-            "--device", "cpu", "--no-progress"]
+            "--device", "cpu", "--precision", "fp32", "--no-progress"]
     assert main(args) == 0
     labels = np.asarray(Image.open(tmp_path / "out" / "street_labels.png"))
     mean, std = NORMALIZATIONS["imagenet"]

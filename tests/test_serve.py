@@ -205,7 +205,7 @@ def test_published_weights_placed_locally_serve_the_page_and_the_api(tmp_path):
     )
     image = images((40, 56), seed=2)[0]
     env = {"TORCH_HOME": str(tmp_path / "torch")}
-    with serve_process(["--weights", "deeplabv3-mobilenet-v3-large-coco-voc"], prelude=prelude, env=env,
+    with serve_process(["--weights", "deeplabv3-mobilenet-v3-large-coco-voc", "--precision", "fp32"], prelude=prelude, env=env,
                        startup_s=300) as (_, base):
         assert 'id="legend"' in requests.get(f"{base}/", timeout=30).text
         assert requests.get(f"{base}/classes", timeout=30).json()[15]["name"] == "person"

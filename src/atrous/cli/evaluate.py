@@ -40,7 +40,7 @@ def add_validate_and_test(sub: argparse._SubParsersAction) -> None:
         ev.add_argument("--sweep", action="store_true",
                         help="DeepLabv3 Tables 4/6: output stride 16 and 8 x single scale, +MS, +MS+flip; "
                              "writes sweep.md/json")
-        engine_options(ev)
+        engine_options(ev, precision="fp32")
         ev.set_defaults(func=evaluate_command)
 
 

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import ConfigError, config_name, list_configs, load_config
-from ..data.image_files import check_image_pixels
 from ..engines.choices import EXPORT_FORMATS
 from ..errors import InputError
 from ..models.choices import CONVERT_FORMATS
@@ -150,6 +149,7 @@ def check_export_image_size(image_size: list[int], cfg: Mapping[str, Any]) -> No
     exporter traces sizes that small as constants, and a dynamic export checks a smaller input)."""
     import torch
 
+    from ..data.image_files import check_image_pixels
     from ..models import build_model
 
     height, width = image_size

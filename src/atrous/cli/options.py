@@ -71,14 +71,18 @@ def strategy_of(args: argparse.Namespace, section: Any = None, where: str | None
     return strategy_from_options(section, {**options, **extra}, where)
 
 
-def engine_options(p: argparse.ArgumentParser) -> None:
+def engine_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     """What runs the model: ``--engine``, ``--precision``, ``--compile``, ``--memory-format``,
-    ``--quantized``, ``--engine-cache``/``--no-engine-cache`` (read back by :func:`engine_of`)."""
+    ``--quantized``, ``--engine-cache``/``--no-engine-cache`` (read back by :func:`engine_of`).
+
+    ``precision``: the default; ``auto`` for the commands that deploy a model (predict, serve),
+    ``fp32`` for the ones that score it (validate, test: a score that does not depend on the CPU)."""
     g = p.add_argument_group("engine (docs/engines.md)")
     g.add_argument("--engine", choices=list(ENGINES), default="torch",
                    help="what runs the model (default: torch; onnxruntime/openvino export once and cache)")
-    g.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
-                   help="fp32 (default); bf16/fp16 (torch autocast, OpenVINO where the CPU has it); int8 with --quantized")
+    g.add_argument("--precision", choices=list(PRECISIONS), default=precision,
+                   help=f"default {precision}; auto: bf16 where the CPU (AMX, AVX512-BF16) or GPU computes it, "
+                        "else fp32; bf16/fp16 (torch autocast, OpenVINO); int8 with --quantized")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (--engine torch)")
     g.add_argument("--memory-format", choices=list(MEMORY_FORMATS), default="auto",
                    help="torch engine layout (default auto: channels_last on CPU, NCHW on CUDA)")

@@ -53,7 +53,7 @@ def predict_command(args: argparse.Namespace) -> int:
         progress=not args.no_progress, shard=shard, skip_existing=args.skip_existing or shard is not None,
     )
     done = f" ({len(result.complete)} input(s) skipped: their outputs were complete)" if result.complete else ""
-    print(f"Wrote {len(result.written)} files to {args.output}{done}")
+    print(f"Wrote {len(result.written)} files to {args.output}{done}; the model ran in {result.engine}")
     if result.failed:
         print(f"atrous predict: skipped {len(result.failed)} input(s), the others were predicted:", file=sys.stderr)
         for path, reason in result.failed:

@@ -32,6 +32,9 @@ def fit_command(args: argparse.Namespace) -> int:
     if not is_rank_zero():
         return 0
     print(format_table(metrics))
+    if metrics["train_precision"]["reason"]:
+        print(f"Trained in {metrics['train_precision']['precision']} (train.precision auto: "
+              f"{metrics['train_precision']['reason']})")
     if metrics.get("best_checkpoint") == BEST_RULES[False]:
         print(f"No validation ran during training: {out}/checkpoints/best.ckpt holds the final weights")
     lists = f", train/val file lists in {out}/splits" if (out / "splits" / "val.txt").is_file() else ""

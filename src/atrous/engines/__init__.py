@@ -20,7 +20,9 @@ __all__ = [
     "EngineOptions",
     "ExportResult",
     "FoldPlan",
+    "PrecisionChoice",
     "build_engine",
+    "choose_precision",
     "count_batchnorms",
     "export_checkpoint",
     "export_model",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 __getattr__, __dir__ = lazy_attributes(__name__, {
     "Engine": ".base", "EngineOptions": ".base", "build_engine": ".build",
+    "PrecisionChoice": ".precision", "choose_precision": ".precision",
     "FoldPlan": ".batchnorm", "count_batchnorms": ".batchnorm", "fold_batchnorm": ".batchnorm",
     "plan_batchnorm_folding": ".batchnorm",
     "ExportResult": ".export", "export_checkpoint": ".export", "export_model": ".export", "run_artifact": ".export",

@@ -37,13 +37,14 @@ class EngineOptions:
     """
 
     engine: str = "torch"
-    precision: str = "fp32"
+    precision: str = "fp32"  # or auto: resolved by build_engine (atrous.engines.precision)
     compile: bool = False
     memory_format: str = "auto"
     output_stride: int | None = None
     quantized: Path | None = None
     cache_dir: Path | None = None
     use_cache: bool = True
+    precision_reason: str | None = None  # why build_engine resolved --precision auto as it did
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -52,6 +53,8 @@ class EngineOptions:
             raise InputError(f"--precision {self.precision}: unknown precision; choose from {list(PRECISIONS)}")
         if self.memory_format not in MEMORY_FORMATS:
             raise InputError(f"--memory-format {self.memory_format}: choose from {list(MEMORY_FORMATS)}")
+        if self.precision == "auto" and self.quantized is not None:  # the quantized model is int8
+            object.__setattr__(self, "precision", "int8")
         if self.engine != "torch" and (self.compile or self.memory_format != "auto"):
             raise InputError(f"--compile and --memory-format apply to --engine torch, not {self.engine}")
         if self.precision == "int8" and self.quantized is None:
@@ -61,16 +64,19 @@ class EngineOptions:
             )
         if self.quantized is not None and self.precision != "int8":
             raise InputError(f"--quantized {self.quantized} is an int8 model: pass --precision int8 with it")
-        if self.precision not in ENGINE_PRECISIONS[self.engine]:
+        if self.precision != "auto" and self.precision not in ENGINE_PRECISIONS[self.engine]:
             hint = "; int8 needs --engine openvino or onnxruntime and atrous quantize" if self.precision == "int8" else ""
             raise InputError(f"--engine {self.engine} runs {'/'.join(ENGINE_PRECISIONS[self.engine])}, "
                              f"not --precision {self.precision}{hint}")
 
     def describe(self) -> str:
-        """One line, e.g. ``openvino fp32`` or ``torch fp32 channels_last compiled``."""
+        """One line, e.g. ``openvino fp32``, ``torch fp32 compiled`` or ``torch bf16 (--precision
+        auto: this CPU has AMX (bf16, int8))``."""
         parts = [self.engine, self.precision]
         if self.compile:
             parts.append("compiled")
+        if self.precision_reason:
+            parts.append(f"(--precision auto: {self.precision_reason})")
         return " ".join(parts)
 
 

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .cache import (
     model_digest,
 )
 from .exported import OnnxRuntimeEngine, OpenVINOEngine, onnxruntime_providers
+from .precision import AUTO, choose_precision
 from .torch_engine import TorchEngine
 
 # The distributions whose versions key an engine's cache entry, the module it imports, its extra.
@@ -58,6 +60,9 @@ def build_engine(model: nn.Module, options: EngineOptions | None = None, device:
     device = resolve_device(device)
     if options.engine == "openvino":
         device = torch.device("cpu")  # --device auto: OpenVINO's CPU plugin
+    if options.precision == AUTO:
+        choice = choose_precision(options.engine, device)
+        options = replace(options, precision=choice.precision, precision_reason=choice.reason)
     model = model.eval()
     if options.engine == "torch":
         return TorchEngine(model, options, device)

@@ -3,7 +3,7 @@ precisions each runs, the memory layouts of the torch engine, the export formats
 ``atrous quantize`` writes for. The engine modules read them from here."""
 
 ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  # auto: engines/precision.py chooses when building
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # What each engine runs: int8 is a model from `atrous quantize`; OpenVINO's bf16/fp16 need a CPU
 # that has them (checked when the engine is built).

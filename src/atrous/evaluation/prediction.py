@@ -83,6 +83,7 @@ class PredictResult:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     complete: list[Path] = field(default_factory=list)  # inputs skipped: their outputs were all there
+    engine: str = ""  # what ran the model (EngineOptions.describe)
 
 
 # -- model, normalisation, classes ------------------------------------------------------------
@@ -335,8 +336,10 @@ def run_predict(
         print(f"atrous predict: note: the config evaluates images resized to {h}x{w}; predict runs at each "
               f"image's own resolution (--scales 0.5 runs 1024x2048 frames at 512x1024)", file=sys.stderr)
     with output_stride(model, stride):
-        return predict_inputs(
+        result = predict_inputs(
             predictor, inputs, output, classes, probabilities=probabilities,
             cityscapes_submission=cityscapes_submission, overlay_video=overlay_video, overwrite=overwrite,
             max_pixels=max_pixels, progress=progress, shard=shard, skip_existing=skip_existing,
         )
+    result.engine = model.options.describe()
+    return result

@@ -99,4 +99,4 @@ def segmenter_of(model: Segmentor, cfg: Mapping[str, Any], name: str, *, engine:
     options = engine or EngineOptions()
     model = build_engine(model, replace(options, output_stride=None), device)
     predictor = Predictor(model, normalization(cfg), torch.device(device))
-    return Segmenter(predictor, class_info(cfg, model.num_classes), f"{name} ({options.describe()}, {device})")
+    return Segmenter(predictor, class_info(cfg, model.num_classes), f"{name} ({model.options.describe()}, {device})")

@@ -27,6 +27,7 @@ from ..data.evaluation_items import EvaluationItems
 from ..data.folder_splits import resumed_split_lists, save_partition
 from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
+from ..engines.precision import AUTO, PrecisionChoice, choose_training_precision
 from ..errors import CheckpointError, DiskFullError
 from ..evaluation.strategy import EvaluationStrategy
 from ..io import atomic_write, json_text
@@ -85,7 +86,7 @@ def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback], loggers: 
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision=cfg.precision,
+        precision=training_precision(cfg).precision,
         max_epochs=cfg.max_epochs,
         max_steps=cfg.max_steps,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
@@ -118,6 +119,27 @@ def interrupts_as_keyboard_interrupt(trainer: L.Trainer) -> Iterator[None]:
         raise
 
 
+def on_cuda(cfg: TrainConfig) -> bool:
+    """Whether the Trainer of ``cfg`` runs on CUDA GPUs."""
+    return cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+
+
+def training_precision(cfg: TrainConfig) -> PrecisionChoice:
+    """Lightning's precision for ``train.precision`` (``auto``: chosen from the hardware,
+    :func:`~atrous.engines.precision.choose_training_precision`)."""
+    if cfg.precision == AUTO:
+        return choose_training_precision(on_cuda(cfg))
+    return PrecisionChoice(cfg.precision, "train.precision")
+
+
+def training_memory_format(cfg: TrainConfig) -> torch.memory_format:
+    """The layout the model trains in: ``train.memory_format`` (``auto``: channels_last on the
+    CPU, where oneDNN's convolutions are fastest in it, NCHW on CUDA)."""
+    if cfg.memory_format == "channels_last" or (cfg.memory_format == "auto" and not on_cuda(cfg)):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def lightning_deterministic(cfg: TrainConfig) -> bool | str:
     """``train.deterministic`` as Lightning takes it. On CUDA: ``"warn"``: the backward passes of
     bilinear upsampling (every segmentor's last step) and adaptive average pooling (ASPP's image
@@ -125,8 +147,7 @@ def lightning_deterministic(cfg: TrainConfig) -> bool | str:
     warns about them once and makes every other operation deterministic. On the CPU: strict."""
     if not cfg.deterministic:
         return False
-    on_cuda = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
-    return "warn" if on_cuda else True
+    return "warn" if on_cuda(cfg) else True
 
 
 def check_output_dir(path: str | Path) -> None:
@@ -233,6 +254,7 @@ def fit(
         check_resumed_settings(checkpoint, config, ckpt_path)
     if checkpoint is None and cfg.init_checkpoint:
         init_weights(task, cfg)
+    task.model.to(memory_format=training_memory_format(cfg))
     launching = _is_launching_process()
     with RunLock(out) if launching else nullcontext():
         if launching:
@@ -250,6 +272,9 @@ def fit(
         metrics = evaluate(config, best, stage="val", task=task, data=data)
         closing = next(c for c in trainer.callbacks if isinstance(c, ClosingCheckpoints))
         metrics["best_checkpoint"] = BEST_RULES[closing.validated]
+        precision = training_precision(cfg)
+        metrics["train_precision"] = {"precision": precision.precision,
+                                      "reason": precision.reason if cfg.precision == AUTO else None}
         if trainer.is_global_zero:
             write_metrics(out / "metrics.json", metrics)
     return metrics
@@ -293,11 +318,14 @@ def evaluate(
     if engine is not None:
         stride = strategy.output_stride if strategy is not None else None
         task.model = build_engine(model, replace(engine, output_stride=stride), _engine_device(cfg))
+        engine = task.model.options  # --precision auto resolved
     if strategy is not None:
         cityscapes = _prepare_evaluation_split(data, stage, strategy, config)
         task.set_evaluation(strategy, cityscapes_scores=cityscapes)
     if cfg.limit_val_batches == 0:  # no validation during fit; an evaluation scores the whole split
         cfg = replace(cfg, limit_val_batches=1.0)
+    if engine is not None:  # the engine's --precision runs the model, not the training precision
+        cfg = replace(cfg, precision="32-true")
     trainer = build_trainer(cfg, for_fit=False)
     try:
         with interrupts_as_keyboard_interrupt(trainer):
@@ -314,7 +342,8 @@ def evaluate(
     if strategy is not None:
         result["evaluation"] = strategy.to_dict()
     if engine is not None:
-        result["engine"] = {"engine": engine.engine, "precision": engine.precision, "compile": engine.compile,
+        result["engine"] = {"engine": engine.engine, "precision": engine.precision,
+                            "precision_reason": engine.precision_reason, "compile": engine.compile,
                             "memory_format": engine.memory_format,
                             "quantized": str(engine.quantized) if engine.quantized else None}
     return result

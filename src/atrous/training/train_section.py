@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigError, check_fields, check_keys, check_mapping, check_value
+from ..engines.choices import MEMORY_FORMATS
 from .loggers import DEFAULT_LOGGERS, check_loggers
 from .losses import check_loss
 from .schedules import PARAMETER_GROUPS, check_lr_schedule, check_optimizer
@@ -41,7 +42,10 @@ class TrainConfig:
     # start from these weights (e.g. the OS-16 stage's best): a checkpoint file or published weights' name
     init_checkpoint: str | None = None
     init_match_classes: bool = False  # with another class list: reuse the classifier rows of same-named classes
-    precision: str | int = "32-true"  # 32-true | 16-mixed | bf16-mixed
+    # 32-true | 16-mixed | bf16-mixed | auto: bf16-mixed where the CPU (AMX, AVX512-BF16) or GPU computes bf16
+    precision: str | int = "32-true"
+    # auto: channels_last on the CPU (oneDNN's fast layout), NCHW on CUDA | channels_last | contiguous
+    memory_format: str = "auto"
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     sync_batchnorm: bool = False
@@ -112,6 +116,8 @@ def _check_ranges(cfg: Mapping[str, Any]) -> None:
         _at_least(cfg, key, 1)
     _at_least(cfg, "gradient_clip_val", 0)
     _at_least(cfg, "seed", 0)
+    if cfg.get("memory_format", "auto") not in MEMORY_FORMATS:
+        raise ConfigError(f"train.memory_format: one of {list(MEMORY_FORMATS)}, got {cfg['memory_format']!r}")
     for key in ("limit_train_batches", "limit_val_batches"):
         value = cfg.get(key)
         if value is None:

@@ -1,0 +1,73 @@
+"""``--precision auto``: the fastest precision whose accuracy cost is known to be negligible, for
+an engine on a device.
+
+bf16 keeps fp32's exponent range with an 8-bit mantissa; segmentation labels are an argmax over
+logits, and bf16 inference changes few of them (docs/engines.md gives the measured label agreement
+and mIoU). It is chosen only where the hardware computes it natively, because elsewhere it is
+emulated and slower than fp32:
+
+- CPU, engines ``torch`` (autocast) and ``openvino`` (``INFERENCE_PRECISION_HINT``): bf16 where the
+  processor has AMX or AVX512-BF16 (:mod:`atrous.hardware`), fp32 otherwise;
+- CUDA, engine ``torch``: bf16 where the GPU computes it (Ampere and later), fp32 otherwise;
+- ``onnxruntime`` and ``tensorrt``: fp32 (their reduced precisions are explicit choices).
+
+Training (``train.precision: auto``, :func:`choose_training_precision`) follows the same rule with
+Lightning's mixed precisions.
+
+int8 is never chosen automatically: it needs a calibrated model (``atrous quantize``) and its
+report; ``auto`` with ``--quantized DIR`` runs that int8 model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..hardware import CpuFeatures, cpu_features
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What ``auto`` resolved to and why, e.g. ``bf16`` because ``this CPU has AMX (bf16, int8)``."""
+
+    precision: str
+    reason: str
+
+    def describe(self, option: str = "--precision") -> str:
+        """One line for the user, e.g. ``--precision auto: bf16 (this CPU has AMX (bf16, int8))``."""
+        return f"{option} auto: {self.precision} ({self.reason})"
+
+
+def choose_precision(engine: str, device: torch.device, features: CpuFeatures | None = None) -> PrecisionChoice:
+    """The precision ``auto`` means for ``engine`` on ``device`` (``features``: this CPU's, by default)."""
+    if device.type == "cuda":
+        if engine == "torch" and torch.cuda.is_bf16_supported():
+            return PrecisionChoice("bf16", f"{torch.cuda.get_device_name(device)} computes bf16")
+        return PrecisionChoice("fp32", f"the {engine} engine on this GPU")
+    if engine not in ("torch", "openvino"):
+        return PrecisionChoice("fp32", f"the {engine} engine runs fp32 on the CPU")
+    features = features if features is not None else cpu_features()
+    if features.fast_bf16:
+        return PrecisionChoice("bf16", f"this CPU has {features.describe()}")
+    return PrecisionChoice("fp32", f"this CPU has {features.describe()}: bf16 would be slower")
+
+
+# Lightning's names of the training precisions ``train.precision: auto`` chooses from.
+TRAINING_PRECISIONS = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
+
+
+def choose_training_precision(on_cuda: bool, features: CpuFeatures | None = None) -> PrecisionChoice:
+    """What ``train.precision: auto`` means: Lightning's ``bf16-mixed`` (weights and optimizer
+    state in fp32, convolutions in bf16) where the hardware computes bf16 natively, ``16-mixed``
+    on GPUs without bf16 (fp16 with loss scaling), ``32-true`` on CPUs without a bf16 unit."""
+    if on_cuda:
+        if torch.cuda.is_bf16_supported():
+            return PrecisionChoice(TRAINING_PRECISIONS["bf16"], "this GPU computes bf16")
+        return PrecisionChoice(TRAINING_PRECISIONS["fp16"], "this GPU has no bf16: fp16 with loss scaling")
+    features = features if features is not None else cpu_features()
+    if features.fast_bf16:
+        return PrecisionChoice(TRAINING_PRECISIONS["bf16"], f"this CPU has {features.describe()}")
+    return PrecisionChoice(TRAINING_PRECISIONS["fp32"], f"this CPU has {features.describe()}: bf16 would be slower")
