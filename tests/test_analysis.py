@@ -337,6 +337,7 @@ def test_object_iou_on_a_hand_made_map():
 
 
 # -- stride table and confusion ------------------------------------------------------------
+@pytest.mark.slow
 def test_stride_table_rows_and_feature_sizes(tiny_model, val_set):
     result = stride_table(tiny_model, val_set, [0, 1], scales=(1.0, 1.25), batch_size=2)
     rows = result["rows"]

@@ -47,6 +47,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return root, config
 
 
+@pytest.mark.slow
 def test_ddp_fit_writes_one_run(trained):
     root, _ = trained
     assert (root / "run" / "checkpoints" / "best.ckpt").is_file()
@@ -54,6 +55,7 @@ def test_ddp_fit_writes_one_run(trained):
     assert not (root / "run" / ".atrous-fit.lock").exists(), "the run lock is released (and the DDP workers did not refuse rank 0's)"
 
 
+@pytest.mark.slow
 def test_validate_with_two_processes_equals_one(trained):
     root, config = trained
     ckpt = str(root / "run" / "checkpoints" / "best.ckpt")
@@ -100,6 +102,7 @@ def test_bad_trainer_option_is_a_clear_error(tmp_path, capsys):
     assert "valid keys" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_over_seeds_tabulates_mean_and_spread(tmp_path, capsys):
     """`atrous compare --seeds`: one run per (config, seed) in its own folder, different seeds
     train differently, the table shows mean ± std, and a repeated call resumes instead of retraining."""

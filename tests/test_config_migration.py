@@ -172,6 +172,7 @@ CASES = {  # old model section → the current head it becomes
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_old_checkpoint_loads_and_computes_exactly_what_the_old_network_did(case, tmp_path):
     model, expected_head = CASES[case]

@@ -224,7 +224,7 @@ def test_pytorch03_file_is_the_legacy_format_and_loads_weights_only(official121,
     assert all(torch.equal(loaded[k.removeprefix("module.")], v) for k, v in state.items())
 
 
-@pytest.mark.parametrize("layout", ["pytorch03-dataparallel", "plain"])
+@pytest.mark.parametrize("layout", [pytest.param("pytorch03-dataparallel", marks=pytest.mark.slow), "plain"])
 def test_official_denseaspp121_converted_reproduces_official_outputs(official121, layout, tmp_path):
     state = {k: v for k, v in official121.state_dict().items() if "num_batches" not in k}  # 0.3 had none
     path = tmp_path / "weights.pkl"
@@ -277,6 +277,7 @@ def official_preprocess(image_path: Path) -> torch.Tensor:
     return (image.permute(2, 0, 1) - mean) / std
 
 
+@pytest.mark.slow
 def test_convert_then_validate_from_the_cli_reproduces_the_official_predictions(tmp_path, capsys):
     """``atrous convert`` then ``atrous validate --checkpoint`` (config read from the checkpoint) on
     Cityscapes in its true layout, whose label maps are the official pipeline's predictions
@@ -321,7 +322,8 @@ def test_convert_then_validate_from_the_cli_reproduces_the_official_predictions(
 
 # -- torchvision DeepLabV3 ---------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("name", "builder"), [("resnet50", deeplabv3_resnet50), ("mobilenet_v3_large", deeplabv3_mobilenet_v3_large)]
+    ("name", "builder"), [pytest.param("resnet50", deeplabv3_resnet50, marks=pytest.mark.slow),
+                          ("mobilenet_v3_large", deeplabv3_mobilenet_v3_large)]
 )
 def test_torchvision_deeplabv3_converted_reproduces_out_and_aux(name, builder, tmp_path):
     reference = randomized_batchnorm(builder(weights=None, weights_backbone=None, aux_loss=True, num_classes=21))

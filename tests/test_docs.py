@@ -25,7 +25,14 @@ def test_the_readme_shows_python_usage():
     assert python_blocks(REPO / "README.md")
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.relative_to(REPO).as_posix())
+# The encoder guide builds timm networks at full size: its examples run in the slow tier.
+SLOW_PAGES = {"docs/encoders.md"}
+PYTHON_PAGES = [pytest.param(p, id=p.relative_to(REPO).as_posix(),
+                             marks=[pytest.mark.slow] if p.relative_to(REPO).as_posix() in SLOW_PAGES else [])
+                for p in PAGES if python_blocks(p)]
+
+
+@pytest.mark.parametrize("page", PYTHON_PAGES)
 def test_python_examples_run_outside_the_checkout(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}  # the blocks of one page run in order, sharing names, as in a session

@@ -150,6 +150,7 @@ def test_cityscapes_scores_equal_cityscapesscripts(setup, tmp_path):
     assert any(i is not None and u is not None and i > 0 and abs(i - u) > 1e-6 for i, u in weighted)
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_with_tta(setup, tmp_path):
     exe = Path(sys.executable).with_name("atrous")
     source = str(Path(atrous.__file__).resolve().parents[1])  # this atrous, also from another cwd

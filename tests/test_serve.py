@@ -219,6 +219,7 @@ def test_published_weights_placed_locally_serve_the_page_and_the_api(tmp_path):
     assert (decode_png(answer.content) == expected).mean() > 0.99  # float rounding may flip a near-tie
 
 
+@pytest.mark.slow
 def test_the_load_benchmark_reports_every_level_without_errors(checkpoint, tmp_path):
     out = tmp_path / "load.json"
     args = ["benchmark-serve", "--checkpoint", str(checkpoint), "--requests", "6", "--concurrency", "1", "3",

@@ -82,7 +82,7 @@ def _rows(run: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(open(run / "csv" / "metrics.csv")))
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_resume_after_a_crash_mid_epoch_ends_where_an_uninterrupted_run_does(tmp_path, num_workers):
     """Bit for bit, with and without DataLoader workers (with workers Lightning creates the
     resumed epoch's iterator before it sets the sampler's epoch), and the CSV log of the
