@@ -21,7 +21,7 @@ def _once_per_structure() -> list:
     that repeat a structure (other widths, rates, class counts) in the ``slow`` tier."""
     seen: set[tuple[str, str, int | None]] = set()
     params = []
-    for path, name in zip(ZOO, ZOO_IDS):
+    for path, name in zip(ZOO, ZOO_IDS, strict=True):
         structure = _structure(path)
         params.append(pytest.param(path, id=name, marks=[pytest.mark.slow] if structure in seen else []))
         seen.add(structure)

@@ -141,7 +141,7 @@ def test_cuda_without_cuda_is_a_clear_error(capsys):
 def test_config_and_peers_are_exclusive(capsys):
     assert main(["benchmark"]) == 2
     assert main(["benchmark", "--config", str(DEMO), "--peers"]) == 2
-    assert "either --config CONFIG or --peers" in capsys.readouterr().err
+    assert "either --config CONFIG, --peers or --peak" in capsys.readouterr().err
 
 
 def test_data_benchmark_reads_cityscapes_layout(tmp_path):
@@ -159,3 +159,24 @@ def test_data_benchmark_reads_cityscapes_layout(tmp_path):
     # the peer reads the same train ids, as int64 (the former contract)
     former_mask, mask = FormerCityscapes(tmp_path, "train").load(0)[1], dataset.load(0)[1]
     assert former_mask.dtype == torch.int64 and mask.dtype == torch.uint8 and torch.equal(former_mask, mask.long())
+
+
+def test_the_peak_probe_measures_every_probe_in_every_precision_against_fp32():
+    from atrous.deploy.peak import PEAK_RATES, format_peak_table, peak_table
+
+    report = peak_table(torch.device("cpu"), ("fp32", "bf16"), matmul_n=256, conv_size=(16, 32), repeats=2, warmup=1)
+    rows = report["rows"]
+    assert len(rows) == 2 * (2 + len(PEAK_RATES))
+    assert [r["dilation"] for r in rows if r["op"] == "conv3x3" and r["out_channels"] == 256 and r["shape"][1] == 2048
+            and r["precision"] == "fp32"] == list(PEAK_RATES)
+    assert all(r["vs_fp32"] == 1.0 for r in rows if r["precision"] == "fp32")
+    assert all(r["tflops_per_s"] > 0 and r["vs_fp32"] > 0 for r in rows)
+    table = format_peak_table(report)
+    assert "| conv 3×3 2048→256 on 16×32, rate 36 | bf16 |" in table and table.count("\n") == len(rows) + 3
+
+
+@pytest.mark.slow
+def test_benchmark_peak_from_the_command_line(tmp_path, capsys):
+    assert main(["benchmark", "--peak", "--threads", "1", "--repeats", "1", "--output", str(tmp_path / "peak.json")]) == 0
+    assert "| matmul 2048×2048×2048 | fp32 |" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "peak.json").read_text())["rows"]) == 12

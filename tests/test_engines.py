@@ -20,11 +20,13 @@ from helpers_predict import random_image
 from PIL import Image
 
 from atrous.cli import main
+from atrous.deploy.engine_benchmark import fractions_of_peak
 from atrous.engines import EngineOptions, build_engine
 from atrous.engines import build as engine_build
 from atrous.engines.cache import cached_build, default_cache_dir, entries, model_digest
 from atrous.errors import DeviceError, InputError, MissingExtraError
 from atrous.evaluation.inference import predict, predict_probabilities
+from atrous.models.complexity import count_flops
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -318,6 +320,23 @@ def test_benchmark_engines_side_by_side(cache, tmp_path, capsys):
     assert group["speedup"]["atrous eager"]["paired_median"] == 1.0
     printed = capsys.readouterr().out
     assert "speed-up over atrous eager" in printed and "atrous onnxruntime" in printed
+    flops = count_flops(tiny_model(), (64, 96))
+    for row in group["rows"]:  # achieved rate = the network's FLOPs over the median latency
+        assert row["gflops_per_s"] == pytest.approx(flops / row["latency"]["median_ms"] * 1e3 / 1e9, rel=0.01, abs=0.1)
+        assert row["precision"] == "fp32"
+
+
+def test_engine_rows_are_read_against_the_peak_of_their_precision():
+    report = {"groups": [{"rows": [{"precision": "fp32", "gflops_per_s": 50.0}, {"precision": "bf16", "gflops_per_s": 300.0},
+                                   {"precision": "int8", "gflops_per_s": 900.0}]}]}
+    peak = {"rows": [{"op": "conv3x3", "precision": "fp32", "dilation": 1, "shape": [1, 256, 8, 16], "out_channels": 256,
+                      "tflops_per_s": 0.1},
+                     {"op": "conv3x3", "precision": "fp32", "dilation": 12, "shape": [1, 2048, 8, 16], "out_channels": 256,
+                      "tflops_per_s": 0.2},
+                     {"op": "conv3x3", "precision": "bf16", "dilation": 1, "shape": [1, 256, 8, 16], "out_channels": 256,
+                      "tflops_per_s": 1.2}]}
+    fractions_of_peak(report, peak)
+    assert [r["fraction_of_peak"] for r in report["groups"][0]["rows"]] == [0.5, 0.25, None]
 
 
 def test_benchmark_engine_names_are_checked(capsys):

@@ -51,7 +51,7 @@ def test_validate_takes_the_quantized_model_and_agrees_with_the_report(quantized
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     report = json.loads((folder / "report.json").read_text())
     assert metrics["mIoU"] == pytest.approx(report["val"]["mIoU"]["openvino int8"], abs=1e-9)
-    assert metrics["engine"] == {"engine": "openvino", "precision": "int8", "compile": False,
+    assert metrics["engine"] == {"engine": "openvino", "precision": "int8", "precision_reason": None, "compile": False,
                                  "memory_format": "auto", "quantized": str(folder)}
 
 

@@ -16,6 +16,9 @@ from .options import config_file, overrides, with_config
 def add_benchmark(sub: argparse._SubParsersAction) -> None:
     bench = with_config(sub.add_parser("benchmark", help="latency, throughput, memory and TFLOP/s (inference and training)"),
                         required=False)
+    bench.add_argument("--peak", action="store_true",
+                       help="the machine's ceiling per precision (matmul, 3x3 and atrous convolutions); with --engines: "
+                            "each row's fraction of it")
     bench.add_argument("--peers", action="store_true",
                        help="instead of --config: atrous vs torchvision DeepLabv3-ResNet-50 and vs a plain DenseASPP-121")
     bench.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
@@ -68,8 +71,10 @@ def check_report_output(args: argparse.Namespace, inputs: list[str | None]) -> N
 def benchmark_command(args: argparse.Namespace) -> int:
     from ..deploy import benchmark
 
+    if args.peak and args.engines is None:
+        return peak_command(args)
     if bool(args.config) == args.peers:
-        raise ConfigError("give either --config CONFIG or --peers")
+        raise ConfigError("give either --config CONFIG, --peers or --peak")
     check_report_output(args, [config_file(args.config)])
     settings = benchmark.BenchmarkSettings(
         device=args.device, image_size=tuple(args.image_size), batch=args.batch,
@@ -83,6 +88,13 @@ def benchmark_command(args: argparse.Namespace) -> int:
 
         report = benchmark_engines(settings, args.engines, config=args.config, overrides=overrides(args),
                                    peers=args.peers, cache_dir=Path(args.engine_cache) if args.engine_cache else None)
+        if args.peak:  # each row's fraction of this machine's ceiling in its precision
+            from ..deploy.engine_benchmark import fractions_of_peak
+            from ..deploy.peak import peak_table
+            from ..devices import resolve_device
+
+            with benchmark.num_threads(args.threads):
+                fractions_of_peak(report, peak_table(resolve_device(args.device), ("fp32", "bf16")))
         print(format_engine_report(report))
     elif args.peers:
         report = benchmark.benchmark_peers(settings)
@@ -90,6 +102,24 @@ def benchmark_command(args: argparse.Namespace) -> int:
         report = benchmark.benchmark_config(args.config, settings, overrides(args))
     if args.engines is None:
         print(benchmark.format_report(report))
+    write_report(args, report)
+    return 0
+
+
+def peak_command(args: argparse.Namespace) -> int:
+    """``atrous benchmark --peak``: :func:`atrous.deploy.peak.peak_table` on ``--device``."""
+    import torch
+
+    from ..deploy.peak import format_peak_table, peak_table
+    from ..devices import resolve_device
+
+    check_report_output(args, [])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    precisions = ("fp32", "bf16", "fp16") if device.type == "cuda" else ("fp32", "bf16")
+    report = peak_table(device, precisions, repeats=max(1, min(args.repeats, 3)))
+    print(format_peak_table(report))
     write_report(args, report)
     return 0
 

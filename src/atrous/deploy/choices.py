@@ -28,12 +28,15 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("onnxruntime", {"engine": "onnxruntime"}),
     Variant("onnxruntime-int8", {"engine": "onnxruntime", "precision": "int8"}, ("cpu",)),
     Variant("openvino", {"engine": "openvino"}, ("cpu",)),
+    Variant("openvino-bf16", {"engine": "openvino", "precision": "bf16"}, ("cpu",)),
     Variant("openvino-int8", {"engine": "openvino", "precision": "int8"}, ("cpu",)),
     Variant("tensorrt", {"engine": "tensorrt"}, ("cuda",)),
     Variant("tensorrt-fp16", {"engine": "tensorrt", "precision": "fp16"}, ("cuda",)),
 )}
 DEFAULTS = {"cpu": ("eager", "torch", "onnxruntime", "openvino", "openvino-int8"),
             "cuda": ("eager", "torch", "torch-compile", "torch-bf16", "torch-fp16")}
+# Added to the CPU's defaults where the processor computes bf16 natively (atrous.hardware).
+BF16_CPU_DEFAULTS = ("torch-bf16", "openvino-bf16")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from torch import nn
 from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
 from ..errors import InputError, require_extra
-from ..models.complexity import count_parameters
+from ..hardware import cpu_features
+from ..models.complexity import count_flops, count_parameters
 from .benchmark import (
     BenchmarkSettings,
     latency_stats,
@@ -46,16 +47,18 @@ from .benchmark import (
     paired_ratio,
     time_steps,
 )
-from .choices import DEFAULTS, VARIANTS, Variant
+from .choices import BF16_CPU_DEFAULTS, DEFAULTS, VARIANTS, Variant
 
 INT8_CALIBRATION = 8
 
 
 def check_variants(names: Sequence[str], device: torch.device) -> tuple[Variant, ...]:
-    """The variants of ``--engines`` (none: :data:`DEFAULTS`; ``all``: every one this device
-    runs), or a clear error."""
+    """The variants of ``--engines`` (none: :data:`DEFAULTS`, with the bf16 variants on a CPU
+    that computes bf16 natively; ``all``: every one this device runs), or a clear error."""
     if not names:
         names = DEFAULTS[device.type]
+        if device.type == "cpu" and cpu_features().fast_bf16:
+            names = (*names, *BF16_CPU_DEFAULTS)
     if list(names) == ["all"]:
         return tuple(v for v in VARIANTS.values() if device.type in v.devices)
     unknown = [n for n in names if n not in VARIANTS]
@@ -114,10 +117,32 @@ def benchmark_group(
         if reference not in steps:
             raise InputError(f"the reference {reference!r} of {title!r} is not measured; add it to --engines")
         times = time_steps(steps, device, settings.repeats, settings.warmup)
+    flops = count_flops(model, settings.image_size, settings.batch)  # the peers compute the same network
     for name, seconds in times.items():
         rows[name]["latency"] = latency_stats(seconds, settings.batch)
+        rows[name]["gflops_per_s"] = round(flops / (rows[name]["latency"]["median_ms"] / 1e3) / 1e9, 1)
+        rows[name]["precision"] = _precision(variants, rows[name]["engine"])
     ratios = {name: paired_ratio(rows[reference]["latency"], rows[name]["latency"]) for name in rows}
     return {"title": title, "reference": reference, "rows": list(rows.values()), "speedup": ratios}
+
+
+def _precision(variants: Sequence[Variant], engine: str) -> str:
+    """The precision a row computes in (eager and the peers: fp32)."""
+    variant = next((v for v in variants if v.name == engine), None)
+    return (variant.options or {}).get("precision", "fp32") if variant is not None else "fp32"
+
+
+def fractions_of_peak(report: dict[str, Any], peak: Mapping[str, Any]) -> None:
+    """Give every row of ``report`` its achieved GFLOP/s as a fraction of the peak probe's 3×3
+    convolution (256 → 256, rate 1) in the row's precision, measured in the same run (int8: no
+    probe, no fraction)."""
+    conv = {r["precision"]: r["tflops_per_s"] * 1000 for r in peak["rows"]
+            if r["op"] == "conv3x3" and r["dilation"] == 1 and r["out_channels"] == r["shape"][1]}
+    report["peak"] = peak
+    for group in report["groups"]:
+        for row in group["rows"]:
+            ceiling = conv.get(row["precision"])
+            row["fraction_of_peak"] = round(row["gflops_per_s"] / ceiling, 3) if ceiling else None
 
 
 def smp_deeplabv3_resnet50(num_classes: int = 21) -> nn.Module:
@@ -194,11 +219,16 @@ def format_engine_report(report: Mapping[str, Any]) -> str:
     for group in report["groups"]:
         width = max(len(r["name"]) for r in group["rows"]) + 2
         lines += ["", f"{group['title']} (speed-up over {group['reference']}; per-round median and p10-p90)"]
-        lines.append(f"{'':<{width}}{'median ms':>11}{'p90 ms':>10}{'img/s':>8}{'speed-up':>10}{'per round':>11}{'p10-p90':>13}")
+        lines.append(f"{'':<{width}}{'median ms':>11}{'p90 ms':>10}{'img/s':>8}{'speed-up':>10}{'per round':>11}{'p10-p90':>13}"
+                     f"{'GFLOP/s':>9}{'of peak':>9}")
         for row in group["rows"]:
             lat, r = row["latency"], group["speedup"][row["name"]]
+            fraction = row.get("fraction_of_peak")
             lines.append(f"{row['name']:<{width}}{lat['median_ms']:>11.1f}{lat['p90_ms']:>10.1f}{lat['images_per_s']:>8.2f}"
-                         f"{r['of_medians']:>9.2f}x{r['paired_median']:>10.2f}x{r['paired_p10']:>7.2f}-{r['paired_p90']:.2f}")
+                         f"{r['of_medians']:>9.2f}x{r['paired_median']:>10.2f}x{r['paired_p10']:>7.2f}-{r['paired_p90']:.2f}"
+                         f"{row.get('gflops_per_s', 0):>9.0f}{'' if fraction is None else f'{fraction:.0%}':>9}")
+    if "peak" in report:
+        lines.append("\nof peak: GFLOP/s over the peak probe's 3x3 convolution in the row's precision, same run (--peak)")
     lines.append("\nint8 rows: quantized on random inputs for timing only (atrous quantize reports accuracy)")
     return "\n".join(lines)
 

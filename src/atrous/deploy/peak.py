@@ -81,3 +81,47 @@ def conv3x3_peak(
     flops = 2 * 9 * channels * out_channels * batch * size[0] * size[1]
     return {"op": "conv3x3", "precision": precision, "shape": [batch, channels, *size], "out_channels": out_channels,
             "dilation": dilation, "best_ms": round(seconds * 1e3, 4), "tflops_per_s": round(flops / seconds / 1e12, 3)}
+
+
+# The probe `atrous benchmark --peak` runs: a matrix product, a 3×3 convolution at the width of a
+# DenseASPP/ASPP branch, and ASPP's large-rate atrous convolution (2048 → 256 on a 64×128 map,
+# DeepLabv3 at output stride 8 of a 512×1024 image) at the rates DeepLabv3 uses.
+PEAK_RATES = (1, 12, 24, 36)
+
+
+def peak_table(device: torch.device, precisions: tuple[str, ...] = ("fp32", "bf16"), *, matmul_n: int = 2048,
+               conv_size: tuple[int, int] = (64, 128), repeats: int = 3, warmup: int = 1) -> dict[str, Any]:
+    """Every probe in every precision, measured in one run (best of ``repeats``), each row with
+    its ratio to the fp32 row of the same probe: the ceiling an engine's achieved FLOP/s is read
+    against, and where a precision is slow (bf16's large-rate convolutions on some CPUs)."""
+    rows = []
+    for precision in precisions:
+        rows.append(matmul_peak(device, precision, n=matmul_n, repeats=repeats, warmup=warmup))
+        rows.append(conv3x3_peak(device, precision, channels=256, batch=1, size=conv_size, repeats=repeats, warmup=warmup))
+        for rate in PEAK_RATES:
+            rows.append(conv3x3_peak(device, precision, channels=2048, out_channels=256, batch=1, size=conv_size,
+                                     dilation=rate, repeats=repeats, warmup=warmup))
+    fp32 = {_probe(r): r["tflops_per_s"] for r in rows if r["precision"] == "fp32"}
+    for row in rows:
+        base = fp32.get(_probe(row))
+        row["vs_fp32"] = round(row["tflops_per_s"] / base, 2) if base else None
+    return {"device": str(device), "threads": torch.get_num_threads(), "rows": rows}
+
+
+def _probe(row: dict[str, Any]) -> tuple:
+    return row["op"], tuple(row["shape"]), row.get("out_channels"), row.get("dilation")
+
+
+def format_peak_table(report: dict[str, Any]) -> str:
+    """Markdown: probe, precision, GFLOP/s, ratio to fp32."""
+    lines = [f"Peak probe on {report['device']} ({report['threads']} threads; best of the runs)", "",
+             "| probe | precision | GFLOP/s | × fp32 |", "|---|---|---:|---:|"]
+    for r in report["rows"]:
+        if r["op"] == "matmul":
+            probe = "matmul " + "×".join(str(d) for d in r["shape"])
+        else:
+            _, c, h, w = r["shape"]
+            probe = f"conv 3×3 {c}→{r['out_channels']} on {h}×{w}" + (f", rate {r['dilation']}" if r["dilation"] > 1 else "")
+        ratio = "" if r["vs_fp32"] is None else f"{r['vs_fp32']:.2f}"
+        lines.append(f"| {probe} | {r['precision']} | {r['tflops_per_s'] * 1000:.0f} | {ratio} |")
+    return "\n".join(lines)
