@@ -14,6 +14,7 @@ one-line error. :data:`SKIPPED` lists, with the reason, what cannot run here.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -174,8 +175,8 @@ def materialise(cwd: Path, tiny_run: Path) -> None:
     config["train"]["output_dir"] = "runs/config"
     (cwd / "tiny.yaml").write_text(yaml.safe_dump(config))
     (cwd / "tiny").mkdir()
-    shutil.copy(tiny_run / "checkpoints" / "best.ckpt", cwd / "tiny" / "best.ckpt")
-    shutil.copy(tiny_run / "checkpoints" / "best.ckpt", cwd / "best.ckpt")
+    _link_or_copy(tiny_run / "checkpoints" / "best.ckpt", cwd / "tiny" / "best.ckpt")
+    _link_or_copy(tiny_run / "checkpoints" / "best.ckpt", cwd / "best.ckpt")
     for name in ("photos", "frames", "aerial"):
         _images(cwd / name)
     _video(cwd / "drive.mp4")
@@ -190,6 +191,18 @@ def materialise(cwd: Path, tiny_run: Path) -> None:
                        "val": {"split": "val"}, "batch_size": 2, "num_workers": 0}}
     for name in ("my_data.yaml", "my_aerial.yaml"):
         (cwd / name).write_text(yaml.safe_dump({**folder, "train": {**folder["train"], "output_dir": f"runs/{name[:-5]}"}}))
+
+
+def _link_or_copy(source: Path | str, target: Path | str) -> None:
+    """Checkpoints are hard-linked (atrous replaces a checkpoint, never writes into one), so that
+    a page's sessions do not hold a copy each; any other file is copied."""
+    if Path(source).suffix == ".ckpt":
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, target)
 
 
 def torch_config(run: Path) -> dict:
@@ -216,6 +229,8 @@ def test_shell_commands_run_outside_the_checkout(page, tiny_run, tmp_path, monke
         monkeypatch.chdir(folder)
         materialise(folder, tiny_run)
         run_session(page, session, tiny_run, capsys)
+        monkeypatch.chdir(tmp_path)
+        shutil.rmtree(folder)  # a passed session's files are not kept
 
 
 def run_session(page: Path, session: list[tuple[str, str | None]], tiny_run: Path, capsys) -> None:
@@ -225,7 +240,7 @@ def run_session(page: Path, session: list[tuple[str, str | None]], tiny_run: Pat
         words = argv(command)
         for name in RUN_NAMES:  # a run the page trained earlier, else the tiny one
             if re.search(rf"\bruns/{name}(/|$|\s)", command) and words[0] != "fit" and not Path("runs", name).exists():
-                shutil.copytree(tiny_run, Path("runs", name))
+                shutil.copytree(tiny_run, Path("runs", name), copy_function=_link_or_copy)
         capsys.readouterr()
         status = main(words)
         err = capsys.readouterr().err
