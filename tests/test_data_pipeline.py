@@ -187,7 +187,7 @@ def test_config_classes_is_the_one_label_space_of_convert_and_predict(tmp_path):
     from atrous.data.cityscapes import CLASSES_19, CLASSES_20
     from atrous.data.label_space import config_classes
     from atrous.data.voc import VOCSegmentation
-    from atrous.evaluation.prediction import class_info
+    from atrous.evaluation.predict_app import class_info
     from atrous.models.checkpoint import label_space
 
     def data(**dataset):

@@ -1,25 +1,16 @@
-"""Engines that run an exported graph: onnxruntime, OpenVINO, TensorRT (onnxruntime's provider).
+"""The ``onnxruntime`` and ``tensorrt`` engines: the model's ONNX export
+(:func:`atrous.engines.export.export_model`, dynamic batch, height and width) in an onnxruntime
+``InferenceSession``.
 
-Each is built from the model's ONNX export (:func:`atrous.engines.export.export_model`, dynamic
-batch, height and width), kept in the engine cache (:mod:`atrous.engines.cache`):
-
-* ``onnxruntime``: the ONNX file in an ``InferenceSession`` (all graph optimisations; the CPU
-  provider, or CUDA's with ``--device cuda`` and ``onnxruntime-gpu``). fp32, or int8 from
-  ``atrous quantize``.
-* ``openvino``: the ONNX file converted to OpenVINO IR (weights kept in fp32), compiled for the
-  CPU with an explicit ``INFERENCE_PRECISION_HINT`` (OpenVINO otherwise picks bf16 on CPUs that
-  have it, which would change the numbers silently). fp32, bf16 and fp16 where the CPU supports
-  them, or int8 from ``atrous quantize`` (NNCF). A fixed ``shape`` compiles the graph for it;
-  otherwise each new input size is compiled once (an LRU of :data:`OPENVINO_SHAPES`): static
-  shapes are what OpenVINO's CPU plugin runs fastest. Compiled blobs go to OpenVINO's own cache
-  inside the entry (``CACHE_DIR``), so a second process starts fast too.
+* ``onnxruntime``: all graph optimisations; the CPU provider, or CUDA's with ``--device cuda`` and
+  ``onnxruntime-gpu``. fp32, or int8 from ``atrous quantize`` (static QDQ).
 * ``tensorrt``: onnxruntime's ``TensorrtExecutionProvider`` (``onnxruntime-gpu`` built with
-  TensorRT, a CUDA device), fp32 or fp16, its engine cache inside the entry.
+  TensorRT, a CUDA device), fp32 or fp16, its engine cache inside the cache entry.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, require_extra
-from .base import Engine, EngineOptions
-
-OPENVINO_SHAPES = 8  # compiled input sizes kept per OpenVINO engine
-OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
-OPENVINO_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
-
-
-def _threads() -> int:
-    return max(1, torch.get_num_threads())
+from .base import Engine, EngineOptions, engine_threads
 
 
 class OnnxRuntimeEngine(Engine):
@@ -49,7 +32,7 @@ class OnnxRuntimeEngine(Engine):
         ort = require_extra("onnxruntime", "export", "the onnxruntime engine")
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session_options.intra_op_num_threads = _threads()
+        session_options.intra_op_num_threads = engine_threads()
         session_options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), session_options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
@@ -82,65 +65,49 @@ def onnxruntime_providers(options: EngineOptions, device: torch.device, trt_cach
     return ["CPUExecutionProvider"]
 
 
-_CORE: Any = None
+def open_engine(source: Path, options: EngineOptions, device: torch.device, info: dict[str, Any], *,
+                cache_folder: Path | None) -> OnnxRuntimeEngine:
+    """The ONNX file ``source`` in a session of ``options.engine``'s providers; TensorRT keeps its
+    engines in ``cache_folder/tensorrt``."""
+    trt_cache = cache_folder / "tensorrt" if cache_folder is not None and options.engine == "tensorrt" else None
+    if trt_cache is not None:
+        trt_cache.mkdir(exist_ok=True)
+    providers = onnxruntime_providers(options, device, trt_cache)
+    return OnnxRuntimeEngine(source, providers=providers, name=options.engine, **info)
 
 
-def openvino_core() -> Any:
-    """One ``openvino.Core`` for the process, never released: a Core destroyed while a compiled
-    model made by it still exists unloads the CPU plugin under it (a crash when that model is
-    freed later, at any garbage collection)."""
-    global _CORE
-    if _CORE is None:
-        _CORE = require_extra("openvino", "openvino", "the OpenVINO engine").Core()
-    return _CORE
+def quantize_int8(onnx_path: Path, images: list[torch.Tensor], folder: Path) -> dict[str, str]:
+    """onnxruntime's static quantizer on ``onnx_path`` (QDQ format, per-channel int8 weights, uint8
+    activations, min-max calibration over ``images``), after ``quant_pre_process``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from .export import INPUT_NAME
 
-class OpenVINOEngine(Engine):
-    """An OpenVINO IR compiled for the CPU, one compiled model per input size."""
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(images)
 
-    name = "openvino"
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.items, None)
+            return None if x is None else {INPUT_NAME: x.numpy()}
 
-    def __init__(self, xml: Path, *, compiled_cache: Path | None, **info: Any) -> None:
-        super().__init__(**info)
-        core = openvino_core()
-        precision = self.options.precision
-        if precision in OPENVINO_CAPABILITY:
-            capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-            if OPENVINO_CAPABILITY[precision] not in capabilities:
-                raise DeviceError(f"--precision {precision}: this CPU's OpenVINO plugin supports {list(capabilities)} only")
-        self.model = core.read_model(str(xml))
-        self.config = {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
-                       "INFERENCE_NUM_THREADS": _threads()}
-        if compiled_cache is not None:
-            self.config["CACHE_DIR"] = str(compiled_cache)
-        # input size → (compiled model, its infer request); released before the model (__del__)
-        self.compiled: OrderedDict[tuple[int, ...], tuple[Any, Any]] = OrderedDict()
-
-    def _request(self, shape: tuple[int, ...]) -> Any:
-        if shape in self.compiled:
-            self.compiled.move_to_end(shape)
-            return self.compiled[shape][1]
-        model = self.model.clone()
-        model.reshape({model.inputs[0].any_name: list(shape)})
-        compiled = openvino_core().compile_model(model, "CPU", self.config)
-        self.compiled[shape] = (compiled, compiled.create_infer_request())
-        if len(self.compiled) > OPENVINO_SHAPES:
-            self.compiled.popitem(last=False)
-        return self.compiled[shape][1]
-
-    def __del__(self) -> None:
-        # Requests before compiled models before the model: OpenVINO objects must not outlive
-        # what they were made from (the shared Core outlives them all).
-        compiled = self.__dict__.get("compiled")
-        if compiled:
-            while compiled:
-                _, (model, request) = compiled.popitem()
-                del request, model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        array = x.detach().float().cpu().contiguous().numpy()
-        request = self._request(tuple(array.shape))
-        request.infer({0: array})
-        logits = np.array(request.get_output_tensor(0).data, copy=True)
-        return torch.from_numpy(logits).to(x.device)
+    prepared = folder / "model_prepared.onnx"
+    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # per-channel axis notes on every BatchNorm weight it leaves in float
+    try:
+        quantize_static(
+            str(prepared), str(folder / "model_int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # min-max calibration keeps two scalars per tensor and image (ReduceMin/ReduceMax outputs)
+    finally:
+        root.setLevel(level)
+    prepared.unlink()
+    return {"int8": "model_int8.onnx"}
