@@ -18,7 +18,7 @@ API_MODULES = (
     "atrous.engines.build",
     "atrous.engines.base",
     "atrous.evaluation.inference",
-    "atrous.evaluation.prediction",
+    "atrous.evaluation.predict_app",
     "atrous.evaluation.metrics",
     "atrous.serve.service",
     "atrous.serve.app",

@@ -14,7 +14,7 @@ from atrous.cli import main
 from atrous.config import CONFIG_ROOT, load_config
 from atrous.data.cityscapes import Cityscapes
 from atrous.deploy.benchmark import paired_ratio
-from atrous.deploy.data_benchmark import FormerCityscapes, benchmark_data, write_cityscapes_frames
+from atrous.deploy.data_benchmark import benchmark_data, format_data_report, write_cityscapes_frames
 from atrous.deploy.memory import LiveTensorMemory
 from atrous.deploy.peers import (
     DENSEASPP121_CONFIG,
@@ -148,17 +148,16 @@ def test_data_benchmark_reads_cityscapes_layout(tmp_path):
     write_cityscapes_frames(tmp_path, count=2, size=(64, 128))
     dataset = Cityscapes(tmp_path, "train")
     assert len(dataset) == 2 and set(torch.unique(dataset[0][1]).tolist()) <= set(range(19))
-    report = benchmark_data(tmp_path, repeats=1, rounds=2, train_images_per_s=3.0)
+    report = benchmark_data(tmp_path, repeats=2, train_images_per_s=3.0)
     assert report["frames"] == 2 and report["frame_size"] == [64, 128] and not report["synthetic_frames"]
-    assert report["rounds"] == 2 and all(v > 0 for v in report["stages_ms"].values())
+    assert set(report["stages_ms"]) == {"image_decode", "label_decode", "label_mapping"}
+    assert all(v > 0 for v in report["stages_ms"].values()) and report["decode_ms"] > 0
     for name in ("augment", "denseaspp_report"):
         entry = report["pipelines"][name]
-        assert entry["images_per_s_per_worker"] > 0 and entry["sample_ms"] > 0
+        assert entry["images_per_s_per_worker"] > 0 and entry["sample_ms"] > 0 and entry["transform_ms"] > 0
         assert entry["workers_needed"] >= 1
-        assert entry["former_sample_ms"] > 0 and entry["speedup"] > 0 and entry["transform_speedup"] > 0
-    # the peer reads the same train ids, as int64 (the former contract)
-    former_mask, mask = FormerCityscapes(tmp_path, "train").load(0)[1], dataset.load(0)[1]
-    assert former_mask.dtype == torch.int64 and mask.dtype == torch.uint8 and torch.equal(former_mask, mask.long())
+    table = format_data_report(report, "given")
+    assert "augment" in table and "denseaspp_report" in table and "training consumes 3.00 img/s" in table
 
 
 def test_the_peak_probe_measures_every_probe_in_every_precision_against_fp32():

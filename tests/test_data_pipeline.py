@@ -19,7 +19,6 @@ from torchvision.transforms import v2
 
 from atrous.data.base import DatasetError
 from atrous.data.cityscapes import LABELID_TO_TRAINID, Cityscapes
-from atrous.data.image_files import map_labels
 from atrous.data.label_maps import LabelLookup
 from atrous.data.synthetic import SyntheticStreets
 from atrous.data.transforms import RandomScale, RandomScaleCrop, build_transforms
@@ -33,7 +32,7 @@ STREETS = SyntheticStreets("train", length=3, image_size=FRAME)
 
 
 def reference(scale_range, crop_size, ignore_index=IGNORE) -> v2.Compose:
-    """Resize the whole frame, then crop: the former pipeline, from torchvision's own crop."""
+    """Resize the whole frame, then crop, with torchvision's own crop."""
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
     return v2.Compose([RandomScale(scale_range), v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill)])
 
@@ -90,12 +89,13 @@ def test_crop_first_shapes_padding_and_label_values(frame):
         assert (out_image[:, padded] == 0).all() and (out_image[:, ~padded] > 0).all()
 
 
-def test_build_transforms_uses_crop_first_and_keeps_the_former_path_reachable():
-    options = {"train": True, "scale_range": (0.5, 2.0), "crop_size": (48, 96), "normalize": "imagenet"}
-    assert any(isinstance(t, RandomScaleCrop) for t in build_transforms(**options).transforms)
-    former = build_transforms(**options, crop_first=False).transforms
-    assert not any(isinstance(t, RandomScaleCrop) for t in former)
-    assert any(isinstance(t, RandomScale) for t in former) and any(isinstance(t, v2.RandomCrop) for t in former)
+def test_build_transforms_scales_and_crops_in_one_step_and_scales_alone_without_a_crop():
+    options = {"train": True, "scale_range": (0.5, 2.0), "normalize": "imagenet"}
+    steps = build_transforms(**options, crop_size=(48, 96)).transforms
+    assert any(isinstance(t, RandomScaleCrop) for t in steps)
+    assert not any(isinstance(t, (RandomScale, v2.RandomCrop)) for t in steps)
+    alone = build_transforms(**options).transforms
+    assert any(isinstance(t, RandomScale) for t in alone) and not any(isinstance(t, RandomScaleCrop) for t in alone)
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index():
@@ -158,10 +158,10 @@ def test_uint8_masks_give_the_int64_loss_and_metrics(cityscapes_root):
     dataset = Cityscapes(cityscapes_root, "train", transforms=build_transforms(train=False))
     images, masks = next(iter(DataLoader(dataset, batch_size=3)))
     assert masks.dtype == torch.uint8
-    # the former int64 mapping, from the label files themselves
+    # an int64 mapping through Cityscapes' label table, from the label files themselves
+    table = LABELID_TO_TRAINID["19"]
     expected = torch.stack([
-        map_labels(np.array(Image.open(dataset.label_path(i))), LABELID_TO_TRAINID["19"], dataset.label_path(i))
-        for i in range(3)
+        torch.from_numpy(table[np.array(Image.open(dataset.label_path(i))).astype(np.int64)]) for i in range(3)
     ])
     assert expected.dtype == torch.int64 and torch.equal(masks.long(), expected)
     assert (masks == IGNORE).any() and (masks < 19).any()
@@ -187,7 +187,7 @@ def test_config_classes_is_the_one_label_space_of_convert_and_predict(tmp_path):
     from atrous.data.cityscapes import CLASSES_19, CLASSES_20
     from atrous.data.label_space import config_classes
     from atrous.data.voc import VOCSegmentation
-    from atrous.evaluation.prediction import class_info
+    from atrous.evaluation.predict_app import class_info
     from atrous.models.checkpoint import label_space
 
     def data(**dataset):

@@ -22,7 +22,7 @@ from PIL import Image
 from atrous.cli import main
 from atrous.deploy.engine_benchmark import fractions_of_peak
 from atrous.engines import EngineOptions, build_engine
-from atrous.engines import build as engine_build
+from atrous.engines import files as engine_files
 from atrous.engines.cache import cached_build, default_cache_dir, entries, model_digest
 from atrous.errors import DeviceError, InputError, MissingExtraError
 from atrous.evaluation.inference import predict, predict_probabilities
@@ -114,34 +114,41 @@ def test_output_stride_is_built_into_exported_engines(engine, cache):
         model.set_output_stride(16)
         assert _agreement(built(x), model(x)) >= AGREEMENT
         model.set_output_stride(8)
-    # the strategies' output-stride switch: the built stride is accepted, another one is refused
-    assert predict(built, x, output_stride=16).shape == (1, 64, 96)
-    with pytest.raises(InputError, match="built at output stride 16.*--output-stride 8"):
-        predict(built, x, output_stride=8)
+    assert predict(built, x).shape == (1, 64, 96)
+
+
+def test_the_torch_engine_runs_a_redilated_copy_at_its_output_stride():
+    model = tiny_model(num_stages=3)
+    built = build_engine(model, EngineOptions(output_stride=16, memory_format="contiguous"), "cpu", log=False)
+    assert built.output_stride == 16 and built.model.output_stride == 16 and model.output_stride == 8
+    assert built.model is not model and all(torch.equal(a, b) for a, b in zip(
+        built.model.state_dict().values(), model.state_dict().values(), strict=True)), "the same weights"
+    same = build_engine(model, EngineOptions(output_stride=8, memory_format="contiguous"), "cpu", log=False)
+    assert same.model is model  # at the model's own stride the engine runs the model itself
 
 
 def test_cache_is_found_again_and_keyed_by_weights(tmp_path, monkeypatch):
     model = tiny_model()
-    first = engine_build.exported_entry(model, EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+    first = engine_files.onnx_entry(model, tmp_path, log=False)
     assert first.built and (first.path / "meta.json").is_file()
-    monkeypatch.setattr(engine_build, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
-    again = engine_build.exported_entry(tiny_model(), EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+    monkeypatch.setattr(engine_files, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
+    again = engine_files.onnx_entry(tiny_model(), tmp_path, log=False)
     assert not again.built and again.path == first.path, "same architecture and weights: the same entry"
     changed = tiny_model()
     with torch.no_grad():
         changed.classifier.bias.add_(1e-6)
     assert model_digest(changed) != model_digest(model)
     with pytest.raises(pytest.fail.Exception, match="exported again"):  # a new entry is needed
-        engine_build.exported_entry(changed, EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+        engine_files.onnx_entry(changed, tmp_path, log=False)
     assert [e.path for e in entries(tmp_path)] == [first.path], "a failed build leaves no entry or temporary"
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.path.name]
 
 
 def test_a_broken_entry_is_rebuilt(tmp_path):
     model = tiny_model()
-    entry = engine_build.exported_entry(model, EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+    entry = engine_files.onnx_entry(model, tmp_path, log=False)
     (entry.path / "model.onnx").unlink()  # removed by hand
-    rebuilt = engine_build.exported_entry(model, EngineOptions(engine="onnxruntime"), tmp_path, log=False)
+    rebuilt = engine_files.onnx_entry(model, tmp_path, log=False)
     assert rebuilt.built and (rebuilt.path / "model.onnx").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [entry.path.name]
 
@@ -198,7 +205,7 @@ def test_concurrent_builders_publish_one_entry(tmp_path):
 
 def _build_in_process(root: str, queue) -> None:
     torch.set_num_threads(1)
-    entry = engine_build.exported_entry(tiny_model(), EngineOptions(engine="onnxruntime"), Path(root), log=False)
+    entry = engine_files.onnx_entry(tiny_model(), Path(root), log=False)
     queue.put(str(entry.path))
 
 

@@ -243,7 +243,8 @@ def test_bad_strategies_on_the_command_line(setup, tmp_path, capsys):
     assert main(["validate", "--config", str(setup["config"]), "--checkpoint", str(setup["checkpoint"]),
                  "--output", str(tmp_path / "b"), "--scales", "0.25", "1"]) == 2
     err = capsys.readouterr().err
-    assert "scale 0.25 shrinks the 32x64 images to 8x16, below the output stride 16" in err
+    assert "image of 32x64 pixels (at scale 0.25: 8x16) is smaller than the model's output stride 16" in err
+    assert "use scales of at least 0.5" in err
     assert not (tmp_path / "b" / "metrics.json").exists()
     # a window larger than the image is padded, not refused
     assert validate(setup, tmp_path / "c", "--window", "48", "96")["num_pixels"] > 0

@@ -4,14 +4,17 @@ sliding windows with a fully local (1×1 conv) model, the output-stride switch, 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atrous.engines import EngineOptions, build_engine
+from atrous.errors import InputError
 from atrous.evaluation.choices import TTA_PRESETS
 from atrous.evaluation.inference import (
-    output_stride,
     predict,
     predict_probabilities,
     window_starts,
@@ -200,38 +203,33 @@ def test_each_scale_is_processed_with_the_sliding_window():
 
 # -- output stride ----------------------------------------------------------------------------
 
-def test_output_stride_switch_keeps_weights_changes_resolution_and_is_restored():
+def test_an_engine_at_another_output_stride_keeps_the_weights_and_changes_the_resolution():
     model = tiny_segmentor({"name": "aspp", "atrous_rates": [6, 12, 18], "out_channels": 32}, stride=16)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(1, 3, 32, 64)
+    engine = build_engine(model, EngineOptions(output_stride=8, memory_format="contiguous"), "cpu", log=False)
+    assert engine.output_stride == 8 and engine.model.head.atrous_rates == (12, 24, 36)
+    assert engine.model.forward_head_features(x)[0].shape[-2:] == (4, 8)
+    assert model.output_stride == 16 and model.head.atrous_rates == (6, 12, 18), "the caller's model is untouched"
     assert model.forward_head_features(x)[0].shape[-2:] == (2, 4)
-    with output_stride(model, 8):
-        assert model.output_stride == 8 and model.head.atrous_rates == (12, 24, 36)
-        assert model.forward_head_features(x)[0].shape[-2:] == (4, 8)
-        inside = predict_probabilities(model, x)
-    assert model.output_stride == 16 and model.head.atrous_rates == (6, 12, 18)
-    assert model.forward_head_features(x)[0].shape[-2:] == (2, 4)
-    after = model.state_dict()
+    after = engine.model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    torch.testing.assert_close(predict_probabilities(model, x, output_stride=8), inside)
-    assert model.output_stride == 16
-    assert not torch.allclose(predict_probabilities(model, x), inside, atol=1e-4)
+    redilated = copy.deepcopy(model)
+    redilated.set_output_stride(8)
+    torch.testing.assert_close(predict_probabilities(engine, x), predict_probabilities(redilated, x))
+    assert not torch.allclose(predict_probabilities(model, x), predict_probabilities(engine, x), atol=1e-4)
 
 
-def test_output_stride_is_restored_on_error(segmentor):
-    model = segmentor
-    with pytest.raises(RuntimeError, match="boom"), output_stride(model, 16):
-        assert model.output_stride == 16
-        raise RuntimeError("boom")
-    assert model.output_stride == 8
-    with pytest.raises(ValueError, match="smaller than the model's output stride"):
-        predict_probabilities(model, torch.randn(1, 3, 32, 32), output_stride=32, scales=(0.5,))
-    assert model.output_stride == 8
+def test_an_output_stride_a_scale_or_the_model_cannot_take_is_refused(segmentor):
+    engine = build_engine(segmentor, EngineOptions(output_stride=32, memory_format="contiguous"), "cpu", log=False)
+    with pytest.raises(InputError, match=r"image of 32x32 pixels \(at scale 0.5: 16x16\) is smaller than the "
+                                         r"model's output stride 32.*use scales of at least 1"):
+        predict_probabilities(engine, torch.randn(1, 3, 32, 32), scales=(0.5,))
     with pytest.raises(ValueError, match="output_stride must be one of"):
-        predict_probabilities(model, torch.randn(1, 3, 32, 32), output_stride=12)
-    assert model.output_stride == 8
-    with pytest.raises(ValueError, match="no set_output_stride"):
-        predict_probabilities(Local(), torch.randn(1, 3, 8, 8), output_stride=8)
+        build_engine(segmentor, EngineOptions(output_stride=12), "cpu", log=False)
+    assert segmentor.output_stride == 8
+    with pytest.raises(ValueError, match="at least the model's output stride 32"):
+        predict_probabilities(engine, torch.randn(1, 3, 32, 64), window=(16, 16))
 
 
 # -- bad arguments ----------------------------------------------------------------------------
@@ -245,7 +243,6 @@ def test_output_stride_is_restored_on_error(segmentor):
         ({"overlap": 1.0, "window": (32, 32)}, r"overlap must be a fraction in \[0, 1\)"),
         ({"overlap": -0.1}, "overlap must be a fraction"),
         ({"window": (4, 64)}, "at least the model's output stride 8"),
-        ({"window": (16, 16), "output_stride": 32}, "at least the model's output stride 32"),
         ({"average": "median"}, "average must be one of"),
         ({"num_classes": 3}, "gives 4 classes, expected num_classes=3"),
     ],

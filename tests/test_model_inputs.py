@@ -19,7 +19,7 @@ def os8_model() -> Segmentor:
 
 def test_input_smaller_than_output_stride(os8_model):
     assert os8_model.output_stride == 8
-    with pytest.raises(ValueError, match=r"input 4×4 is smaller than the model's output stride 8"):
+    with pytest.raises(ValueError, match=r"image of 4x4 pixels is smaller than the model's output stride 8; pad or resize it to at least 8x8"):
         os8_model(torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match=r"output stride 8"):
         os8_model(torch.zeros(1, 3, 64, 7))

@@ -4,6 +4,7 @@ submission scored by cityscapesScripts' own evaluator equal to ``atrous validate
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -23,7 +24,7 @@ from atrous.data.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from atrous.data.transforms import NORMALIZATIONS
 from atrous.evaluation.choices import TTA_PRESETS
 from atrous.evaluation.inference import predict, predict_probabilities
-from atrous.evaluation.prediction import cityscapes_lut, collect_inputs
+from atrous.evaluation.predict_app import cityscapes_lut, collect_inputs
 from atrous.models import build_model
 
 # Label ids of the ground truth below: void (0) and seven classes; the twelve other evaluated
@@ -151,7 +152,9 @@ def test_presets_and_output_stride_reach_the_model(setup, tmp_path):
     args = ("--tta", "denseaspp-official", "--scales", "1", "1.5", "--output-stride", "16")  # --scales overrides
     assert run(setup, str(tmp_path / "x.png"), "--output", str(tmp_path / "out"), *args) == 0
     options = {**TTA_PRESETS["denseaspp-official"], "scales": (1.0, 1.5)}  # flips, log-probabilities
-    expected = predict(setup["model"], normalised(image), **options, output_stride=16)
+    redilated = copy.deepcopy(setup["model"])
+    redilated.set_output_stride(16)
+    expected = predict(redilated, normalised(image), **options)
     assert np.array_equal(np.array(Image.open(tmp_path / "out" / "x_labels.png")), expected[0].numpy())
     assert setup["model"].output_stride == 8
 

@@ -13,7 +13,7 @@ from helpers_engines import CONFIG
 
 from atrous.cli import main
 from atrous.engines import EngineOptions, build_engine
-from atrous.engines.quantize import quantize_model
+from atrous.engines.int8 import quantize_model
 from atrous.models.api import model_config
 from atrous.models.checkpoint import load_segmentor
 

@@ -1,14 +1,12 @@
-"""Output stride × test-time strategy table (DeepLabv3 Tables 1, 4 and 6).
+"""Output stride × test-time strategy table (DeepLabv3 Tables 4 and 6) on a subset of images.
 
-One trained model is evaluated at output stride 8, 16 and 32 — the backbone re-dilated in place,
-same weights (:func:`atrous.evaluation.inference.output_stride`; ASPP rates scale with the
-stride, DenseASPP rates stay) — each with four test-time strategies: single scale, + left-right
-flip, + multi-scale inputs (DeepLabv3: scales 0.5 … 1.75), + both; probabilities are averaged
-(:func:`atrous.evaluation.inference.predict_probabilities`). Each batch is predicted by
+The grid and the table are :mod:`atrous.evaluation.stride_sweep`'s, as ``atrous validate
+--sweep`` writes them; this analysis is its quick single-process version on a subset, at output
+strides 8, 16 and 32 with a flip-only column, and a figure. Each output stride runs in a torch
+engine built at it (the model re-dilated, same weights; ASPP rates scale with the stride,
+DenseASPP rates stay) and each batch is predicted by
 :func:`atrous.evaluation.strategy.predict_scores`, the prediction of ``atrous validate``'s
-Lightning step; ``atrous validate --sweep`` evaluates the whole split that way (sharded across
-processes) at output strides 16 and 8 — this analysis is its quick single-process version on a
-subset, with output stride 32 and flip-only columns added.
+Lightning step.
 
 What this measures: Tables 4 and 6 of DeepLabv3 (train at 16, *evaluate* at 8, add MS and flip).
 Table 1 is different — there each output stride is a separately *trained* network; a model
@@ -26,60 +24,48 @@ import numpy as np
 import torch
 
 from ..data.base import SegmentationDataset
-from ..evaluation.choices import TTA_PRESETS
-from ..evaluation.inference import output_stride
+from ..engines import EngineOptions, build_engine
 from ..evaluation.metrics import SegmentationMetrics
 from ..evaluation.strategy import EvaluationStrategy, predict_scores
+from ..evaluation.stride_sweep import DEEPLABV3_SCALES, STRATEGIES, sweep_row, sweep_strategies
+from ..evaluation.stride_sweep import markdown_table as sweep_table
 from ..models.segmentor import Segmentor
 from .common import batches, model_device, plt, save_figure
-
-DEEPLABV3_SCALES: tuple[float, ...] = tuple(TTA_PRESETS["deeplabv3"]["scales"])
-STRATEGIES = ("single scale", "+ flip", "+ multi-scale", "+ multi-scale + flip")
-
-
-def strategy_options(name: str, scales: Sequence[float]) -> dict[str, Any]:
-    """``predict_probabilities`` keyword arguments of a strategy in :data:`STRATEGIES`."""
-    multi = "multi-scale" in name
-    return {"scales": tuple(scales) if multi else (1.0,), "flip": "flip" in name}
 
 
 @torch.no_grad()
 def stride_table(
     model: Segmentor, dataset: SegmentationDataset, indices: Sequence[int], *,
     output_strides: Sequence[int] = (8, 16, 32), scales: Sequence[float] = DEEPLABV3_SCALES,
-    strategies: Sequence[str] = STRATEGIES, batch_size: int = 4,
+    strategies: Sequence[str] = tuple(STRATEGIES), batch_size: int = 4,
 ) -> dict[str, Any]:
     """mIoU (and per-class IoU) of ``model`` on ``indices`` per output stride and strategy.
 
-    Rows: ``{"output_stride", "strategy", "scales", "flip", "mIoU", "per_class_iou",
-    "feature_size"}`` (``feature_size``: the head's output ``(h, w)`` on the first image, which
-    the stride sets); an output stride the model cannot take gives a row with ``"error"``.
+    Rows: :func:`~atrous.evaluation.stride_sweep.sweep_row`'s keys, ``per_class_iou`` and
+    ``feature_size`` (the head's output ``(h, w)`` on the first image, which the stride sets); an
+    output stride the model cannot take gives a row with ``"error"``.
     """
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        raise ValueError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
     model.eval()
     classes = dataset.classes
     trained = model.output_stride
+    device = model_device(model)
     first = next(batches(dataset, indices[:1], 1))[1]
+    grid = sweep_strategies(EvaluationStrategy(), output_strides, strategies, scales)
     rows: list[dict[str, Any]] = []
     for stride in output_strides:
         try:
-            with output_stride(model, stride):
-                feature_size = list(model.forward_head_features(first.to(model_device(model)))[0].shape[-2:])
+            engine = build_engine(model, EngineOptions(output_stride=stride, memory_format="contiguous"), device, log=False)
         except ValueError as err:
             rows.append({"output_stride": stride, "error": str(err)})
             continue
-        for name in strategies:
-            options = strategy_options(name, scales)
-            strategy = EvaluationStrategy(tta=name, output_stride=stride, **options)
+        feature_size = list(engine.model.forward_head_features(first.to(device))[0].shape[-2:])
+        for strategy in (s for s in grid if s.output_stride == stride):
             metrics = SegmentationMetrics(classes.num_classes, classes.names, classes.ignore_index)
             for _, x, y in batches(dataset, indices, batch_size):
-                scores, _ = predict_scores(model, x.to(model_device(model)), tuple(y.shape[-2:]), strategy)
+                scores, _ = predict_scores(engine, x.to(device), tuple(y.shape[-2:]), strategy)
                 metrics.update(scores.argmax(1).cpu(), y)
             result = metrics.compute_metrics()
-            rows.append({"output_stride": stride, "strategy": name, "scales": list(options["scales"]),
-                         "flip": options["flip"], "feature_size": feature_size, "mIoU": result["mIoU"],
+            rows.append({**sweep_row(strategy, result), "feature_size": feature_size,
                          "per_class_iou": result["per_class_iou"]})
     assert model.output_stride == trained
     return {
@@ -97,20 +83,8 @@ def stride_table(
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The table as markdown: one row per output stride, one column per strategy (mIoU %)."""
-    strategies = list(dict.fromkeys(r["strategy"] for r in result["rows"] if "error" not in r))
-    lines = ["| output stride | feature map | " + " | ".join(strategies) + " |",
-             "|---:|---:|" + "---:|" * len(strategies)]
-    for stride in dict.fromkeys(r["output_stride"] for r in result["rows"]):
-        rows = [r for r in result["rows"] if r["output_stride"] == stride]
-        mark = " (trained)" if stride == result["trained_output_stride"] else ""
-        if "error" in rows[0]:
-            lines.append(f"| {stride}{mark} | – | " + " | ".join("n/a" for _ in strategies) + " |")
-            continue
-        size = "×".join(map(str, rows[0]["feature_size"]))
-        cells = {r["strategy"]: f"{100 * r['mIoU']:.2f}" for r in rows}
-        lines.append(f"| {stride}{mark} | {size} | " + " | ".join(cells.get(s, "") for s in strategies) + " |")
-    return "\n".join(lines)
+    """The table in DeepLabv3's Table 4/6 layout (:func:`atrous.evaluation.stride_sweep.markdown_table`)."""
+    return sweep_table(result["rows"], result["trained_output_stride"])
 
 
 def plot_stride_table(result: dict[str, Any], output: Path, title: str = "") -> Path:

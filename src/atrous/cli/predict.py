@@ -41,7 +41,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    from ..evaluation.prediction import run_predict
+    from ..evaluation.predict_app import run_predict
     from ..evaluation.prediction_files import parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None

@@ -28,7 +28,7 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
 
 
 def quantize_command(args: argparse.Namespace) -> int:
-    from ..deploy.quantize import format_quantize_report, run_quantize
+    from ..deploy.int8_report import format_quantize_report, run_quantize
 
     if args.repeats < 1 or args.num_images < 1:
         raise InputError(f"--repeats and --num-images must be at least 1, got {args.repeats} and {args.num_images}")

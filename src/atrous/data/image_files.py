@@ -236,20 +236,6 @@ def read_label_png(path: Path, max_pixels: int | None = None) -> np.ndarray:
         raise DatasetError(f"{path}: cannot decode this label map ({err}); re-export or remove the file") from err
 
 
-def map_labels(raw: np.ndarray, lut: np.ndarray, path: Path, unknown: int = -1) -> tv_tensors.Mask:
-    """Map raw label values through ``lut`` (value → train id); values the lut marks ``unknown``
-    or beyond its end raise a :class:`DatasetError` naming the file and the values."""
-    raw = raw.astype(np.int64, copy=False)
-    if raw.size and (raw.min() < 0 or raw.max() >= len(lut)):
-        bad = np.unique(raw[(raw < 0) | (raw >= len(lut))])[:10]
-        raise DatasetError(f"{path}: unknown label values {bad.tolist()} (valid: 0..{len(lut) - 1})")
-    mapped = lut[raw]
-    if (mapped == unknown).any():
-        bad = np.unique(raw[mapped == unknown])[:10]
-        raise DatasetError(f"{path}: unknown label values {bad.tolist()}; check the dataset's label encoding")
-    return tv_tensors.Mask(torch.from_numpy(mapped))
-
-
 def check_same_size(image: tv_tensors.Image, mask: tv_tensors.Mask, image_path: Path, mask_path: Path) -> None:
     """Refuse a label map whose size differs from its image's (as displayed: after EXIF
     orientation), saying so when the image's orientation tag explains the difference."""

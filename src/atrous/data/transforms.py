@@ -137,7 +137,6 @@ def build_transforms(
     color_jitter: float = 0.0,
     normalize: str | tuple = "imagenet",
     ignore_index: int = 255,
-    crop_first: bool = True,
 ) -> v2.Compose:
     """Build the joint transform ``(image, mask) → (image, mask)``.
 
@@ -146,7 +145,8 @@ def build_transforms(
             normalisation (the augmentation options are still validated, then ignored).
         resize: fixed output size ``(H, W)`` applied first, e.g. ``(512, 1024)`` for Cityscapes in
             the DenseASPP report.
-        scale_range: ``(min, max)`` random scale factor, e.g. ``(0.5, 2.0)`` (DeepLabv3).
+        scale_range: ``(min, max)`` random scale factor, e.g. ``(0.5, 2.0)`` (DeepLabv3); with
+            ``crop_size`` only the crop's region is resized (:class:`RandomScaleCrop`).
         crop_size: random crop ``(h, w)``; smaller inputs are padded (image 0 before colour
             jitter, mask ``ignore_index``) so every crop has this size, e.g. ``(513, 513)``
             (DeepLab, VOC) or ``(512, 1024)`` (Cityscapes).
@@ -155,9 +155,6 @@ def build_transforms(
         normalize: a key of :data:`NORMALIZATIONS` or ``(mean, std)``, one value per image channel
             each (``[[0.5], [0.25]]`` for grey images, four values each for RGB-NIR).
         ignore_index: mask value for padded pixels.
-        crop_first: with ``scale_range`` and ``crop_size``, resize only the crop
-            (:class:`RandomScaleCrop`); ``False`` resizes the whole frame then crops, the former
-            pipeline, slower, with the same random draws (the data benchmark's peer).
 
     Returns:
         a ``v2.Compose`` giving image float32 ``(3, h, w)`` and the mask ``(h, w)`` in its input
@@ -180,11 +177,11 @@ def build_transforms(
         steps.append(v2.Resize(resize, antialias=True))
     if train:
         scales = scale_range is not None and scale_range != (1.0, 1.0)
-        if scales and crop_size is not None and crop_first:
+        if scales and crop_size is not None:
             steps.append(RandomScaleCrop(scale_range, crop_size, ignore_index))
         elif scales:
             steps.append(RandomScale(scale_range))
-        if crop_size is not None and not (scales and crop_first):
+        if crop_size is not None and not scales:
             fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
             steps.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
         if hflip:

@@ -2,9 +2,12 @@
 
 Each model is measured in two phases:
 
-* **inference**: ``model(x)`` in eval mode under ``torch.no_grad()``;
+* **inference**: the torch engine that ``build_engine`` makes of the model (its precision,
+  memory layout and ``torch.compile`` as the settings ask; :mod:`atrous.engines.torch_engine`),
+  called under ``torch.no_grad()``;
 * **train**: one SGD step (momentum 0.9): forward, cross-entropy against random labels,
-  backward, ``optimizer.step()``; BatchNorm in training mode, so the batch is at least 2.
+  backward, ``optimizer.step()``; BatchNorm in training mode, so the batch is at least 2; the
+  torch engine's autocast and memory layout.
 
 After ``warmup`` runs, ``repeats`` runs are timed one by one (``torch.cuda.synchronize()``
 before and after each on GPU); the median and 90th percentile are reported, throughput is
@@ -40,13 +43,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..devices import resolve_device
-from ..engines.torch_engine import AUTOCAST
+from ..engines import EngineOptions, build_engine
+from ..engines.registry import engine_spec
+from ..engines.torch_engine import autocast, memory_format
 from ..errors import ConfigError, InputError
 from ..models.complexity import count_flops, count_parameters
 from .choices import PHASES
 from .memory import peak_memory
 
-PRECISIONS = AUTOCAST  # precision → the torch engine's autocast dtype
+PRECISIONS = engine_spec("torch").precisions
 
 
 @dataclass
@@ -58,8 +63,8 @@ class BenchmarkSettings:
     batch: int = 1  # inference batch
     train_image_size: tuple[int, int] | None = None  # (H, W) of the training step; None: image_size
     train_batch: int | None = None  # None: max(2, batch) (BatchNorm needs 2 in training)
-    precision: str = "fp32"  # autocast dtype: fp32 (none), bf16, fp16
-    channels_last: bool = False
+    precision: str = "fp32"  # the torch engine's precision: fp32, bf16, fp16 (autocast)
+    channels_last: bool = False  # the torch engine's memory format: channels_last, else contiguous
     compile: bool = False  # torch.compile (warm-up runs absorb the compilation)
     compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager": traced, no code generation)
     fold_bn: bool = False  # fold BatchNorm into convolutions (inference only)
@@ -144,13 +149,6 @@ def _cpu_name() -> str:
 
 
 # -- the two phases -----------------------------------------------------------------------
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def training_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """Logits the training step puts a loss on: the main ones, plus auxiliary ones if any."""
     if hasattr(model, "forward_with_aux") and getattr(model, "aux_head", None) is not None:
@@ -159,12 +157,12 @@ def training_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return [model(x)]
 
 
-def inference_step(model: nn.Module, x: torch.Tensor, precision: str) -> Callable[[], torch.Tensor]:
-    """``model(x)`` without autograd, under the precision's autocast."""
+def inference_step(engine: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """``engine(x)`` without autograd."""
 
     def step() -> torch.Tensor:
-        with torch.no_grad(), _autocast(x.device, precision):
-            return model(x)
+        with torch.no_grad():
+            return engine(x)
 
     return step
 
@@ -181,7 +179,7 @@ def train_step(
 
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(x.device, precision):
+        with autocast(x.device, precision):
             outputs = training_outputs(model, x)
             loss = sum(F.cross_entropy(o.float(), target, ignore_index=255) for o in outputs)
         scaler.scale(loss).backward()
@@ -216,19 +214,25 @@ class _Runner:
     result: dict[str, Any] = field(default_factory=dict)
 
 
+def engine_options(settings: BenchmarkSettings) -> EngineOptions:
+    """The torch engine the settings ask for."""
+    return EngineOptions(precision=settings.precision, compile=settings.compile, compile_backend=settings.compile_backend,
+                         memory_format="channels_last" if settings.channels_last else "contiguous")
+
+
 def _prepare(model: nn.Module, phase: str, settings: BenchmarkSettings, device: torch.device) -> nn.Module:
-    """A copy of ``model`` set up for ``phase`` (mode, BN folding, memory format, compile)."""
+    """A copy of ``model`` set up for ``phase``: the torch engine of it (BatchNorm folded if asked)
+    for inference; in training mode, in the engine's memory format, compiled if asked, for training."""
     model = copy.deepcopy(model).to(device)
+    options = engine_options(settings)
     if phase == "inference":
         model.eval()
         if settings.fold_bn:
             from ..engines.batchnorm import fold_batchnorm
 
             model = fold_batchnorm(model, inplace=True)
-    else:
-        model.train()
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        return build_engine(model, options, device, log=False)
+    model = model.train().to(memory_format=memory_format(options, device))
     if settings.compile:
         model = torch.compile(model, backend=settings.compile_backend)
     return model
@@ -240,8 +244,9 @@ def _inputs(phase: str, settings: BenchmarkSettings, num_classes: int, device: t
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, *size, generator=g)
     target = torch.randint(0, num_classes, (batch, *size), generator=g)
-    x = x.to(device, memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
-    return x, target.to(device)
+    if phase == "train":  # the inference engine lays its input out itself
+        x = x.to(memory_format=memory_format(engine_options(settings), device))
+    return x.to(device), target.to(device)
 
 
 def _num_classes(model: nn.Module) -> int:
@@ -297,7 +302,7 @@ def _make_runner(name: str, model: nn.Module, phase: str, settings: BenchmarkSet
     prepared = _prepare(model, phase, settings, device)
     x, target = _inputs(phase, settings, _num_classes(model), device)
     if phase == "inference":
-        step = inference_step(prepared, x, settings.precision)
+        step = inference_step(prepared, x)
     else:
         step = train_step(prepared, x, target, settings.precision)
     runner = _Runner(name, step, device, batch, flops)

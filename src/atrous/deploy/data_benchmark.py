@@ -11,13 +11,11 @@ PNG decode of image and label map, label-id → train-id mapping, then a transfo
 * ``denseaspp_report``: resize to 512×1024 and normalise (the DenseASPP report's protocol, the
   ``denseaspp_report/*`` configs).
 
-Measured in the main process with one torch thread, as a DataLoader worker runs. The peer is
-the former pipeline, timed in the same run and interleaved with the current one (same frames,
-same random draws, rounds alternating which goes first): label mapping through an int64 table
-(:func:`atrous.data.image_files.map_labels`) and random scaling of the whole frame before the crop
-(``build_transforms(crop_first=False)``). Each pipeline reports the median of the per-round
-ratios former / current. The comparison with a training step's appetite (images/s from
-``atrous benchmark``'s ``train`` phase) says how many workers keep the model fed.
+Measured in the main process with one torch thread, as a DataLoader worker runs: the median
+milliseconds of each stage (image decode, label decode, label-id → train-id mapping, the
+transforms) and of a whole sample, and the samples per second one worker makes. The comparison
+with a training step's appetite (images/s from ``atrous benchmark``'s ``train`` phase) says how
+many workers keep the model fed.
 """
 
 from __future__ import annotations
@@ -33,15 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.base import DatasetError
-from ..data.cityscapes import (
-    LABELID_TO_TRAINID,
-    TRAINID_LOOKUPS,
-    UNKNOWN,
-    Cityscapes,
-    trainid_to_labelid,
-)
-from ..data.image_files import map_labels, read_image, read_label_png
+from ..data.cityscapes import TRAINID_LOOKUPS, Cityscapes, trainid_to_labelid
+from ..data.image_files import read_image, read_label_png
 from ..data.synthetic import SyntheticStreets
 from ..data.transforms import build_transforms
 from ..errors import InputError
@@ -80,17 +71,6 @@ def write_cityscapes_frames(root: str | Path, count: int = 4, size: tuple[int, i
     return root
 
 
-class FormerCityscapes(Cityscapes):
-    """The peer: Cityscapes as atrous read it before uint8 masks, label ids mapped through an
-    int64 table (``raw.astype(int64)`` then ``lut[raw]``), int64 masks."""
-
-    def _read_mask(self, path: Path):  # type: ignore[override]
-        raw = read_label_png(path)
-        if raw.ndim != 2:
-            raise DatasetError(f"{path}: expected a single-channel label-id PNG (*_labelIds.png)")
-        return map_labels(raw, LABELID_TO_TRAINID[self.variant], path, unknown=UNKNOWN)
-
-
 def _per_sample_seconds(fn: Any, count: int, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -101,121 +81,84 @@ def _per_sample_seconds(fn: Any, count: int, repeats: int) -> list[float]:
     return times
 
 
+def _median_ms(fn: Any, count: int, repeats: int, digits: int = 1) -> float:
+    return round(statistics.median(_per_sample_seconds(fn, count, repeats)) * 1e3, digits)
+
+
 def benchmark_data(
     root: str | Path | None = None,
     *,
     frames: int = 4,
     repeats: int = 2,
-    rounds: int = 3,
     pipelines: tuple[str, ...] = tuple(PIPELINES),
     train_images_per_s: float | None = None,
 ) -> dict[str, Any]:
-    """Samples per second of one worker for each pipeline, now and before (module docstring).
+    """Milliseconds per stage and samples per second of one worker for each pipeline (module
+    docstring).
 
     Args:
         root: a Cityscapes root with a ``train`` split; ``None`` writes ``frames`` synthetic
             frames into a temporary folder.
         frames: how many frames to write (ignored with ``root``).
-        repeats: passes over the frames per round (each pass draws new augmentations).
-        rounds: interleaved rounds of current and former pipeline; medians over all samples,
-            the speed-up is the median of the per-round ratios.
+        repeats: passes over the frames (each pass draws new augmentations); medians over all
+            samples.
         pipelines: names of :data:`PIPELINES`.
         train_images_per_s: what a training step consumes; adds ``workers_needed``.
     """
     unknown = sorted(set(pipelines) - set(PIPELINES))
     if unknown:
         raise InputError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
-    if rounds < 1 or repeats < 1:
-        raise InputError(f"rounds and repeats must be >= 1, got {rounds} and {repeats}")
+    if repeats < 1:
+        raise InputError(f"repeats must be >= 1, got {repeats}")
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # what a DataLoader worker gets
     try:
         if root is not None:
-            return _measure(Path(root), repeats, rounds, pipelines, train_images_per_s, synthetic=False)
+            return _measure(Path(root), repeats, pipelines, train_images_per_s, synthetic=False)
         with tempfile.TemporaryDirectory(prefix="atrous-data-bench-") as tmp:
             write_cityscapes_frames(tmp, frames)
-            return _measure(Path(tmp), repeats, rounds, pipelines, train_images_per_s, synthetic=True)
+            return _measure(Path(tmp), repeats, pipelines, train_images_per_s, synthetic=True)
     finally:
         torch.set_num_threads(previous)
 
 
-def _interleaved(current: Any, former: Any, count: int, repeats: int, rounds: int) -> dict[str, float]:
-    """Median seconds per call of ``current(i)`` and ``former(i)``, and the median per-round
-    ratio former / current. Both see the same torch seed each round (the same augmentations);
-    odd rounds run the former first."""
-    times: dict[str, list[float]] = {"current": [], "former": []}
-    ratios = []
-    for round_index in range(rounds):
-        order = [("current", current), ("former", former)]
-        medians = {}
-        for name, fn in order[:: -1 if round_index % 2 else 1]:
-            torch.manual_seed(round_index)
-            seconds = _per_sample_seconds(fn, count, repeats)
-            times[name] += seconds
-            medians[name] = statistics.median(seconds)
-        ratios.append(medians["former"] / medians["current"])
-    return {
-        "current_s": statistics.median(times["current"]),
-        "former_s": statistics.median(times["former"]),
-        "speedup": statistics.median(ratios),
-    }
-
-
 def _measure(
-    root: Path, repeats: int, rounds: int, pipelines: tuple[str, ...], train_images_per_s: float | None, *, synthetic: bool
+    root: Path, repeats: int, pipelines: tuple[str, ...], train_images_per_s: float | None, *, synthetic: bool
 ) -> dict[str, Any]:
-    current, former = Cityscapes(root, "train"), FormerCityscapes(root, "train")
-    count = min(len(current), 16)
-    frame_mb = statistics.fmean(current.image_path(i).stat().st_size for i in range(count)) / 1e6
-    labels = [current.label_path(i) for i in range(count)]
+    dataset = Cityscapes(root, "train")
+    count = min(len(dataset), 16)
+    frame_mb = statistics.fmean(dataset.image_path(i).stat().st_size for i in range(count)) / 1e6
+    labels = [dataset.label_path(i) for i in range(count)]
     raws = [read_label_png(path) for path in labels]
-    image_s = statistics.median(_per_sample_seconds(lambda i: read_image(current.image_path(i)), count, repeats * rounds))
-    label_read_s = statistics.median(_per_sample_seconds(lambda i: read_label_png(labels[i]), count, repeats * rounds))
-    mapping = _interleaved(
-        lambda i: TRAINID_LOOKUPS["19"](raws[i], labels[i]),
-        lambda i: map_labels(raws[i], LABELID_TO_TRAINID["19"], labels[i], unknown=UNKNOWN),
-        count, repeats, rounds,
-    )
-    loading = _interleaved(current.load, former.load, count, repeats, rounds)  # decode + mapping
+    lookup = TRAINID_LOOKUPS["19"]
     report: dict[str, Any] = {
         "frames": count,
-        "frame_size": list(current.load(0)[0].shape[-2:]),
+        "frame_size": list(dataset.load(0)[0].shape[-2:]),
         "frame_png_mb": round(frame_mb, 2),
         "synthetic_frames": synthetic,
-        "rounds": rounds,
         "stages_ms": {
-            "image_decode": round(image_s * 1e3, 1),
-            "label_decode": round(label_read_s * 1e3, 1),
-            "label_mapping": round(mapping["current_s"] * 1e3, 2),
-            "label_mapping_former": round(mapping["former_s"] * 1e3, 2),
+            "image_decode": _median_ms(lambda i: read_image(dataset.image_path(i)), count, repeats),
+            "label_decode": _median_ms(lambda i: read_label_png(labels[i]), count, repeats),
+            "label_mapping": _median_ms(lambda i: lookup(raws[i], labels[i]), count, repeats, digits=2),
         },
-        "decode_ms": round(loading["current_s"] * 1e3, 1),
-        "decode_ms_former": round(loading["former_s"] * 1e3, 1),
+        "decode_ms": _median_ms(dataset.load, count, repeats),  # both decodes + label mapping
         "pipelines": {},
     }
-    loaded = {"current": [current.load(i) for i in range(count)], "former": [former.load(i) for i in range(count)]}
+    loaded = [dataset.load(i) for i in range(count)]
     for name in pipelines:
         options = PIPELINES[name]
-        now, before = build_transforms(train=True, **options), build_transforms(train=True, crop_first=False, **options)
-        transforms = _interleaved(
-            lambda i: now(*loaded["current"][i]), lambda i: before(*loaded["former"][i]), count, repeats, rounds  # noqa: B023
+        transforms = build_transforms(train=True, **options)
+        torch.manual_seed(0)
+        transform_ms = _median_ms(lambda i: transforms(*loaded[i]), count, repeats)  # noqa: B023
+        torch.manual_seed(0)
+        sample_s = statistics.median(
+            _per_sample_seconds(Cityscapes(root, "train", transforms=transforms).__getitem__, count, repeats)
         )
-        timing = _interleaved(
-            Cityscapes(root, "train", transforms=now).__getitem__,
-            FormerCityscapes(root, "train", transforms=before).__getitem__,
-            count, repeats, rounds,
-        )
-        sample_s = timing["current_s"]
         entry = {
             "transforms": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
             "sample_ms": round(sample_s * 1e3, 1),
-            "transform_ms": round(transforms["current_s"] * 1e3, 1),
+            "transform_ms": transform_ms,
             "images_per_s_per_worker": round(1 / sample_s, 3),
-            "former_sample_ms": round(timing["former_s"] * 1e3, 1),
-            "former_transform_ms": round(transforms["former_s"] * 1e3, 1),
-            "transform_speedup": round(transforms["speedup"], 2),
-            "former_images_per_s_per_worker": round(1 / timing["former_s"], 3),
-            "speedup": round(timing["speedup"], 2),
         }
         if train_images_per_s:
             entry["workers_needed"] = math.ceil(train_images_per_s * sample_s)
@@ -244,19 +187,15 @@ def format_data_report(report: dict[str, Any], train_source: str | None = None) 
     kind = "synthetic" if report["synthetic_frames"] else "Cityscapes"
     stages = report["stages_ms"]
     lines = [
-        f"{report['frames']} {kind} frames {h}×{w}, {report['frame_png_mb']:.1f} MB PNG; one worker (1 thread); "
-        f"now / before, interleaved over {report['rounds']} rounds",
+        f"{report['frames']} {kind} frames {h}×{w}, {report['frame_png_mb']:.1f} MB PNG; one worker (1 thread)",
         f"decode image {stages['image_decode']:.0f} ms, label map {stages['label_decode']:.0f} ms; label mapping "
-        f"{stages['label_mapping']:.1f} / {stages['label_mapping_former']:.1f} ms; "
-        f"decode + mapping {report['decode_ms']:.0f} / {report['decode_ms_former']:.0f} ms/sample",
-        f"{'pipeline':<10}{'ms/sample':>14}{'transforms ms':>16}{'img/s/worker':>16}{'speed-up':>10}{'workers needed':>16}",
+        f"{stages['label_mapping']:.1f} ms; decode + mapping {report['decode_ms']:.0f} ms/sample",
+        f"{'pipeline':<18}{'ms/sample':>10}{'transforms ms':>15}{'img/s/worker':>14}{'workers needed':>16}",
     ]
     for name, entry in report["pipelines"].items():
         need = entry.get("workers_needed", "-")
-        ms = f"{entry['sample_ms']:.0f} / {entry['former_sample_ms']:.0f}"
-        transform = f"{entry['transform_ms']:.0f} / {entry['former_transform_ms']:.0f}"
-        rate = f"{entry['images_per_s_per_worker']:.1f} / {entry['former_images_per_s_per_worker']:.1f}"
-        lines.append(f"{name:<10}{ms:>14}{transform:>16}{rate:>16}{entry['speedup']:>9.2f}×{need!s:>16}")
+        lines.append(f"{name:<18}{entry['sample_ms']:>10.0f}{entry['transform_ms']:>15.0f}"
+                     f"{entry['images_per_s_per_worker']:>14.1f}{need!s:>16}")
     if "train_images_per_s" in report:
         lines.append(f"training consumes {report['train_images_per_s']:.2f} img/s ({train_source or 'given'})")
     return "\n".join(lines)

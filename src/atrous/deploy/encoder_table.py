@@ -86,7 +86,7 @@ class _LastMap(nn.Module):
 def export_parity(backbone: TimmBackbone, folder: Path) -> tuple[str, str]:
     """Largest |ONNX − eager| and |OpenVINO − eager| relative to the largest feature, on one input."""
     from ..engines.export import export_model
-    from ..engines.exported import openvino_core
+    from ..engines.openvino_engine import openvino_core
 
     net = _LastMap(backbone).eval()
     path = folder / f"{backbone.model_name}_os{backbone.output_stride}.onnx"

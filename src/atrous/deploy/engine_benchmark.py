@@ -76,7 +76,7 @@ def _engine(model: nn.Module, variant: Variant, device: torch.device, cache: Pat
         return copy.deepcopy(model).to(device)
     options = dict(variant.options)
     if options.get("precision") == "int8":
-        from ..engines.quantize import quantize_model
+        from ..engines.int8 import quantize_model
 
         g = torch.Generator().manual_seed(0)
         calibration = (torch.randn(1, 3, *image_size, generator=g) for _ in range(INT8_CALIBRATION))

@@ -7,10 +7,12 @@ An engine maps a normalised float32 batch ``(N, 3, h, w)`` (on the engine's devi
 own (Lightning and ``.eval()`` treat it like a model) and carries what the strategies read from a
 model: ``num_classes``, ``output_stride``, ``align_corners``.
 
-The output stride of an exported engine is fixed when it is built
-(:class:`EngineOptions.output_stride`, part of its cache key): ``set_output_stride`` to another
-stride raises :class:`~atrous.errors.InputError` naming the way out, so ``--output-stride 8``
-works with every engine when given at build time.
+The engine owns the output stride at inference: it is built at
+:attr:`EngineOptions.output_stride` (default: the model's) and runs at it — the torch engine on a
+re-dilated copy of the model, an exported engine from an export at that stride (part of its cache
+key). ``--output-stride 8`` works with every engine because every command gives it at build time.
+
+Which engines exist and what each supports is :mod:`atrous.engines.registry`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .choices import ENGINE_PRECISIONS, ENGINES, MEMORY_FORMATS, PRECISIONS
+from ..models.segmentor import check_image_size
+from .choices import MEMORY_FORMATS, PRECISIONS
+from .registry import ENGINES, QUANTIZE_ENGINES, engine_spec
+
+
+def engine_threads() -> int:
+    """The threads an engine's library may use: torch's setting (``--threads``, a DataLoader
+    worker's 1)."""
+    return max(1, torch.get_num_threads())
 
 
 @dataclass(frozen=True)
@@ -44,19 +54,22 @@ class EngineOptions:
     quantized: Path | None = None
     cache_dir: Path | None = None
     use_cache: bool = True
+    compile_backend: str = "inductor"  # torch.compile's backend with compile (aot_eager: traced, no code generation)
     precision_reason: str | None = None  # why build_engine resolved --precision auto as it did
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise InputError(f"--engine {self.engine}: unknown engine; choose from {list(ENGINES)}")
+        spec = engine_spec(self.engine)
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision {self.precision}: unknown precision; choose from {list(PRECISIONS)}")
         if self.memory_format not in MEMORY_FORMATS:
             raise InputError(f"--memory-format {self.memory_format}: choose from {list(MEMORY_FORMATS)}")
         if self.precision == "auto" and self.quantized is not None:  # the quantized model is int8
             object.__setattr__(self, "precision", "int8")
-        if self.engine != "torch" and (self.compile or self.memory_format != "auto"):
-            raise InputError(f"--compile and --memory-format apply to --engine torch, not {self.engine}")
+        if spec.exports and (self.compile or self.memory_format != "auto"):
+            runs_model = [name for name, other in ENGINES.items() if not other.exports]
+            raise InputError(f"--compile and --memory-format apply to --engine {'/'.join(runs_model)}, not {self.engine}")
         if self.precision == "int8" and self.quantized is None:
             raise InputError(
                 "--precision int8 runs a quantized model: make one with `atrous quantize --checkpoint CKPT "
@@ -64,9 +77,10 @@ class EngineOptions:
             )
         if self.quantized is not None and self.precision != "int8":
             raise InputError(f"--quantized {self.quantized} is an int8 model: pass --precision int8 with it")
-        if self.precision != "auto" and self.precision not in ENGINE_PRECISIONS[self.engine]:
-            hint = "; int8 needs --engine openvino or onnxruntime and atrous quantize" if self.precision == "int8" else ""
-            raise InputError(f"--engine {self.engine} runs {'/'.join(ENGINE_PRECISIONS[self.engine])}, "
+        if self.precision != "auto" and self.precision not in spec.precisions:
+            hint = (f"; int8 needs --engine {' or '.join(QUANTIZE_ENGINES)} and atrous quantize"
+                    if self.precision == "int8" else "")
+            raise InputError(f"--engine {self.engine} runs {'/'.join(spec.precisions)}, "
                              f"not --precision {self.precision}{hint}")
 
     def describe(self) -> str:
@@ -98,23 +112,11 @@ class Engine(nn.Module):
     def output_stride(self) -> int:
         return self._output_stride
 
-    def set_output_stride(self, output_stride: int) -> None:
-        """Exported engines run at the stride they were built with; another one needs a rebuild."""
-        if output_stride != self._output_stride:
-            raise InputError(
-                f"the {self.name} engine was built at output stride {self._output_stride}; pass "
-                f"--output-stride {output_stride} when building it (atrous re-exports at that stride), "
-                f"or use --engine torch"
-            )
-
     def check_input(self, x: torch.Tensor) -> None:
         """Refuse what the exported graph cannot take, with the model's own wording."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected a batch (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self._output_stride:
-            raise InputError(
-                f"input of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the output stride {self._output_stride}"
-            )
+        check_image_size(int(x.shape[-2]), int(x.shape[-1]), self._output_stride)
 
     def extra_repr(self) -> str:
         return f"{self.options.describe()}, classes={self.num_classes}, output_stride={self._output_stride}"

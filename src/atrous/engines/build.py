@@ -1,20 +1,19 @@
 """``build_engine``: a segmentor and :class:`EngineOptions` → an :class:`Engine` to predict with.
 
-Exported engines are built once per model, output stride, engine, precision and library
-versions and kept in the engine cache (:mod:`atrous.engines.cache`); int8 engines load what
-``atrous quantize`` wrote (:mod:`atrous.engines.quantize`) after checking it was quantized from
-this very model.
+What each engine supports and where its code lives is its record in
+:mod:`atrous.engines.registry`. Exported engines are built once per model, output stride, engine,
+precision and library versions and kept in the engine cache (:mod:`atrous.engines.cache`,
+:mod:`atrous.engines.files`); int8 engines load what ``atrous quantize`` wrote
+(:mod:`atrous.engines.int8`) after checking it was quantized from this very model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.metadata
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,88 +25,74 @@ from torch import nn
 from ..devices import resolve_device
 from ..errors import DeviceError, UserError, require_extra
 from .base import Engine, EngineOptions
-from .cache import (
-    CacheEntry,
-    cached_build,
-    default_cache_dir,
-    discard_entry,
-    engine_key,
-    model_digest,
-)
-from .exported import OnnxRuntimeEngine, OpenVINOEngine, onnxruntime_providers
+from .cache import default_cache_dir, discard_entry
+from .files import exported_entry, runnable_file
+from .int8 import load_quantized
 from .precision import AUTO, choose_precision
-from .torch_engine import TorchEngine
-
-# The distributions whose versions key an engine's cache entry, the module it imports, its extra.
-ENGINE_LIBRARIES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",), "tensorrt": ("onnxruntime-gpu", "onnxruntime")}
-ENGINE_MODULES = {"onnxruntime": ("onnxruntime", "export"), "openvino": ("openvino", "openvino"),
-                  "tensorrt": ("onnxruntime", "export")}
+from .registry import EngineSpec, engine_spec
 
 
 def build_engine(model: nn.Module, options: EngineOptions | None = None, device: str | torch.device = "cpu",
                  *, log: bool = True) -> Engine:
     """Wrap ``model`` (a :class:`~atrous.models.Segmentor`, put in eval mode) in the engine
-    ``options`` ask for, on ``device``.
+    ``options`` ask for, on ``device``, at ``options.output_stride`` (default: the model's).
 
-    The torch engine keeps ``model`` (moved to ``device`` and its memory format, and re-dilated
-    when a strategy switches the output stride); exported
-    engines export a copy at ``options.output_stride`` (default: the model's) and never change
-    ``model``. ``log`` prints one line to stderr when an engine is built or found in the cache.
+    The torch engine keeps ``model`` (moved to ``device`` and its memory format); at another
+    output stride it runs a re-dilated copy. Exported engines export a copy at that stride. Either
+    way ``model``'s output stride is never changed. ``log`` prints one line to stderr when an
+    engine is built or found in the cache.
     """
     options = options or EngineOptions()
-    if options.engine == "openvino" and str(device) not in ("cpu", "auto") and torch.device(device).type != "cpu":
-        raise DeviceError(f"--engine openvino runs on the CPU here, not {device}; use --device cpu")
-    device = resolve_device(device)
-    if options.engine == "openvino":
-        device = torch.device("cpu")  # --device auto: OpenVINO's CPU plugin
+    spec = engine_spec(options.engine)
+    device = _engine_device(spec, device)
     if options.precision == AUTO:
         choice = choose_precision(options.engine, device)
         options = replace(options, precision=choice.precision, precision_reason=choice.reason)
     model = model.eval()
-    if options.engine == "torch":
-        return TorchEngine(model, options, device)
     if options.output_stride is not None and options.output_stride != model.output_stride:
         model = copy.deepcopy(model)
         model.set_output_stride(options.output_stride)
+    if not spec.exports:
+        return spec.implementation().open_engine(model, options, device, {})
     info = {"num_classes": model.num_classes, "output_stride": model.output_stride,
             "in_channels": getattr(model, "in_channels", 3),
             "align_corners": getattr(model, "align_corners", False), "options": options}
     if options.precision == "int8":
-        from .quantize import load_quantized
-
         return load_quantized(model, options, device, info)
-    require_extra(*ENGINE_MODULES[options.engine], f"--engine {options.engine}")
-    # Without the cache the entry is removed on return: engines keep nothing more on disk.
-    compiled = "entry" if options.use_cache else None
+    require_extra(spec.package, spec.extra, f"--engine {spec.name}")
     with _cache_root(options) as root:
-        entry = exported_entry(model, options, root, log=log)
+        entry = exported_entry(model, spec, root, log=log)
         try:
-            return engine_from_entry(entry, options, device, info, compiled_cache=compiled)
+            return _open(spec, entry, options, device, info)
         except UserError:
             raise
-        except Exception as err:  # files of a found entry that no longer load: damaged on disk
+        except Exception as err:  # files of a found entry that do not load: damaged on disk
             if entry.built:
                 raise
             print(f"atrous: the cached engine {entry.path} does not load ({type(err).__name__}); rebuilding it",
                   file=sys.stderr)
             discard_entry(entry.path)
-            entry = exported_entry(model, options, root, log=log)
-            return engine_from_entry(entry, options, device, info, compiled_cache=compiled)
+            entry = exported_entry(model, spec, root, log=log)
+            return _open(spec, entry, options, device, info)
 
 
-def engine_from_entry(entry: CacheEntry, options: EngineOptions, device: torch.device, info: dict[str, Any],
-                      *, compiled_cache: Path | None | str = "entry") -> Engine:
-    """Open the engine whose files ``entry`` holds (a cache entry or a quantized folder);
-    OpenVINO keeps its compiled blobs in ``compiled_cache`` (default: inside the entry)."""
-    folder = entry.path / ("compiled" if options.engine == "openvino" else "tensorrt")
-    cache = folder if compiled_cache == "entry" else compiled_cache
-    if options.engine == "openvino":
-        return OpenVINOEngine(entry.file("openvino"), compiled_cache=cache, **info)
-    trt_cache = cache if options.engine == "tensorrt" else None
-    if trt_cache is not None:
-        Path(trt_cache).mkdir(exist_ok=True)
-    providers = onnxruntime_providers(options, device, trt_cache)
-    return OnnxRuntimeEngine(entry.file("onnx"), providers=providers, name=options.engine, **info)
+def _engine_device(spec: EngineSpec, device: str | torch.device) -> torch.device:
+    """``device`` for ``spec``'s engine: ``auto`` is the engine's first device type where it
+    runs on one type only; a device it does not run on is refused."""
+    if str(device) == "auto" and len(spec.devices) == 1:
+        return torch.device(spec.devices[0])
+    requested = torch.device(device) if str(device) != "auto" else None
+    if requested is not None and requested.type not in spec.devices:
+        where = {"cpu": "the CPU", "cuda": "a CUDA device"}
+        raise DeviceError(f"--engine {spec.name} runs on {where.get(spec.devices[0], spec.devices[0])} here, "
+                          f"not {device}; use --device {spec.devices[0]}")
+    return resolve_device(device)
+
+
+def _open(spec: EngineSpec, entry: Any, options: EngineOptions, device: torch.device, info: dict[str, Any]) -> Engine:
+    # Without the cache the entry is removed on return: the engine keeps nothing compiled on disk.
+    return spec.implementation().open_engine(runnable_file(entry, spec), options, device, info,
+                                              cache_folder=entry.path if options.use_cache else None)
 
 
 @contextlib.contextmanager
@@ -122,63 +107,3 @@ def _cache_root(options: EngineOptions) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def library_versions(engine: str) -> dict[str, str]:
-    versions = {"torch": torch.__version__}
-    for name in ("onnx", "onnxscript", *ENGINE_LIBRARIES.get(engine, ())):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def exported_entry(model: nn.Module, options: EngineOptions, root: Path, *, log: bool = True) -> CacheEntry:
-    """The cache entry holding ``model``'s files for ``options.engine`` (built if missing).
-
-    The ONNX export (dynamic in batch, height and width: one entry serves every input size) is an
-    entry of its own, ``onnx-…``, which onnxruntime and TensorRT run directly and OpenVINO
-    converts into its ``openvino-…`` entry: a model is exported once for all engines.
-    """
-    digest = model_digest(model)
-    onnx = _entry(root, digest, "onnx", {"output_stride": model.output_stride, "versions": library_versions("onnx")},
-                  lambda folder: export_onnx(model, folder), log=log)
-    if options.engine != "openvino":
-        return onnx
-    return _entry(root, digest, "openvino", {"output_stride": model.output_stride, "onnx": onnx.path.name,
-                                             "versions": library_versions("openvino")},
-                  lambda folder: {"openvino": onnx_to_openvino(onnx.file("onnx"), folder / "model.xml")}, log=log)
-
-
-def _entry(root: Path, digest: str, kind: str, fields: dict[str, Any], build: Any, *, log: bool) -> CacheEntry:
-    fields = {"kind": kind, "format": 1, **fields}
-    name = f"{kind}-{engine_key(digest, fields)}"
-    started = time.perf_counter()
-
-    def announced(folder: Path) -> dict[str, str]:
-        if log:
-            print(f"atrous: building the {kind} engine files (once; cached in {root})", file=sys.stderr)
-        return build(folder)
-
-    entry = cached_build(root, name, announced, describe={**fields, "model_sha256": digest})
-    if log:
-        what = "built" if entry.built else "found in the cache"
-        print(f"atrous: {kind} {what} ({time.perf_counter() - started:.1f} s): {entry.path}", file=sys.stderr)
-    return entry
-
-
-def export_onnx(model: nn.Module, folder: Path) -> dict[str, str]:
-    """``model.onnx`` in ``folder``: the dynamic export (:func:`atrous.engines.export.export_model`)."""
-    from .export import export_model
-
-    side = max(64, 8 * int(model.output_stride))  # the example's size; the graph stays dynamic
-    export_model(model, folder / "model.onnx", "onnx", image_size=(side, side), verify=False)
-    return {"onnx": "model.onnx"}
-
-
-def onnx_to_openvino(onnx_path: Path, xml: Path) -> str:
-    """Convert an ONNX file to OpenVINO IR beside it, weights kept in fp32; the xml's name."""
-    ov = require_extra("openvino", "openvino", "the OpenVINO engine")
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
-    return xml.name

@@ -6,10 +6,12 @@ logits, and bf16 inference changes few of them (docs/engines.md gives the measur
 and mIoU). It is chosen only where the hardware computes it natively, because elsewhere it is
 emulated and slower than fp32:
 
-- CPU, engines ``torch`` (autocast) and ``openvino`` (``INFERENCE_PRECISION_HINT``): bf16 where the
-  processor has AMX or AVX512-BF16 (:mod:`atrous.hardware`), fp32 otherwise;
-- CUDA, engine ``torch``: bf16 where the GPU computes it (Ampere and later), fp32 otherwise;
-- ``onnxruntime`` and ``tensorrt``: fp32 (their reduced precisions are explicit choices).
+- on the CPU, for the engines whose record lists ``cpu`` in ``auto_bf16``
+  (:mod:`atrous.engines.registry`: torch's autocast, OpenVINO's ``INFERENCE_PRECISION_HINT``): bf16
+  where the processor has AMX or AVX512-BF16 (:mod:`atrous.hardware`), fp32 otherwise;
+- on CUDA, for those listing ``cuda`` (torch): bf16 where the GPU computes it (Ampere and later),
+  fp32 otherwise;
+- every other engine (onnxruntime, TensorRT): fp32 (their reduced precisions are explicit choices).
 
 Training (``train.precision: auto``, :func:`choose_training_precision`) follows the same rule with
 Lightning's mixed precisions.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..hardware import CpuFeatures, cpu_features
+from .registry import engine_spec
 
 AUTO = "auto"
 
@@ -43,11 +46,12 @@ class PrecisionChoice:
 
 def choose_precision(engine: str, device: torch.device, features: CpuFeatures | None = None) -> PrecisionChoice:
     """The precision ``auto`` means for ``engine`` on ``device`` (``features``: this CPU's, by default)."""
+    bf16 = device.type in engine_spec(engine).auto_bf16
     if device.type == "cuda":
-        if engine == "torch" and torch.cuda.is_bf16_supported():
+        if bf16 and torch.cuda.is_bf16_supported():
             return PrecisionChoice("bf16", f"{torch.cuda.get_device_name(device)} computes bf16")
         return PrecisionChoice("fp32", f"the {engine} engine on this GPU")
-    if engine not in ("torch", "openvino"):
+    if not bf16:
         return PrecisionChoice("fp32", f"the {engine} engine runs fp32 on the CPU")
     features = features if features is not None else cpu_features()
     if features.fast_bf16:

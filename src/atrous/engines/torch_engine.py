@@ -8,13 +8,16 @@ CPU, denormal floats are flushed to zero during the forward pass (``torch.set_fl
 as onnxruntime and OpenVINO do: tiny activations otherwise take the processor's slow path
 (DenseASPP-121 with random weights ran 2.3x slower here); the setting is restored afterwards.
 ``compile=True`` wraps the model in ``torch.compile`` (Inductor keeps its compiled kernels in its
-own on-disk cache, so a second run compiles faster).
+own on-disk cache, so a second run compiles faster). :func:`autocast` and :func:`memory_format`
+are the engine's rules, shared with the training step of ``atrous benchmark``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +25,12 @@ from torch import nn
 from .base import Engine, EngineOptions
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``precision``'s dtype on ``device`` (fp32: nothing)."""
+    dtype = AUTOCAST[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def memory_format(options: EngineOptions, device: torch.device) -> torch.memory_format:
@@ -32,34 +41,34 @@ def memory_format(options: EngineOptions, device: torch.device) -> torch.memory_
 
 
 class TorchEngine(Engine):
-    """``model`` run by PyTorch; the model stays a submodule (``.to(device)`` moves it)."""
+    """``model`` run by PyTorch; the model stays a submodule (``.to(device)`` moves it).
+
+    ``model`` maps ``(N, C, h, w)`` to logits; a segmentor gives its ``num_classes``,
+    ``output_stride`` and ``align_corners`` (a module without them, such as a benchmark's peer
+    network, runs too: 0, 0, False)."""
 
     name = "torch"
 
     def __init__(self, model: nn.Module, options: EngineOptions, device: torch.device) -> None:
         super().__init__(
-            num_classes=model.num_classes, output_stride=model.output_stride,
+            num_classes=getattr(model, "num_classes", 0), output_stride=getattr(model, "output_stride", 0),
             align_corners=getattr(model, "align_corners", False), options=options,
             in_channels=getattr(model, "in_channels", 3),
         )
         self.memory_format = memory_format(options, device)
         self.model = model.to(device=device, memory_format=self.memory_format).eval()
-        self.run = torch.compile(self.model) if options.compile else self.model
-
-    @property
-    def output_stride(self) -> int:
-        return self.model.output_stride
-
-    def set_output_stride(self, output_stride: int) -> None:
-        """Re-dilate the wrapped model in place (the torch engine can switch at any time)."""
-        self.model.set_output_stride(output_stride)
+        self.run = torch.compile(self.model, backend=options.compile_backend) if options.compile else self.model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = AUTOCAST[self.options.precision]
-        autocast = torch.autocast(x.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with autocast, flush_denormals(x.device):
+        with autocast(x.device, self.options.precision), flush_denormals(x.device):
             logits = self.run(x.contiguous(memory_format=self.memory_format))
         return logits.float().contiguous()
+
+
+def open_engine(source: nn.Module, options: EngineOptions, device: torch.device, info: dict[str, Any], *,
+                cache_folder: Path | None = None) -> TorchEngine:
+    """The torch engine runs the model ``source`` itself (built at its output stride already)."""
+    return TorchEngine(source, options, device)
 
 
 @contextlib.contextmanager

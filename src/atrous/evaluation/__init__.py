@@ -1,5 +1,5 @@
 """Evaluation: confusion-matrix metrics and test-time inference strategies (multi-scale inputs,
-flips, sliding windows, output-stride switch).
+flips, sliding windows; the output stride is the engine's, :mod:`atrous.engines`).
 
 The names below import torch (and the metrics torchmetrics) on first use; the command line reads
 this floor's choices from :mod:`.choices` when it builds its parser.
@@ -12,11 +12,10 @@ __all__ = [
     "TTA_PRESETS",
     "SegmentationMetrics",
     "metrics_from_confusion",
-    "output_stride",
     "predict",
     "predict_probabilities",
 ]
 __getattr__, __dir__ = lazy_attributes(__name__, {
     "SegmentationMetrics": ".metrics", "metrics_from_confusion": ".metrics",
-    "output_stride": ".inference", "predict": ".inference", "predict_probabilities": ".inference",
+    "predict": ".inference", "predict_probabilities": ".inference",
 })

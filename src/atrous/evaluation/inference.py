@@ -1,5 +1,5 @@
-"""Test-time strategies: multi-scale inputs, left-right flips, sliding windows and an
-output-stride switch, as pure functions over a segmentation model.
+"""Test-time strategies: multi-scale inputs, left-right flips and sliding windows, as pure
+functions over a segmentation model.
 
 * **Multi-scale inputs and flips** (DeepLabv3 §4.3, Tables 4 and 6, "MS" and "Flip"): the input
   is resized by each scale, the model runs on it (and on its left-right mirror image, whose
@@ -10,12 +10,12 @@ output-stride switch, as pure functions over a segmentation model.
   a model trained on 512×1024 crops) are covered by overlapping windows of the crop size; the
   probabilities of overlapping windows are averaged. With multi-scale inputs every resized image
   is itself processed window by window.
-* **Output stride** (DeepLabv3 §4.3, Table 4: train at 16, evaluate at 8, +1.39% mIoU): the model
-  is re-dilated in place for the prediction and restored afterwards, even on error.
-
 ``model`` is any module mapping a normalised batch ``(N, 3, h, w)`` to logits ``(N, C, h, w)``
-(an :class:`atrous.models.Segmentor`, or a hand-made one in the tests). Images must already be
-on the model's device and normalised as in training.
+(an :class:`atrous.models.Segmentor`, an engine, or a hand-made one in the tests). Images must
+already be on the model's device and normalised as in training. The output stride is the
+model's: to evaluate at another one (DeepLabv3 §4.3, Table 4: train at 16, evaluate at 8, +1.39%
+mIoU), build an engine at it, ``build_engine(model, EngineOptions(output_stride=8))``
+(:mod:`atrous.engines`), which runs a re-dilated copy with the same weights.
 """
 
 from __future__ import annotations
@@ -30,29 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..models.segmentor import check_image_size
 from .choices import AVERAGES
-
-
-@contextmanager
-def output_stride(model: nn.Module, stride: int | None) -> Iterator[nn.Module]:
-    """Switch ``model`` to output stride ``stride`` inside the block, restore it afterwards (also
-    when the block raises). Weights are untouched: the backbone is re-dilated in place and ASPP
-    rates scale with the stride (:meth:`atrous.models.Segmentor.set_output_stride`). ``None``
-    leaves the model as it is.
-
-    >>> # with output_stride(model, 8): logits = model(images)   # trained at 16, evaluated at 8
-    """
-    if stride is None:
-        yield model
-        return
-    if not hasattr(model, "set_output_stride"):
-        raise InputError(f"{type(model).__name__} has no set_output_stride(); cannot switch its output stride")
-    original = model.output_stride
-    try:
-        model.set_output_stride(stride)
-        yield model
-    finally:
-        model.set_output_stride(original)
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -77,7 +56,6 @@ def predict_probabilities(
     flip: bool = False,
     window: tuple[int, int] | None = None,
     overlap: float = 1 / 3,
-    output_stride: int | None = None,
     num_classes: int | None = None,
     average: str = "probabilities",
 ) -> torch.Tensor:
@@ -94,7 +72,6 @@ def predict_probabilities(
             Images smaller than the window are padded with zeros (the mean colour after
             normalisation, as DeepLab pads with the mean pixel) and the padding is cropped away.
         overlap: fraction ``[0, 1)`` by which neighbouring windows overlap.
-        output_stride: evaluate at this output stride (see :func:`output_stride`).
         num_classes: expected ``C``; a model giving another number of channels is an error.
         average: ``"probabilities"`` (arithmetic mean over scales and flips, DeepLabv3) or
             ``"log_probabilities"`` (mean of log-probabilities, official DenseASPP; the result is
@@ -104,10 +81,10 @@ def predict_probabilities(
         float32 ``(N, C, H, W)`` probabilities summing to one over ``C``, computed under
         ``torch.inference_mode()`` (no autograd), one scale and flip at a time, summed in place.
     """
-    scales = _check_arguments(model, images, scales, window, overlap, output_stride, average)
+    scales = _check_arguments(model, images, scales, window, overlap, average)
     log = average == "log_probabilities"
     total: torch.Tensor | None = None
-    with _switch_output_stride(model, output_stride), _eval_mode(model), torch.inference_mode():
+    with _eval_mode(model), torch.inference_mode():
         for scale in scales:
             scaled = _resize_image(images, scale)
             for mirrored in (False, True) if flip else (False,):
@@ -123,9 +100,6 @@ def predict_probabilities(
 def predict(model: nn.Module, images: torch.Tensor, **options: Any) -> torch.Tensor:
     """Labels ``(N, H, W)`` int64: the argmax of :func:`predict_probabilities` (same options)."""
     return predict_probabilities(model, images, **options).argmax(1)
-
-
-_switch_output_stride = output_stride  # the name is shadowed by predict_probabilities' argument
 
 
 @contextmanager
@@ -144,7 +118,6 @@ def _check_arguments(
     scales: Sequence[float],
     window: tuple[int, int] | None,
     overlap: float,
-    stride: int | None,
     average: str,
 ) -> tuple[float, ...]:
     channels = getattr(model, "in_channels", 3)
@@ -152,20 +125,23 @@ def _check_arguments(
             or not images.is_floating_point()):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a normalised float tensor (N, {channels}, H, W), got {shape}")
-    return check_strategy(model, scales, window, overlap, stride, average)
+    stride = getattr(model, "output_stride", 1)
+    scales = check_strategy(stride, scales, window, overlap, average)
+    if window is None:  # windows pad small images; whole images must stay at least the stride at every scale
+        check_image_size(int(images.shape[-2]), int(images.shape[-1]), stride, scales)
+    return scales
 
 
 def check_strategy(
-    model: nn.Module,
+    output_stride: int,
     scales: Sequence[float] = (1.0,),
     window: tuple[int, int] | None = None,
     overlap: float = 1 / 3,
-    stride: int | None = None,
     average: str = "probabilities",
 ) -> tuple[float, ...]:
-    """Refuse (:class:`InputError`) test-time options that no image can be predicted with; the
-    scales as floats. Commands call it before reading any input, so a bad option is one error,
-    not a skipped input per image."""
+    """Refuse (:class:`InputError`) test-time options that no image can be predicted with by a
+    model at ``output_stride``; the scales as floats. Commands call it before reading any input,
+    so a bad option is one error, not a skipped input per image."""
     scales = tuple(float(s) for s in scales)
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
         raise InputError(f"scales must be positive numbers, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), got {scales}")
@@ -174,11 +150,10 @@ def check_strategy(
     if average not in AVERAGES:
         raise InputError(f"average must be one of {AVERAGES}, got {average!r}")
     if window is not None:
-        model_stride = stride if stride is not None else getattr(model, "output_stride", 1)
-        if len(window) != 2 or not all(isinstance(w, int) and w >= model_stride for w in window):
+        if len(window) != 2 or not all(isinstance(w, int) and w >= output_stride for w in window):
             raise InputError(
                 f"window must be (height, width), integers of at least the model's output stride "
-                f"{model_stride}, e.g. the training crop (512, 1024); got {window}"
+                f"{output_stride}, e.g. the training crop (512, 1024); got {window}"
             )
     return scales
 

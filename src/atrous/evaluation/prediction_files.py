@@ -1,6 +1,6 @@
 """The files of ``atrous predict``: which inputs it reads, the names of what it writes, and
 the checks that no output replaces an input or (without ``overwrite``) an existing file, made
-for every input before the first is predicted. See :mod:`atrous.evaluation.prediction`."""
+for every input before the first is predicted. See :mod:`atrous.evaluation.predict_app`."""
 
 from __future__ import annotations
 

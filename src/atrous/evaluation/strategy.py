@@ -9,6 +9,7 @@ The strategy names the test-time choices of the papers and the benchmark, one ke
       window: [512, 1024]     # sliding window (the training crop); null: whole images
       overlap: 0.333          # of neighbouring windows
       output_stride: 8        # evaluate re-dilated at this stride (DeepLabv3 Table 4); null: as built
+                              # (the engine is built at it: atrous.engines.EngineOptions.output_stride)
       labels: original        # original | resized (see below)
 
 ``labels``: when ``data.<split>.transforms.resize`` resizes the images, ``original`` (the default)
@@ -40,7 +41,8 @@ EVALUATE_KEYS = ("tta", "scales", "flip", "window", "overlap", "output_stride", 
 @dataclass(frozen=True)
 class EvaluationStrategy:
     """Test-time strategy of one evaluation; :meth:`predict_options` gives
-    :func:`~atrous.evaluation.inference.predict_probabilities`' keywords."""
+    :func:`~atrous.evaluation.inference.predict_probabilities`' keywords, ``output_stride`` the
+    stride the engine that predicts is built at."""
 
     tta: str = "none"  # the preset the scales and flip came from (recorded in metrics.json)
     scales: tuple[float, ...] = (1.0,)
@@ -53,12 +55,12 @@ class EvaluationStrategy:
 
     @property
     def is_plain(self) -> bool:
-        """One forward pass per image, as validation during training does."""
+        """One forward pass per image at the model's own output stride, as validation during training does."""
         return self.scales == (1.0,) and not self.flip and self.window is None and self.output_stride is None
 
     def predict_options(self) -> dict[str, Any]:
         return {"scales": self.scales, "flip": self.flip, "window": self.window, "overlap": self.overlap,
-                "output_stride": self.output_stride, "average": self.average}
+                "average": self.average}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, for ``metrics.json``'s ``"evaluation"`` entry."""
@@ -118,18 +120,6 @@ def merge_options(section: Mapping[str, Any] | None, options: Mapping[str, Any])
     return merged
 
 
-def check_scales(strategy: EvaluationStrategy, image_size: tuple[int, int], model_stride: int) -> None:
-    """Refuse a scale that shrinks an ``image_size`` image below the output stride (ConfigError)."""
-    stride = strategy.output_stride or model_stride
-    for scale in strategy.scales:
-        h, w = (max(1, round(side * scale)) for side in image_size)
-        if min(h, w) < stride:
-            raise ConfigError(
-                f"evaluate.scales: scale {scale:g} shrinks the {image_size[0]}x{image_size[1]} images to {h}x{w}, "
-                f"below the output stride {stride}; use scales of at least {stride / min(image_size):.3g}"
-            )
-
-
 def predict_scores(
     model: nn.Module, images: torch.Tensor, label_size: tuple[int, int], strategy: EvaluationStrategy | None
 ) -> tuple[torch.Tensor, bool]:
@@ -141,12 +131,18 @@ def predict_scores(
     averaged probabilities (:func:`~atrous.evaluation.inference.predict_probabilities`, scale by
     scale, never all scales' logits at once); resized bilinearly to ``label_size`` when the labels
     have another size than the images (original-resolution labels of resized images).
+
+    ``model`` runs at the strategy's output stride: the caller builds the engine at it
+    (:func:`atrous.engines.build_engine`, ``EngineOptions(output_stride=...)``).
     """
     align_corners = getattr(model, "align_corners", False)
+    stride = getattr(model, "output_stride", 1)
+    if strategy is not None and strategy.output_stride not in (None, stride):
+        raise ValueError(f"the model runs at output stride {stride}, the strategy at {strategy.output_stride}: "
+                         f"build its engine at output stride {strategy.output_stride}")
     if strategy is None or strategy.is_plain:
         scores, probabilities = model(images), False
     else:
-        check_scales(strategy, tuple(images.shape[-2:]), getattr(model, "output_stride", 1))
         options = strategy.predict_options()
         scores = predict_probabilities(model, images, num_classes=getattr(model, "num_classes", None), **options)
         probabilities = True

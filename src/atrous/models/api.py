@@ -75,7 +75,9 @@ def model_config(
     **head_options: Any,
 ) -> dict[str, Any]:
     """The config (``{"model": {...}}``) of a keyword model; ``head_options`` override the
-    head's keys (``atrous_rates=[...]``, ``channels=...``)."""
+    head's keys (``atrous_rates=[...]``, ``channels=...``). ``pretrained`` is the encoder's
+    ImageNet weights (the backbone's ``pretrained`` key), not published segmentation weights
+    (:func:`atrous.load_pretrained`)."""
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}; choose from {list_models()}")
     backbone: dict[str, Any] = {"name": encoder, "output_stride": output_stride, "pretrained": pretrained}

@@ -121,6 +121,8 @@ def build_head(cfg: Mapping[str, Any], backbone: Backbone) -> Head:
 def build_model(config: str | Path | Mapping[str, Any], *, pretrained_backbone: bool = True) -> Segmentor:
     """Build a :class:`Segmentor` from a config file path, a full config or its ``model`` mapping.
 
+    ``pretrained_backbone`` concerns the backbone's ImageNet weights (``backbone.pretrained``), not
+    published segmentation weights (:func:`atrous.load_pretrained`).
     ``pretrained_backbone=False`` builds the architecture only, ignoring
     ``backbone.pretrained``: for a model whose every weight comes from a checkpoint next (no
     ImageNet download), or whose parameters are only counted.

@@ -1,5 +1,9 @@
 """Published weights by name: download once, check, convert once, load.
 
+"Pretrained" here means published segmentation weights of a whole network (``load_pretrained``,
+``--weights NAME``). The ImageNet weights of a backbone alone are the backbone config's
+``pretrained`` key (:mod:`atrous.models.backbones.weights`; ``build_model(pretrained_backbone=...)``).
+
 ``resolve_checkpoint("deeplabv3-resnet50-coco-voc")``:
 
 1. the published file, ``<hub dir>/checkpoints/<file_name>`` (``torch.hub.get_dir()``, i.e.

@@ -10,7 +10,7 @@ checkpoints (the official DenseASPP) were trained with corner-aligned bilinear u
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,22 @@ from ..errors import ConfigError, InputError
 from .backbones import Backbone
 from .heads import AuxHead, Head
 from .receptive_field import stacked_receptive_field
+
+
+def check_image_size(height: int, width: int, output_stride: int, scales: Sequence[float] = (1.0,)) -> None:
+    """Refuse (:class:`~atrous.errors.InputError`) a ``height × width`` image that one of
+    ``scales`` (each ``round(H·s) × round(W·s)``, as the test-time strategies resize) makes smaller
+    than ``output_stride``: the network's last feature map would be empty. The one check of the
+    model's forward, the engines, ``atrous predict``/``serve`` and the evaluation strategies."""
+    for scale in scales:
+        h, w = (height, width) if scale == 1 else (max(1, round(height * scale)), max(1, round(width * scale)))
+        if min(h, w) < output_stride:
+            at = f" (at scale {scale:g}: {h}x{w})" if scale != 1 else ""
+            advice = f"pad or resize it to at least {output_stride}x{output_stride}"
+            if at:
+                advice += f" at every scale, or use scales of at least {output_stride / min(height, width):.3g}"
+            raise InputError(f"image of {height}x{width} pixels{at} is smaller than the model's output stride "
+                             f"{output_stride}; {advice}")
 
 
 class Segmentor(nn.Module):
@@ -121,12 +137,7 @@ class Segmentor(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected an image batch of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        if h < self.output_stride or w < self.output_stride:
-            raise InputError(
-                f"input {h}×{w} is smaller than the model's output stride {self.output_stride}: "
-                f"resize or pad images to at least {self.output_stride}×{self.output_stride}"
-            )
+        check_image_size(int(x.shape[-2]), int(x.shape[-1]), self.output_stride)
 
     def _upsample(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)

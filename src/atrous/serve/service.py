@@ -1,7 +1,7 @@
 """The model behind ``atrous serve``: a checkpoint in any engine, images of one size in a batch →
 label maps, and what the API answers with them (label PNG, colour overlay, per-class areas).
 
-Prediction is :class:`atrous.evaluation.prediction.Predictor`'s, the arithmetic of ``atrous
+Prediction is :class:`atrous.evaluation.predict_app.Predictor`'s, the arithmetic of ``atrous
 predict``: full resolution, the normalisation the model was trained with, one forward pass.
 """
 
@@ -22,7 +22,7 @@ from ..data.base import ClassInfo
 from ..data.palettes import colorize, overlay
 from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
-from ..evaluation.prediction import Predictor, class_info, normalization
+from ..evaluation.predict_app import Predictor, class_info, normalization
 from ..models.checkpoint import load_segmentor
 from ..models.segmentor import Segmentor
 

@@ -294,7 +294,8 @@ def evaluate(
 
     ``engine`` runs the model in another engine (:mod:`atrous.engines`: onnxruntime, OpenVINO,
     int8, torch with channels_last or compiled), built at the strategy's output stride; the
-    metrics record it under ``"engine"``. ``None``: the model as the task holds it.
+    metrics record it under ``"engine"``. ``None``: the model as the task holds it (the torch
+    engine's defaults when the strategy sets another output stride).
 
     ``strategy`` (``atrous validate|test``: the config's ``evaluate:`` section and the command
     line, see :mod:`atrous.evaluation.strategy`) sets the test-time strategy and where the labels
@@ -315,9 +316,9 @@ def evaluate(
     if checkpoint is not None:
         load_weights(task, checkpoint)
     model = task.model
-    if engine is not None:
-        stride = strategy.output_stride if strategy is not None else None
-        task.model = build_engine(model, replace(engine, output_stride=stride), _engine_device(cfg))
+    stride = strategy.output_stride if strategy is not None else None
+    if engine is not None or stride is not None:  # the engine runs at the strategy's output stride
+        task.model = build_engine(model, replace(engine or EngineOptions(), output_stride=stride), _engine_device(cfg))
         engine = task.model.options  # --precision auto resolved
     if strategy is not None:
         cityscapes = _prepare_evaluation_split(data, stage, strategy, config)

@@ -212,7 +212,7 @@ class Backbone(nn.Module):
         ``features`` names the maps to return (default: all). A map not asked for is not held
         while the later stages run: the segmentor's forward asks for the last map only, so its
         activation memory is that of a plain chain of stages (holding every stage's output
-        raised DenseASPP-121's peak inference activation memory by 77%, ResNet-50's by 21%).
+        would raise DenseASPP-121's peak inference activation memory by 77%, ResNet-50's by 21%).
         """
         if features is None:
             return self._features(x)

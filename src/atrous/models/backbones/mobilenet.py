@@ -2,7 +2,7 @@
 
 torchvision's network and weights. The dilation layout is torchvision's own
 (``mobilenet_v3_large(dilated=True)``, used by its DeepLabV3/LR-ASPP): in a dilated stage the
-formerly strided depthwise convolution already uses the stage's new rate. At output stride 16
+depthwise convolution that strides in the undilated network already uses the stage's new rate. At output stride 16
 this is exactly torchvision's dilated network; output stride 8 also dilates the stride-16
 stage, which torchvision cannot do (the report had to upsample stride-32 features instead).
 

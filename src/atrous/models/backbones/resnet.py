@@ -2,7 +2,7 @@
 
 The network is torchvision's (weights load unchanged). Without ``multi_grid`` the dilation
 layout is exactly torchvision's ``replace_stride_with_dilation``: the first unit of a dilated
-stage keeps the previous rate in its (formerly strided) 3×3 convolution, the other units use
+stage keeps the previous rate in its 3×3 convolution (the one that strides in the undilated network), the other units use
 the new rate — the layout under which the dilated network, sampled every ``s`` pixels,
 reproduces the strided one, and the one torchvision's DeepLabV3 checkpoints were trained with.
 

@@ -1,4 +1,8 @@
-"""int8 post-training quantization: calibrate on real images, write a quantized engine folder.
+"""int8 models: quantize a segmentor for an engine with calibration images into a folder, and
+load that folder as an engine.
+
+Each engine that runs int8 (its record in :mod:`atrous.engines.registry`) quantizes in its own
+module (``quantize_int8``):
 
 * ``openvino``: NNCF's ``nncf.quantize`` on the OpenVINO IR (``PERFORMANCE`` preset: symmetric
   int8 weights and activations, per-channel weights, what the CPU plugin's VNNI/AVX2 kernels
@@ -14,7 +18,7 @@ The folder (``atrous quantize --output DIR``)::
                         images, seed), library versions
     model_fp32.onnx     the export the quantizer started from
     model_int8.xml/.bin (openvino) or model_int8.onnx (onnxruntime)
-    report.json         written by ``atrous quantize`` (:mod:`atrous.deploy.quantize`)
+    report.json         written by ``atrous quantize`` (:mod:`atrous.deploy.int8_report`)
 
 ``--precision int8 --quantized DIR`` loads it (:func:`load_quantized`) after checking that the
 checkpoint builds the very model it was quantized from and that every file still has the sha256
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -37,7 +40,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -51,12 +53,12 @@ from ..io import (
     temporary_prefix,
 )
 from .base import Engine, EngineOptions
-from .cache import CacheEntry, model_digest
-from .choices import QUANTIZE_ENGINES
+from .cache import default_cache_dir, model_digest
+from .files import library_versions, onnx_entry
+from .registry import QUANTIZE_ENGINES, engine_spec
 
 MANIFEST = "quantization.json"
-REPORT = "report.json"  # atrous quantize's evaluation of the folder (atrous.deploy.quantize)
-EXTRAS = {"openvino": "openvino", "onnxruntime": "export"}
+REPORT = "report.json"  # atrous quantize's evaluation of the folder (atrous.deploy.int8_report)
 
 
 def quantize_model(
@@ -77,7 +79,8 @@ def quantize_model(
         raise InputError(f"--engine {engine}: atrous quantizes for {list(QUANTIZE_ENGINES)}")
     if num_images < 1:
         raise InputError(f"--num-images must be at least 1, got {num_images}")
-    require_extra("nncf" if engine == "openvino" else "onnxruntime.quantization", EXTRAS[engine], f"quantizing for {engine}")
+    spec = engine_spec(engine)
+    require_extra(spec.int8_package, spec.extra, f"quantizing for {engine}")
     output = Path(output)
     check_quantize_output(output, overwrite=overwrite)
     model = model.eval()
@@ -88,20 +91,16 @@ def quantize_model(
     remove_orphaned_temporaries(output.parent)
     tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(output), dir=output.parent))
     try:
-        from .build import exported_entry, library_versions
-        from .cache import default_cache_dir
-
-        onnx = exported_entry(model, EngineOptions(engine="onnxruntime"), cache_dir or default_cache_dir())
+        onnx = onnx_entry(model, cache_dir or default_cache_dir())
         shutil.copyfile(onnx.file("onnx"), tmp / "model_fp32.onnx")
-        quantizer = _quantize_openvino if engine == "openvino" else _quantize_onnxruntime
-        files = quantizer(tmp / "model_fp32.onnx", images, tmp)
+        files = spec.implementation().quantize_int8(tmp / "model_fp32.onnx", images, tmp)
         manifest = {
             "engine": engine, "files": {"fp32": "model_fp32.onnx", **files},
             "model_sha256": model_digest(model), "output_stride": int(model.output_stride),
             "num_classes": int(model.num_classes),
             "calibration": {**(calibration_info or {}), "num_images": len(images),
                             "image_sizes": sorted({tuple(x.shape[-2:]) for x in images})},
-            "versions": library_versions(engine),
+            "versions": library_versions(spec),
             "sha256": file_digests(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=list) + "\n")
@@ -155,55 +154,6 @@ def quantize_outputs(folder: Path) -> list[str]:
     return sorted(listed | {MANIFEST, REPORT})
 
 
-def _quantize_openvino(onnx_path: Path, images: list[torch.Tensor], folder: Path) -> dict[str, str]:
-    import nncf
-    import openvino as ov
-
-    model = ov.convert_model(str(onnx_path))
-    dataset = nncf.Dataset([x.numpy() for x in images])
-    quantized = nncf.quantize(
-        model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.PERFORMANCE,
-        target_device=nncf.TargetDevice.CPU,
-    )
-    ov.save_model(quantized, str(folder / "model_int8.xml"), compress_to_fp16=False)
-    return {"int8": "model_int8.xml"}
-
-
-def _quantize_onnxruntime(onnx_path: Path, images: list[torch.Tensor], folder: Path) -> dict[str, str]:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .export import INPUT_NAME
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(images)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self.items, None)
-            return None if x is None else {INPUT_NAME: x.numpy()}
-
-    prepared = folder / "model_prepared.onnx"
-    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # per-channel axis notes on every BatchNorm weight it leaves in float
-    try:
-        quantize_static(
-            str(prepared), str(folder / "model_int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        )  # min-max calibration keeps two scalars per tensor and image (ReduceMin/ReduceMax outputs)
-    finally:
-        root.setLevel(level)
-    prepared.unlink()
-    return {"int8": "model_int8.onnx"}
-
-
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The ``quantization.json`` of an ``atrous quantize`` folder; a clear error if it is not one."""
     folder = Path(folder)
@@ -221,8 +171,6 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
 
 def load_quantized(model: nn.Module, options: EngineOptions, device: torch.device, info: dict[str, Any]) -> Engine:
     """The int8 engine of ``options.quantized``, checked against ``model`` (the fp32 model)."""
-    from .build import engine_from_entry
-
     folder = Path(options.quantized)  # type: ignore[arg-type]
     manifest = read_manifest(folder)
     if manifest["engine"] != options.engine:
@@ -239,7 +187,5 @@ def load_quantized(model: nn.Module, options: EngineOptions, device: torch.devic
     if changed := changed_files(folder, recorded):
         raise InputError(f"--quantized {folder}: {', '.join(changed)} changed since atrous quantize wrote it "
                          "(its sha256 differs from the one recorded); quantize again")
-    files = manifest["files"]
-    role = "openvino" if options.engine == "openvino" else "onnx"
-    entry = CacheEntry(folder, {"files": {role: files["int8"]}}, built=False)
-    return engine_from_entry(entry, options, device, info, compiled_cache=None)  # the folder stays as written
+    int8 = folder / manifest["files"]["int8"]  # the folder stays as written: nothing compiled is kept in it
+    return engine_spec(options.engine).implementation().open_engine(int8, options, device, info, cache_folder=None)

@@ -3,7 +3,7 @@
 1. Calibration: ``num_images`` images of the ``calibration`` split (a seeded random subset, the
    same every run), prepared with the evaluation transforms (the val split's ``resize`` and
    ``normalize``: what the model sees at inference, without training augmentation).
-2. Quantization for OpenVINO (NNCF) or onnxruntime (static QDQ): :mod:`atrous.engines.quantize`.
+2. Quantization for OpenVINO (NNCF) or onnxruntime (static QDQ): :mod:`atrous.engines.int8`.
 3. The report, ``report.json`` in the output folder: the val split's mIoU in fp32 (the same
    engine unquantized) and int8, both through ``atrous validate``'s protocol; the fraction of
    val pixels whose label int8 and fp32 agree on; the latency of both engines on a val-sized
@@ -22,9 +22,10 @@ import torch
 
 from ..data.build import build_dataset
 from ..engines import Engine, EngineOptions, build_engine
-from ..engines.quantize import QUANTIZE_ENGINES, REPORT, check_quantize_output, quantize_model
+from ..engines.int8 import REPORT, check_quantize_output, quantize_model
+from ..engines.registry import QUANTIZE_ENGINES
 from ..errors import ConfigError, InputError
-from ..evaluation.prediction import normalization
+from ..evaluation.predict_app import normalization
 from ..io import atomic_write, json_text
 from ..models.checkpoint import load_segmentor
 from .benchmark import latency_stats, machine_info, paired_ratio, time_steps

@@ -1,4 +1,6 @@
-"""``atrous predict``: segment image files, folders and videos with a trained checkpoint.
+"""The predict application (``atrous predict``): segment image files, folders and videos with a
+trained checkpoint. :class:`Predictor` (an image → class probabilities) is also what ``atrous
+serve`` and ``atrous quantize`` predict and normalise with.
 
 For every image, under the output folder (mirroring the inputs' sub-paths below their common
 folder, so equal file names in different folders do not collide)::
@@ -57,8 +59,8 @@ from ..engines import Engine, EngineOptions, build_engine
 from ..errors import InputError
 from ..io import output_folder
 from ..models.checkpoint import load_segmentor
-from ..models.segmentor import Segmentor
-from .inference import check_strategy, output_stride, predict_probabilities
+from ..models.segmentor import Segmentor, check_image_size
+from .inference import check_strategy, predict_probabilities
 from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ...: part of this module's API)
     CITYSCAPES_NAME,
     IMAGE_EXTENSIONS,
@@ -149,18 +151,10 @@ class Predictor:
         output stride (with a sliding window, small images are padded to the window instead)."""
         if self.options.get("window"):
             return
-        stride = int(getattr(self.model, "output_stride", 1))
         scales = self.options.get("scales") or (1.0,)
         if not all(isinstance(s, (int, float)) and s > 0 for s in scales):
             return  # predict_probabilities names the bad option
-        for scale in scales:
-            h, w = max(1, round(height * scale)), max(1, round(width * scale))
-            if min(h, w) < stride:
-                at = f" (at scale {scale:g}: {h}x{w})" if scale != 1 else ""
-                raise InputError(
-                    f"image of {height}x{width} pixels{at} is smaller than the model's output stride {stride}; "
-                    f"pad or resize it to at least {stride}x{stride}" + (" at every scale" if at else "")
-                )
+        check_image_size(height, width, int(getattr(self.model, "output_stride", 1)), scales)
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         return self.batch([image])[0]
@@ -324,9 +318,10 @@ def run_predict(
     default: PyTorch), built at the strategy's output stride."""
     model, cfg = load_segmentor(checkpoint, config, overrides)
     device = str(resolve_device(device))
-    options = (strategy or EvaluationStrategy()).predict_options()
-    stride = options.pop("output_stride")  # the whole run switches stride, not each call
-    check_strategy(model, options["scales"], options["window"], options["overlap"], stride,
+    strategy = strategy or EvaluationStrategy()
+    options = strategy.predict_options()
+    stride = strategy.output_stride or model.output_stride  # the engine runs at it
+    check_strategy(stride, options["scales"], options["window"], options["overlap"],
                    options["average"])  # one error, before any input is read
     model = build_engine(model, replace(engine or EngineOptions(), output_stride=stride), device)
     predictor = Predictor(model, normalization(cfg), torch.device(device), options)
@@ -335,11 +330,10 @@ def run_predict(
         h, w = evaluation_resize(cfg)
         print(f"atrous predict: note: the config evaluates images resized to {h}x{w}; predict runs at each "
               f"image's own resolution (--scales 0.5 runs 1024x2048 frames at 512x1024)", file=sys.stderr)
-    with output_stride(model, stride):
-        result = predict_inputs(
-            predictor, inputs, output, classes, probabilities=probabilities,
-            cityscapes_submission=cityscapes_submission, overlay_video=overlay_video, overwrite=overwrite,
-            max_pixels=max_pixels, progress=progress, shard=shard, skip_existing=skip_existing,
-        )
+    result = predict_inputs(
+        predictor, inputs, output, classes, probabilities=probabilities,
+        cityscapes_submission=cityscapes_submission, overlay_video=overlay_video, overwrite=overwrite,
+        max_pixels=max_pixels, progress=progress, shard=shard, skip_existing=skip_existing,
+    )
     result.engine = model.options.describe()
     return result
