@@ -75,16 +75,17 @@ def test_scores_equal_the_benchmark_definitions_and_nothing_leaks(tmp_path, caps
     assert f"car              {100 * car:6.2f}% {100 * car_instance:6.2f}%" in table
 
 
-def test_an_earlier_result_is_replaced_but_no_other_file(tmp_path, capsys):
+def test_an_existing_output_is_refused_and_moved_aside_with_overwrite(tmp_path, capsys):
     results, root = write_pair(tmp_path, *example())
-    output = tmp_path / "scores.json"
-    for _ in range(2):
-        assert main(["evaluate-cityscapes", str(results), "--gt", str(root), "--output", str(output)]) == 0
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": true}')
     assert main(["evaluate-cityscapes", str(results), "--gt", str(root), "--output", str(notes)]) == 2
-    assert "was not written by atrous evaluate-cityscapes" in capsys.readouterr().err
+    assert f"--output {notes} already exists; pass --overwrite to move it aside" in capsys.readouterr().err
     assert notes.read_text() == '{"mine": true}'
+    assert main(["evaluate-cityscapes", str(results), "--gt", str(root), "--output", str(notes), "--overwrite"]) == 0
+    assert json.loads(notes.read_text())["images"] == 1
+    (aside,) = tmp_path.glob("replaced-*")
+    assert (aside / "notes.json").read_text() == '{"mine": true}'
 
 
 def _missing_prediction(results: Path, root: Path) -> None:

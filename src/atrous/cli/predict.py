@@ -27,7 +27,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                       help="write only Cityscapes label-id PNGs named for the benchmark")
     pred.add_argument("--overlay-video", action="store_true", help="for videos, also write <name>_overlay.mp4")
     pred.add_argument("--overwrite", action="store_true",
-                      help="replace output files that exist (default: refuse before predicting; never an input)")
+                      help="move output files that exist aside into <output>/replaced-<time>/ (default: refuse before "
+                           "predicting; never an input)")
     pred.add_argument("--shard", metavar="K/N",
                       help="predict only shard K of N (every N-th input by name, from the K-th); implies --skip-existing")
     pred.add_argument("--skip-existing", action="store_true",

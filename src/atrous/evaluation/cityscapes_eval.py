@@ -28,7 +28,6 @@ import contextlib
 import copy
 import fnmatch
 import io
-import json
 import math
 import os
 import types
@@ -41,8 +40,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..data.cityscapes_labels import CATEGORIES, LABELS
-from ..errors import InputError, OutputExistsError, require_extra
-from ..io import atomic_write, json_text
+from ..errors import InputError, require_extra
+from ..io import atomic_write, check_output, json_text
 
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
@@ -254,20 +253,17 @@ def format_scores(scores: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_scores(path: str | Path, scores: Mapping[str, Any]) -> Path:
-    """Write ``scores`` as JSON atomically; an existing file is replaced only if an earlier
-    ``atrous evaluate-cityscapes`` wrote it."""
+def write_scores(path: str | Path, scores: Mapping[str, Any], *, overwrite: bool = False) -> Path:
+    """Write ``scores`` as JSON atomically; an existing file is refused unless ``overwrite``, which
+    moves it aside into ``replaced-<time>/`` (:func:`atrous.io.atomic_write`)."""
+    text = json_text(dict(scores))
+    return atomic_write(check_scores_output(path, overwrite=overwrite), lambda tmp: tmp.write_text(text),
+                        overwrite=overwrite, keep_replaced=True)
+
+
+def check_scores_output(path: str | Path, *, overwrite: bool = False) -> Path:
+    """``--output``: a file name (not a folder), not existing unless ``overwrite``; checked before scoring."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"--output {path} is a folder; name a file, e.g. {path / 'cityscapes_metrics.json'}")
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            previous = None
-        if not (isinstance(previous, dict) and str(previous.get("evaluator", "")).startswith("cityscapesScripts")):
-            raise OutputExistsError(
-                f"{path} exists and was not written by atrous evaluate-cityscapes; choose another --output"
-            )
-    text = json_text(dict(scores))
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return check_output(path, overwrite=overwrite)

@@ -21,7 +21,8 @@ Images are read as displayed (EXIF orientation applied, 16-bit scaled to 8-bit; 
 
 No file the command did not write is replaced: an output folder equal to or inside an input
 folder, and an output that is an input, are refused; outputs that already exist are refused
-(unless ``overwrite=True``) before anything is predicted, so a refused run writes nothing. Every
+before anything is predicted, so a refused run writes nothing, unless ``overwrite=True``, which
+moves them aside into ``<output>/replaced-<UTC time>/`` first (never deletes them). Every
 file is written atomically. Unreadable images and videos, images too small for the output stride
 and images over the pixel limit are skipped with a warning naming the file; the rest is
 predicted and :func:`predict_inputs` returns the skipped ones (the CLI exits with 1). Input
@@ -55,7 +56,7 @@ from ..data.transforms import transforms_from_config
 from ..devices import resolve_device
 from ..engines import Engine, EngineOptions, build_engine
 from ..errors import InputError
-from ..io import output_folder
+from ..io import move_aside, output_folder
 from ..models.checkpoint import load_segmentor
 from ..models.segmentor import Segmentor
 from .inference import check_strategy, output_stride, predict_probabilities
@@ -225,7 +226,8 @@ def predict_inputs(
     """Predict every image and video of ``inputs`` into ``output``. Files that cannot be read or
     predicted (undecodable, too small for the output stride, more pixels than ``max_pixels``:
     see :func:`atrous.data.image_files.read_image_array`) are skipped with a warning and listed in the
-    result; existing outputs are refused before anything is written unless ``overwrite``.
+    result; existing outputs are refused before anything is written unless ``overwrite``, which
+    moves them aside into ``replaced-<time>/`` first.
 
     ``shard=(K, N)``: only shard K of N (:func:`~atrous.evaluation.prediction_files.shard_of`).
     ``skip_existing``: inputs whose outputs all exist are skipped (listed as ``complete``), and
@@ -252,15 +254,17 @@ def predict_inputs(
             elif any(present):
                 partial.add(source)
     sources = [s for s in sources if s not in complete]
-    check_outputs([s for s in sources if s not in partial], output, protected, overwrite=overwrite, **naming)
+    existing = check_outputs([s for s in sources if s not in partial], output, protected, overwrite=overwrite, **naming)
     check_outputs([s for s in sources if s in partial], output, protected, overwrite=True, **naming)
     lut = cityscapes_lut(classes) if cityscapes_submission else None
     output_folder(output, "--output")
-    writer = Writer(output, protected, overwrite)
+    if existing and (aside := move_aside(existing, output)) is not None:
+        print(f"atrous predict: moved {len(existing)} earlier output(s) from {output} to {aside}", file=sys.stderr)
+    writer = Writer(output, protected)
     result = PredictResult(written=writer.written, complete=sorted(s.path for s in complete))
     options = {"probabilities": probabilities, "submission_lut": lut}
     for source in tqdm(sources, desc="predict", unit="file", disable=not progress, file=sys.stderr):
-        writer.overwrite = overwrite or source in partial  # finish what a stopped run began
+        writer.overwrite = source in partial  # finish what a stopped run began
         try:
             if source.is_video:
                 _predict_video(predictor, source, writer, classes, options, overlay_video)

@@ -131,10 +131,11 @@ def output_names(name: Path, *, probabilities: bool = False, submission: bool = 
 def check_outputs(
     sources: Sequence[Source], output: Path, protected: set[Path], *, overwrite: bool = False, overlay_video: bool = False,
     **naming: bool,
-) -> None:
+) -> list[Path]:
     """Fail before predicting anything if an output would replace an input (always) or an existing
     file (unless ``overwrite``), or, for a submission, a name or a video does not fit. A video's
-    frames go to the folder ``<name>/``, which must not exist yet (unless ``overwrite``)."""
+    frames go to the folder ``<name>/``, which must not exist yet (unless ``overwrite``). Returns
+    the outputs that exist (``overwrite`` moves them aside: :func:`atrous.io.move_aside`)."""
     existing: list[Path] = []
     inodes = {_inode(p) for p in protected} - {None}  # hard links of an input are the input
     for source in sources:
@@ -149,8 +150,9 @@ def check_outputs(
         shown = ", ".join(map(str, existing[:3])) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
         raise OutputExistsError(
             f"{len(existing)} output(s) already exist in {output} ({shown}); nothing was written: pass --overwrite "
-            f"to replace them, or choose another --output folder"
+            f"to move them aside into {output}/replaced-<time>/, or choose another --output folder"
         )
+    return existing
 
 
 def _inode(path: Path) -> tuple[int, int] | None:
