@@ -55,9 +55,14 @@ def predict_command(args: argparse.Namespace) -> int:
     )
     done = f" ({len(result.complete)} input(s) skipped: their outputs were complete)" if result.complete else ""
     print(f"Wrote {len(result.written)} files to {args.output}{done}; the model ran in {result.engine}")
+    if result.incomplete:
+        print(f"atrous predict: {len(result.incomplete)} video(s) ended early, their frames up to there were predicted:",
+              file=sys.stderr)
+        for path, how in result.incomplete:
+            print(f"  {path}: {how}", file=sys.stderr)
     if result.failed:
         print(f"atrous predict: skipped {len(result.failed)} input(s), the others were predicted:", file=sys.stderr)
         for path, reason in result.failed:
             print(f"  {path}: {reason}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if result.incomplete else 0

@@ -25,7 +25,10 @@ before anything is predicted, so a refused run writes nothing, unless ``overwrit
 moves them aside into ``<output>/replaced-<UTC time>/`` first (never deletes them). Every
 file is written atomically. Unreadable images and videos, images too small for the output stride
 and images over the pixel limit are skipped with a warning naming the file; the rest is
-predicted and :func:`predict_inputs` returns the skipped ones (the CLI exits with 1). Input
+predicted and :func:`predict_inputs` returns the skipped ones (the CLI exits with 1). A video
+that ends before the frame count its container declares (a truncated or partly corrupt file) is
+predicted as far as it decodes, with a warning saying how many frames were read of how many, and
+listed as incomplete (the CLI exits with 1 too); one of which no frame decodes is skipped. Input
 discovery, output names and these checks live in :mod:`atrous.evaluation.prediction_files`.
 
 Many machines split one job with ``shard=(K, N)`` (every N-th input by name); with
@@ -84,6 +87,7 @@ class PredictResult:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     complete: list[Path] = field(default_factory=list)  # inputs skipped: their outputs were all there
+    incomplete: list[tuple[Path, str]] = field(default_factory=list)  # videos that ended early (path, how)
     engine: str = ""  # what ran the model (EngineOptions.describe)
 
 
@@ -267,7 +271,10 @@ def predict_inputs(
         writer.overwrite = source in partial  # finish what a stopped run began
         try:
             if source.is_video:
-                _predict_video(predictor, source, writer, classes, options, overlay_video)
+                shortfall = _predict_video(predictor, source, writer, classes, options, overlay_video)
+                if shortfall is not None:
+                    tqdm.write(f"atrous predict: warning: {source.path}: {shortfall}", file=sys.stderr)
+                    result.incomplete.append((source.path, shortfall))
             else:
                 image = read_image_array(source.path, max_pixels, getattr(predictor.model, "in_channels", 3))
                 write_outputs(writer, source.relative, image, predictor(image), classes, **options)
@@ -280,7 +287,8 @@ def predict_inputs(
 
 def _predict_video(
     predictor: Predictor, source: Source, writer: Writer, classes: ClassInfo, options: dict[str, Any], overlay_video: bool
-) -> None:
+) -> str | None:
+    """Predict every frame that decodes; returns how the video fell short of its declared frames, if it did."""
     frames, rate = read_video(source.path)
 
     def run(video: VideoWriter | None) -> None:
@@ -291,7 +299,7 @@ def _predict_video(
 
     if not overlay_video:
         run(None)
-        return
+        return frames.shortfall()
 
     def encode(tmp: Path) -> None:
         video = VideoWriter(tmp, rate)
@@ -301,6 +309,7 @@ def _predict_video(
             video.close()
 
     writer.write(source.relative.with_name(f"{source.relative.name}_overlay.mp4"), encode)
+    return frames.shortfall()
 
 
 def run_predict(
