@@ -156,9 +156,9 @@ def match_predictions(results: str | Path, ground_truth: list[Path]) -> list[Pat
     return found
 
 
-def check_prediction(prediction: Path, label_ids: Path) -> None:
+def check_prediction(prediction: Path, label_ids: Path) -> np.ndarray:
     """A prediction the script can score: a one-channel PNG of label ids, as large as its
-    ground truth ``label_ids``."""
+    ground truth ``label_ids``. Returns the values it holds (sorted, unique)."""
     try:
         with Image.open(prediction) as image:
             values = np.array(image)
@@ -184,6 +184,28 @@ def check_prediction(prediction: Path, label_ids: Path) -> None:
             f"{prediction}: {unscored:.0%} of its pixels hold label ids the benchmark never scores (0-6, 9, 10, ...): "
             f"these look like train ids (0-18; road is 0), which must be mapped to label ids: {SUBMISSION_HINT}"
         )
+    return np.unique(values)
+
+
+MAX_TRAIN_ID = 18
+
+
+def check_label_ids(results: Path, values: np.ndarray, count: int) -> None:
+    """Refuse a folder of train-id maps, told apart from label-id maps by the values of all its
+    predictions together (``values``): only values 0-18, the train ids, among them label ids that a
+    model's label-id prediction never holds (1-6, 9, 10, ...: classes the benchmark does not score,
+    which are train ids of sidewalk, building, sky, ...), and none of the label ids above 18 that
+    a label-id prediction of street scenes holds (vegetation 21, sky 23, person 24, car 26, ...).
+    Unlabeled (0) is no evidence: a submission writes it for the report's "background" class."""
+    unscored = np.setdiff1d(unscored_label_ids(), [0])
+    if values.max(initial=0) > MAX_TRAIN_ID or not np.isin(values, unscored).any():
+        return
+    shown = ", ".join(str(v) for v in values[np.isin(values, unscored)][:6])
+    raise InputError(
+        f"{results}: the {count} prediction(s) hold train ids, not label ids: only values 0-{MAX_TRAIN_ID}, among them "
+        f"{shown} (classes the benchmark never scores), and no label id above {MAX_TRAIN_ID} (vegetation 21, sky 23, "
+        f"car 26, ...); {SUBMISSION_HINT}"
+    )
 
 
 def unscored_label_ids() -> np.ndarray:
@@ -205,8 +227,8 @@ def evaluate_cityscapes(results: str | Path, root: str | Path, split: str = "val
     evaluation = _evaluation_module()  # first: without the extra, nothing else needs checking
     ground_truth = ground_truth_files(root, split)
     predictions = match_predictions(results, ground_truth)
-    for prediction, label_ids in zip(predictions, ground_truth, strict=True):
-        check_prediction(prediction, label_ids)
+    values = [check_prediction(prediction, label_ids) for prediction, label_ids in zip(predictions, ground_truth, strict=True)]
+    check_label_ids(Path(results), np.unique(np.concatenate(values)), len(predictions))
 
     args = copy.copy(evaluation.args)  # a private copy: the module's global stays as it was
     args.predictionPath, args.predictionWalk = str(results), None
