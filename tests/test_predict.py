@@ -221,6 +221,17 @@ def test_a_truncated_video_is_predicted_as_far_as_it_decodes_and_reported(setup,
 
 # -- safety and errors ------------------------------------------------------------------------
 
+def test_a_video_and_a_folder_of_the_same_name_are_refused_before_writing(setup, tmp_path, capsys):
+    write_video(tmp_path / "in" / "drive.mp4", frames=1)
+    random_image(tmp_path / "in" / "drive" / "frame_000000.png")  # would be drive/frame_000000_*.png too
+    out = tmp_path / "out"
+    for inputs in ([tmp_path / "in"], [tmp_path / "in" / "drive.mp4", tmp_path / "in" / "drive"]):
+        assert run(setup, *map(str, inputs), "--output", str(out)) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'in' / 'drive.mp4'} writes its frames into <output>/drive/" in err
+        assert str(tmp_path / "in" / "drive" / "frame_000000.png") in err and err.count("\n") == 1
+        assert not out.exists()
+
 def test_an_output_folder_inside_or_equal_to_an_input_folder_is_refused(setup, tmp_path, capsys):
     random_image(tmp_path / "in" / "x.png")
     for output in (tmp_path / "in", tmp_path / "in" / "predictions"):

@@ -62,7 +62,24 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Source]:
             raise InputError(f"{seen[relative]} and {file} would write the same outputs ({relative}_*); rename one")
         seen[relative] = file
         sources.append(Source(file, relative, file.suffix.lower() in VIDEO_EXTENSIONS))
+    check_video_folders(sources)
     return sources
+
+
+def check_video_folders(sources: Sequence[Source]) -> None:
+    """Refuse inputs whose outputs would land in a video's frame folder: a video ``x.mp4`` writes
+    into ``<output>/x/``, and so would the images of a folder ``x/`` beside it (or a video inside
+    it); their outputs could replace each other, so neither is renamed silently."""
+    videos = {source.relative: source for source in sources if source.is_video}
+    for source in sources:
+        for folder in source.relative.parents:
+            if folder in videos:
+                video = videos[folder]
+                raise InputError(
+                    f"{video.path} writes its frames into <output>/{folder.as_posix()}/, where the outputs of "
+                    f"{source.path} would go too; rename the video or the folder {folder.as_posix()}/, or predict "
+                    "them into separate --output folders"
+                )
 
 
 def parse_shard(text: str) -> tuple[int, int]:
