@@ -27,6 +27,7 @@ def add_check_data(sub: argparse._SubParsersAction) -> None:
 
 def check_data_command(args: argparse.Namespace) -> int:
     from ..data.base import DatasetError
+    from ..data.build import bounded_workers
     from ..data.check import check_splits, format_class_table, format_problems
     from ..data.class_pixels import CHART_NAME, JSON_NAME, write_class_pixels
     from ..io import claim_outputs, output_folder
@@ -36,6 +37,7 @@ def check_data_command(args: argparse.Namespace) -> int:
     workers = args.num_workers if args.num_workers is not None else int(data_cfg.get("num_workers", 0))
     if workers < 0:
         raise InputError(f"--num-workers {workers}: give 0 (read in this process) or more worker processes")
+    workers = bounded_workers(workers, "--num-workers" if args.num_workers is not None else "data.num_workers")
     if args.output is not None:
         output_folder(args.output, "--output", create=False)
         aside = claim_outputs(args.output, (JSON_NAME, CHART_NAME), overwrite=args.overwrite)

@@ -33,8 +33,6 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                       help="predict only shard K of N (every N-th input by name, from the K-th); implies --skip-existing")
     pred.add_argument("--skip-existing", action="store_true",
                       help="skip inputs whose outputs all exist; redo those with some (a stopped run resumes)")
-    pred.add_argument("--max-pixels", type=int, metavar="N",
-                      help="skip images of more pixels (default: Pillow's decompression-bomb limit, 89478485; 0: none)")
     pred.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pred.add_argument("--no-progress", action="store_true", help="no progress bar")
     engine_options(pred)

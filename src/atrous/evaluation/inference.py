@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .choices import AVERAGES
+from .choices import AVERAGES, MAX_INPUT_PIXELS
 
 
 @contextmanager
@@ -80,6 +80,7 @@ def predict_probabilities(
     output_stride: int | None = None,
     num_classes: int | None = None,
     average: str = "probabilities",
+    max_pixels: int | None = None,
 ) -> torch.Tensor:
     """Class probabilities at input resolution with test-time strategies.
 
@@ -99,12 +100,16 @@ def predict_probabilities(
         average: ``"probabilities"`` (arithmetic mean over scales and flips, DeepLabv3) or
             ``"log_probabilities"`` (mean of log-probabilities, official DenseASPP; the result is
             the renormalised geometric mean, whose argmax is theirs).
+        max_pixels: the largest input the strategy may make (a window; an image scaled up), in
+            pixels; ``None``: :data:`~atrous.evaluation.choices.MAX_INPUT_PIXELS`, 0: no bound.
+            Checked before anything is allocated (:func:`check_input_sizes`).
 
     Returns:
         float32 ``(N, C, H, W)`` probabilities summing to one over ``C``, computed under
         ``torch.inference_mode()`` (no autograd), one scale and flip at a time, summed in place.
     """
-    scales = _check_arguments(model, images, scales, window, overlap, output_stride, average)
+    scales = _check_arguments(model, images, scales, window, overlap, output_stride, average, max_pixels)
+    check_input_sizes(tuple(images.shape[-2:]), scales, max_pixels)
     log = average == "log_probabilities"
     total: torch.Tensor | None = None
     with _switch_output_stride(model, output_stride), _eval_mode(model), torch.inference_mode():
@@ -146,13 +151,14 @@ def _check_arguments(
     overlap: float,
     stride: int | None,
     average: str,
+    max_pixels: int | None,
 ) -> tuple[float, ...]:
     channels = getattr(model, "in_channels", 3)
     if (not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != channels
             or not images.is_floating_point()):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a normalised float tensor (N, {channels}, H, W), got {shape}")
-    return check_strategy(model, scales, window, overlap, stride, average)
+    return check_strategy(model, scales, window, overlap, stride, average, max_pixels)
 
 
 def check_strategy(
@@ -162,10 +168,12 @@ def check_strategy(
     overlap: float = 1 / 3,
     stride: int | None = None,
     average: str = "probabilities",
+    max_pixels: int | None = None,
 ) -> tuple[float, ...]:
-    """Refuse (:class:`InputError`) test-time options that no image can be predicted with; the
-    scales as floats. Commands call it before reading any input, so a bad option is one error,
-    not a skipped input per image."""
+    """Refuse (:class:`InputError`) test-time options that no image can be predicted with (a
+    window of more than ``max_pixels``: see :func:`input_pixel_bound`); the scales as floats.
+    Commands call it before reading any input, so a bad option is one error, not a skipped input
+    per image."""
     scales = tuple(float(s) for s in scales)
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
         raise InputError(f"scales must be positive numbers, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), got {scales}")
@@ -180,7 +188,44 @@ def check_strategy(
                 f"window must be (height, width), integers of at least the model's output stride "
                 f"{model_stride}, e.g. the training crop (512, 1024); got {window}"
             )
+        check_window_pixels(window, max_pixels)
     return scales
+
+
+def check_window_pixels(window: tuple[int, int], max_pixels: int | None = None) -> None:
+    """Refuse (:class:`InputError`) a sliding window of more pixels than the bound
+    (:func:`input_pixel_bound`): every window is a model input of that size, however small the image."""
+    bound = input_pixel_bound(max_pixels)
+    if bound and window[0] * window[1] > bound:
+        raise InputError(
+            f"--window {window[0]} {window[1]} is {window[0] * window[1]:,} pixels per window, more than "
+            f"--max-pixels {bound:,}; use a smaller window (the training crop, e.g. 512 1024) or raise --max-pixels"
+        )
+
+
+def input_pixel_bound(max_pixels: int | None) -> int | None:
+    """The bound in force on what a strategy makes: ``max_pixels``, :data:`MAX_INPUT_PIXELS` for
+    ``None``, no bound (``None``) for 0."""
+    if max_pixels is None:
+        return MAX_INPUT_PIXELS
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
+        raise InputError(f"--max-pixels must be a whole number of pixels (0: no limit), got {max_pixels!r}")
+    return max_pixels or None
+
+
+def check_input_sizes(size: tuple[int, int], scales: Sequence[float], max_pixels: int | None = None) -> None:
+    """Refuse (:class:`InputError`), before anything is allocated, a scale that makes an image of
+    ``size`` (H, W) larger than it is and larger than the bound (:func:`input_pixel_bound`).
+    Scales that do not enlarge are always allowed: the image itself was read within its limit."""
+    bound = input_pixel_bound(max_pixels)
+    height, width = size
+    for scale in scales:
+        h, w = max(1, round(height * scale)), max(1, round(width * scale))
+        if bound and h * w > max(bound, height * width):
+            raise InputError(
+                f"--scales {scale:g} makes the {height}x{width} image {h}x{w} = {h * w:,} pixels, more than "
+                f"--max-pixels {bound:,}; use smaller scales or raise --max-pixels"
+            )
 
 
 def _resize_image(images: torch.Tensor, scale: float) -> torch.Tensor:

@@ -340,7 +340,7 @@ def run_predict(
     options = (strategy or EvaluationStrategy()).predict_options()
     stride = options.pop("output_stride")  # the whole run switches stride, not each call
     check_strategy(model, options["scales"], options["window"], options["overlap"], stride,
-                   options["average"])  # one error, before any input is read
+                   options["average"], options["max_pixels"])  # one error, before any input is read
     model = build_engine(model, replace(engine or EngineOptions(), output_stride=stride), device)
     predictor = Predictor(model, normalization(cfg), torch.device(device), options)
     classes = class_info(cfg, model.num_classes)
