@@ -112,7 +112,7 @@ def predict_probabilities(
     check_input_sizes(tuple(images.shape[-2:]), scales, max_pixels)
     log = average == "log_probabilities"
     total: torch.Tensor | None = None
-    with _switch_output_stride(model, output_stride), _eval_mode(model), torch.inference_mode():
+    with _switch_output_stride(model, output_stride), eval_mode(model), torch.inference_mode():
         for scale in scales:
             scaled = _resize_image(images, scale)
             for mirrored in (False, True) if flip else (False,):
@@ -134,7 +134,7 @@ _switch_output_stride = output_stride  # the name is shadowed by predict_probabi
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     training = model.training
     model.eval()
     try:
@@ -253,7 +253,7 @@ def _predict_view(
     """
     align_corners = getattr(model, "align_corners", False)
     if window is None:
-        logits = _logits(model, x, num_classes)
+        logits = logits_of(model, x, num_classes)
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
         return logits.log_softmax(1) if log else logits.softmax(1)
@@ -266,17 +266,21 @@ def _predict_view(
 def _sliding_window(
     model: nn.Module, x: torch.Tensor, window: tuple[int, int], overlap: float, num_classes: int | None
 ) -> torch.Tensor:
-    """Probabilities ``(N, C, h, w)`` of ``x`` ``(N, 3, h, w)``, window by window, overlaps averaged."""
+    """Probabilities ``(N, C, h, w)`` of ``x`` ``(N, 3, h, w)``, window by window, overlaps averaged.
+    A window over the border of an image smaller than the window is padded with zeros (the mean
+    colour) on its own; the image is never copied. :mod:`atrous.evaluation.windows` computes the
+    labels of this average in memory of one band of windows."""
     n, _, h, w = x.shape
     win_h, win_w = window
-    x = F.pad(x, (0, max(win_w - w, 0), 0, max(win_h - h, 0)))  # zeros: the mean colour
-    padded_h, padded_w = x.shape[-2:]
+    padded_h, padded_w = max(h, win_h), max(w, win_w)
     probs: torch.Tensor | None = None
     count = x.new_zeros(1, 1, padded_h, padded_w)
     for top in window_starts(padded_h, win_h, overlap):
         for left in window_starts(padded_w, win_w, overlap):
             rows, cols = slice(top, top + win_h), slice(left, left + win_w)
-            logits = _logits(model, x[..., rows, cols], num_classes)
+            tile = x[..., rows, cols]
+            tile = F.pad(tile, (0, win_w - tile.shape[-1], 0, win_h - tile.shape[-2]))
+            logits = logits_of(model, tile, num_classes)
             if probs is None:
                 probs = x.new_zeros(n, logits.shape[1], padded_h, padded_w)
             probs[..., rows, cols] += logits.softmax(1)
@@ -285,7 +289,8 @@ def _sliding_window(
     return probs.div_(count)[..., :h, :w]
 
 
-def _logits(model: nn.Module, x: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+def logits_of(model: nn.Module, x: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+    """``model(x)`` as float32 logits ``(N, C, h, w)``, checked against ``x`` and ``num_classes``."""
     logits = model(x)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 4 or logits.shape[0] != x.shape[0] or logits.shape[-2:] != x.shape[-2:]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__

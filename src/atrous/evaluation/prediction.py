@@ -62,7 +62,7 @@ from ..errors import InputError
 from ..io import move_aside, output_folder
 from ..models.checkpoint import load_segmentor
 from ..models.segmentor import Segmentor
-from .inference import check_strategy, output_stride, predict_probabilities
+from .inference import check_strategy, eval_mode, output_stride, predict_probabilities
 from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ...: part of this module's API)
     CITYSCAPES_NAME,
     IMAGE_EXTENSIONS,
@@ -78,6 +78,7 @@ from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ..
 )
 from .strategy import EvaluationStrategy
 from .video import VideoWriter, read_video, require_av
+from .windows import window_labels
 
 
 @dataclass
@@ -170,6 +171,27 @@ class Predictor:
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         return self.batch([image])[0]
 
+    def predict(self, image: np.ndarray, *, probabilities: bool = False) -> tuple[np.ndarray, torch.Tensor | None]:
+        """Labels ``(H, W)`` of an image ``(H, W, C)`` uint8, and its probabilities ``(C, H, W)``
+        when asked for. A sliding window at scale 1 without probabilities streams band by band
+        (:func:`atrous.evaluation.windows.window_labels`): memory of the window, not of the image,
+        and the same labels."""
+        if probabilities or not self.options.get("window") or tuple(self.options.get("scales") or (1.0,)) != (1.0,):
+            probs = self(image)
+            return probs.argmax(0).numpy(), probs if probabilities else None
+        chw = torch.from_numpy(image).permute(2, 0, 1)  # a view: the image is normalised window by window
+
+        def tile(rows: slice, cols: slice, mirrored: bool) -> torch.Tensor:
+            width = chw.shape[-1]
+            part = chw[:, rows, width - cols.stop:width - cols.start].flip(-1) if mirrored else chw[:, rows, cols]
+            return self.transform(tv_tensors.Image(part))[None].to(self.device)
+
+        options = {k: self.options[k] for k in ("window", "overlap", "flip", "average") if k in self.options}
+        with eval_mode(self.model), torch.inference_mode():
+            labels = window_labels(self.model, tile, image.shape[:2], num_classes=getattr(self.model, "num_classes", None),
+                                   **options)
+        return labels.numpy(), None
+
     def batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Images of one size, each ``(H, W, 3)`` uint8 → probabilities ``(N, C, H, W)`` float32
         on the CPU, in one call of the model (``atrous serve`` batches concurrent requests so)."""
@@ -188,14 +210,14 @@ def write_outputs(
     writer: Writer,
     name: Path,
     image: np.ndarray,
-    probs: torch.Tensor,
+    predictor: Predictor,
     classes: ClassInfo,
     *,
     probabilities: bool = False,
     submission_lut: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Write the files of one image (see the module docstring); returns the labels ``(H, W)``."""
-    labels = probs.argmax(0).numpy()
+    """Predict one image and write its files (see the module docstring); returns the labels ``(H, W)``."""
+    labels, probs = predictor.predict(image, probabilities=probabilities)
     names = output_names(name, probabilities=probabilities, submission=submission_lut is not None)
     if submission_lut is not None:
         writer.png(names["submission"], submission_lut[labels])
@@ -204,6 +226,8 @@ def write_outputs(
         writer.png(names["color"], colorize(labels, classes.palette))
         writer.png(names["overlay"], overlay(display_rgb(image), labels, classes.palette))
     if probabilities:
+        assert probs is not None
+
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, probabilities=probs.numpy().astype(np.float16), class_names=np.array(classes.names))
@@ -277,7 +301,7 @@ def predict_inputs(
                     result.incomplete.append((source.path, shortfall))
             else:
                 image = read_image_array(source.path, max_pixels, getattr(predictor.model, "in_channels", 3))
-                write_outputs(writer, source.relative, image, predictor(image), classes, **options)
+                write_outputs(writer, source.relative, image, predictor, classes, **options)
         except (DatasetError, InputError) as err:  # this input only: skip it, predict the rest
             reason = str(err).removeprefix(f"{source.path}: ")
             tqdm.write(f"atrous predict: skipping {source.path}: {reason}", file=sys.stderr)
@@ -293,7 +317,7 @@ def _predict_video(
 
     def run(video: VideoWriter | None) -> None:
         for index, frame in enumerate(frames):
-            labels = write_outputs(writer, source.relative / f"frame_{index:06d}", frame, predictor(frame), classes, **options)
+            labels = write_outputs(writer, source.relative / f"frame_{index:06d}", frame, predictor, classes, **options)
             if video is not None:
                 video.write(overlay(frame, labels, classes.palette))
 
