@@ -152,7 +152,11 @@ def test_class_pixels_per_split_in_text_json_and_a_chart(tmp_path, capsys):
     with Image.open(out / "class_pixels.png") as chart:
         assert chart.size[0] > 300 and chart.size[1] > 300
     assert main(["check-data", "--config", str(config), "--no-progress", "--output", str(out)]) == 2
-    assert "class_pixels.json already exists; pass --overwrite" in capsys.readouterr().err
+    assert "already holds class_pixels.json, class_pixels.png; pass --overwrite" in capsys.readouterr().err
+    first = (out / "class_pixels.json").read_bytes()
+    assert main(["check-data", "--config", str(config), "--no-progress", "--output", str(out), "--overwrite"]) == 0
+    (aside,) = out.glob("replaced-*")
+    assert (aside / "class_pixels.json").read_bytes() == first and (out / "class_pixels.json").is_file()
 
 
 def _binary_dataset(root: Path, n: int = 3) -> Path:

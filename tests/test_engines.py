@@ -23,7 +23,15 @@ from atrous.cli import main
 from atrous.deploy.engine_benchmark import fractions_of_peak
 from atrous.engines import EngineOptions, build_engine
 from atrous.engines import files as engine_files
-from atrous.engines.cache import cached_build, default_cache_dir, entries, model_digest
+from atrous.engines.cache import (
+    USAGE,
+    CompiledBlobs,
+    cached_build,
+    compiled_cache_bytes,
+    default_cache_dir,
+    entries,
+    model_digest,
+)
 from atrous.errors import DeviceError, InputError, MissingExtraError
 from atrous.evaluation.inference import predict, predict_probabilities
 from atrous.models.complexity import count_flops
@@ -229,6 +237,46 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("ATROUS_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert default_cache_dir() == tmp_path / "x" / "atrous" / "engines"
+
+
+def test_compiled_blobs_are_bounded_least_recently_used_first(tmp_path):
+    def compile_(key: str, size: int = 0) -> list[str]:
+        before = blobs.snapshot()
+        if size:  # a new size: OpenVINO writes its blob (else it loads the one it wrote before)
+            (tmp_path / f"{key}.blob").write_bytes(b"x" * size)
+        return blobs.used(key, before)
+
+    blobs = CompiledBlobs(tmp_path, max_bytes=250)
+    assert compile_("a", 100) == [] and compile_("b", 100) == []
+    assert compile_("a") == []  # loaded again: a is now the most recently used
+    assert compile_("c", 100) == ["b.blob"]  # 300 > 250 bytes: b, used longest ago, goes
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.blob", "c.blob", USAGE])
+    assert json.loads((tmp_path / USAGE).read_text()) == {"a": ["a.blob"], "c": ["c.blob"]}
+    assert compile_("d", 400) == ["a.blob", "c.blob"]  # larger than the bound alone: only it stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["d.blob", USAGE])
+
+
+def test_the_compiled_cache_bound_follows_the_environment(monkeypatch):
+    assert compiled_cache_bytes() == 1024 * 2**20
+    monkeypatch.setenv("ATROUS_COMPILED_CACHE_MB", "0.5")
+    assert compiled_cache_bytes() == 2**19
+    monkeypatch.setenv("ATROUS_COMPILED_CACHE_MB", "0")
+    assert compiled_cache_bytes() is None
+    monkeypatch.setenv("ATROUS_COMPILED_CACHE_MB", "lots")
+    with pytest.raises(InputError, match="ATROUS_COMPILED_CACHE_MB=lots: a size in megabytes"):
+        compiled_cache_bytes()
+
+
+def test_openvino_keeps_its_compiled_blobs_within_the_bound(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATROUS_COMPILED_CACHE_MB", "0.001")  # less than one blob: only the last size stays
+    built = build_engine(model, EngineOptions(engine="openvino", cache_dir=tmp_path), "cpu", log=False)
+    with torch.no_grad():
+        for side in (32, 40):
+            built(torch.zeros(1, 3, side, side))
+            (compiled,) = tmp_path.glob("openvino-*/compiled")
+            blobs = [p for p in compiled.iterdir() if p.name != USAGE]
+            assert len(blobs) == 1
+            assert json.loads((compiled / USAGE).read_text()) == {f"fp32 1x3x{side}x{side}": [blobs[0].name]}
 
 
 def test_no_cache_keeps_nothing(model, tmp_path, monkeypatch):

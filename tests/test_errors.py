@@ -356,12 +356,16 @@ def test_output_the_terminal_cannot_encode_is_escaped():
 
 
 def test_data_workers_are_bounded_by_the_usable_cpus(capsys):
-    from atrous.training.datamodule import SegmentationDataModule, usable_cpus
+    from atrous.data.build import usable_cpus
+    from atrous.training.datamodule import SegmentationDataModule
 
     data = SegmentationDataModule({"dataset": {"name": "synthetic", "image_size": [32, 64]},
                                    "train": {"length": 2}, "val": {"length": 2}, "num_workers": 100000})
     assert data.num_workers == usable_cpus()
     assert "data.num_workers=100000" in capsys.readouterr().err
+    assert main(["check-data", "--config", "demo/denseaspp_resnet18_small", "--set", "data.train.length=1",
+                 "data.val.length=1", "--split", "val", "--num-workers", "100000", "--no-progress"]) == 0
+    assert f"--num-workers=100000 is more than this machine's {usable_cpus()} usable CPU(s)" in capsys.readouterr().err
 
 
 def test_ctrl_c_during_fit_is_a_keyboard_interrupt(tmp_path):

@@ -1,5 +1,5 @@
 """Outputs never replace what the command did not write: existing files are refused
-unless ``--overwrite``, inputs always (also through symlinks and ``..``), predict refuses before
+unless ``--overwrite``, which moves them aside into ``replaced-<time>/``, inputs always (also through symlinks and ``..``), predict refuses before
 writing anything; written files get the umask's mode; a killed writer's temporary file is
 cleaned up by the next write into its folder."""
 
@@ -38,6 +38,12 @@ from atrous.io import (
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("safety"))
+
+
+def moved_aside(folder: Path, name: str) -> bytes:
+    """The contents of ``name`` in the one ``folder/replaced-<time>/`` that ``--overwrite`` made."""
+    (aside,) = folder.glob("replaced-*")
+    return (aside / name).read_bytes()
 
 
 # -- JSON: NaN and infinities are null, in every writer ------------------------------------------
@@ -168,6 +174,7 @@ def test_convert_never_writes_over_its_source_weights(tmp_path, capsys):
     assert existing.read_bytes() == b"the user's checkpoint"
     assert main([*args, "--output", str(existing), "--overwrite"]) == 0
     assert "state_dict" in torch.load(existing, weights_only=True)
+    assert moved_aside(tmp_path, "model.ckpt") == b"the user's checkpoint"
     assert weights.read_bytes() == before
 
 
@@ -184,6 +191,7 @@ def test_export_refuses_an_existing_file_and_the_config_before_loading(checkpoin
     assert existing.read_bytes() == b"the user's model" and config.read_text() == "base: demo/denseaspp_resnet18_small\n"
     assert main([*args, "--output", str(existing), "--overwrite"]) == 0
     assert existing.read_bytes() != b"the user's model"
+    assert moved_aside(tmp_path, "model.pt") == b"the user's model"
 
 
 def test_benchmark_outputs_are_checked_before_measuring(tmp_path, capsys):
@@ -198,6 +206,9 @@ def test_benchmark_outputs_are_checked_before_measuring(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert time.perf_counter() - start < 5  # refused before any model was built or timed
     assert json.loads(results.read_text()) == {"the": "user's"}
+    assert main(["benchmark-data", "--frames", "1", "--repeats", "1", "--output", str(results), "--overwrite"]) == 0
+    assert "images_per_s" in results.read_text()
+    assert json.loads(moved_aside(tmp_path, "train.json")) == {"the": "user's"}
 
 
 def test_analyze_refuses_existing_figures_unless_overwrite(tmp_path, capsys):
@@ -208,10 +219,12 @@ def test_analyze_refuses_existing_figures_unless_overwrite(tmp_path, capsys):
     assert sorted(first) == ["valid_weights.json", "valid_weights.png"]
     (out / "valid_weights.json").write_text("edited by the user")
     assert main(args) == 2
-    assert "valid_weights.json already exist" in capsys.readouterr().err
+    assert "already holds valid_weights.png, valid_weights.json" in capsys.readouterr().err
     assert (out / "valid_weights.json").read_text() == "edited by the user"
     assert main([*args, "--overwrite"]) == 0
     assert json.loads((out / "valid_weights.json").read_text())["analysis"] == "valid-weights"
+    assert moved_aside(out, "valid_weights.json") == b"edited by the user"
+    assert moved_aside(out, "valid_weights.png") == first["valid_weights.png"]
 
 
 # -- predict ----------------------------------------------------------------------------------
@@ -231,6 +244,7 @@ def test_predict_files_into_their_own_folder_never_replaces_a_users_file(checkpo
     assert predict(checkpoint, str(photos / "a.png"), str(photos / "b.png"), "--output", str(photos), "--overwrite") == 0
     with Image.open(photos / "a_labels.png") as labels:
         assert labels.size == (24, 16)
+    assert moved_aside(photos, "a_labels.png") == before["a_labels.png"]  # the user's file, moved, not lost
     assert (photos / "b_color.png").is_file()
     assert tree(photos)["a.png"] == before["a.png"] and tree(photos)["b.png"] == before["b.png"]
 

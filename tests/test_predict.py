@@ -169,9 +169,10 @@ def test_files_of_the_same_name_in_different_folders_do_not_collide(tmp_path):
         collect_inputs([tmp_path / "day"])
 
 
-def write_video(path: Path, frames: int = 3, size: tuple[int, int] = (32, 64)) -> None:
+def write_video(path: Path, frames: int = 3, size: tuple[int, int] = (32, 64), faststart: bool = False) -> None:
+    """An mpeg4 video of random frames; ``faststart``: the frame index first (as streamed mp4s)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream("mpeg4", rate=5)
         stream.height, stream.width = size
         stream.pix_fmt = "yuv420p"
@@ -197,7 +198,42 @@ def test_video_frames_are_predicted_into_a_folder_and_an_overlay_video(setup, tm
     assert len(frames) == 3 and frames[0].shape == (32, 64, 3)
 
 
+def test_a_truncated_video_is_predicted_as_far_as_it_decodes_and_reported(setup, tmp_path, capsys):
+    write_video(tmp_path / "full.mp4", frames=10, faststart=True)
+    data = (tmp_path / "full.mp4").read_bytes()
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "cut.mp4").write_bytes(data[: len(data) // 2])  # `head -c`: a copy that stopped half way
+    mdat = data.index(b"mdat") + 4
+    (clips / "header.mp4").write_bytes(data[: mdat + 8])  # the index, but no frame
+    write_video(tmp_path / "full.mkv", frames=10)  # Matroska declares a duration, not a frame count
+    mkv = (tmp_path / "full.mkv").read_bytes()
+    (clips / "short.mkv").write_bytes(mkv[: len(mkv) // 2])
+    out = tmp_path / "out"
+    assert run(setup, str(clips), "--output", str(out)) == 1
+    err = capsys.readouterr().err
+    written = sorted(p.name for p in (out / "cut").glob("*_labels.png"))
+    assert 0 < len(written) < 10 and written[-1] == f"frame_{len(written) - 1:06d}_labels.png"
+    warning = f"read {len(written)} frame(s) of the 10 its container declares"
+    assert f"atrous predict: warning: {clips / 'cut.mp4'}: {warning}" in err
+    assert "2 video(s) ended early" in err and f"  {clips / 'cut.mp4'}: {warning}" in err  # the summary
+    assert f"skipping {clips / 'header.mp4'}: no frame decodes (its container declares 10)" in err
+    assert not (out / "header").exists()
+    assert f"{clips / 'short.mkv'}: read " in err and "of about 10 (its duration times its frame rate)" in err
+
+
 # -- safety and errors ------------------------------------------------------------------------
+
+def test_a_video_and_a_folder_of_the_same_name_are_refused_before_writing(setup, tmp_path, capsys):
+    write_video(tmp_path / "in" / "drive.mp4", frames=1)
+    random_image(tmp_path / "in" / "drive" / "frame_000000.png")  # would be drive/frame_000000_*.png too
+    out = tmp_path / "out"
+    for inputs in ([tmp_path / "in"], [tmp_path / "in" / "drive.mp4", tmp_path / "in" / "drive"]):
+        assert run(setup, *map(str, inputs), "--output", str(out)) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'in' / 'drive.mp4'} writes its frames into <output>/drive/" in err
+        assert str(tmp_path / "in" / "drive" / "frame_000000.png") in err and err.count("\n") == 1
+        assert not out.exists()
 
 def test_an_output_folder_inside_or_equal_to_an_input_folder_is_refused(setup, tmp_path, capsys):
     random_image(tmp_path / "in" / "x.png")

@@ -13,11 +13,15 @@
 * :func:`output_folder` creates a folder atrous writes into (``--output``, an engine cache,
   ``train.output_dir``), or says in one line why it cannot: a file in the way, no permission,
   a path that cannot hold folders (``/proc/…``).
-* :func:`move_aside` is what ``--overwrite`` does to the outputs of an earlier run of a command
-  that writes a folder (``fit``, ``quantize``, ``validate --output``): they are moved into
-  ``<folder>/replaced-<UTC time>/``, never deleted; other files in the folder are not touched.
-* :func:`check_output` is what every ``--output`` goes through first: an output equal to one of
-  the command's inputs is refused always, an existing file unless ``--overwrite``
+* :func:`move_aside` is the one thing ``--overwrite`` does to a file that is in the way: it is
+  moved into ``<folder>/replaced-<UTC time>/``, never deleted or replaced; other files in the
+  folder are not touched. Commands that write into a folder (``fit``, ``quantize``, ``validate``,
+  ``predict``, ``analyze``, ``check-data``) move an earlier run's outputs aside before they start
+  (:func:`claim_outputs`); commands that write one file (``export``, ``convert``, ``benchmark``,
+  ``evaluate-cityscapes``) move it aside once the new file is complete
+  (:func:`atomic_write` with ``keep_replaced=True``), so a failed run leaves it where it was.
+* :func:`check_output` is what every single-file ``--output`` goes through first: an output equal
+  to one of the command's inputs is refused always, an existing file unless ``--overwrite``
   (:class:`~atrous.errors.OutputExistsError`, naming the file).
 * :func:`sha256_of` and :func:`file_digests` are how atrous records what it wrote into a cache
   or an output folder it reads back later (engine entries, int8 models, converted weights), and
@@ -55,7 +59,9 @@ _umask_lock = threading.Lock()
 _cleaned_folders: set[Path] = set()
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True, keep_replaced: bool = False
+) -> Path:
     """Call ``write(tmp_path)``, then rename the temporary file to ``path``.
 
     Args:
@@ -66,6 +72,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
             existing file is left alone and :class:`OutputExistsError` raised, decided at the
             moment of the rename (``os.link`` does not replace), so no file that appeared
             meanwhile is lost either.
+        keep_replaced: with ``overwrite``, an existing ``path`` is moved aside
+            (:func:`move_aside`) once the new file is complete, instead of replaced: what
+            ``--overwrite`` does to a file the user holds.
 
     Returns:
         ``path``.
@@ -84,7 +93,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
                 err.filename = str(path)
             raise
         os.chmod(tmp, 0o666 & ~current_umask())
-        if overwrite:
+        if overwrite and keep_replaced:
+            move_aside([path], path.parent)
+            _rename_no_replace(tmp, path)
+        elif overwrite:
             os.replace(tmp, path)
         else:
             _rename_no_replace(tmp, path)
@@ -93,11 +105,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     return path
 
 
-def atomic_save(path: str | os.PathLike, save: Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
+def atomic_save(
+    path: str | os.PathLike, save: Callable[[BinaryIO], None], *, overwrite: bool = True, keep_replaced: bool = False
+) -> Path:
     """``save(buffer)`` into memory, then :func:`atomic_write` the bytes to ``path``; returns ``path``."""
     buffer = io.BytesIO()
     save(buffer)
-    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), overwrite=overwrite)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), overwrite=overwrite,
+                        keep_replaced=keep_replaced)
 
 
 def temporary_prefix(path: Path, pid: int | None = None) -> str:
@@ -110,12 +125,12 @@ def _rename_no_replace(tmp: Path, path: Path) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another output") from None
+        raise OutputExistsError(f"{path} already exists; {OVERWRITE_HINT}, or choose another output") from None
     except OSError as err:  # file systems without hard links (FAT, some network shares)
         if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
             raise
         if path.exists():
-            raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another output") from None
+            raise OutputExistsError(f"{path} already exists; {OVERWRITE_HINT}, or choose another output") from None
         os.replace(tmp, path)
 
 
@@ -227,6 +242,7 @@ def output_folder(path: str | os.PathLike, option: str = "output folder", *, cre
 
 
 REPLACED_PREFIX = "replaced-"
+OVERWRITE_HINT = "pass --overwrite to move it aside into replaced-<time>/"
 
 
 def move_aside(paths: Iterable[str | os.PathLike], folder: str | os.PathLike) -> Path | None:
@@ -290,7 +306,7 @@ def check_output(
     if path.is_dir():
         raise OutputExistsError(f"{option} {path} is a folder; give a file name inside it")
     if (path.exists() or path.is_symlink()) and not overwrite:
-        raise OutputExistsError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another file")
+        raise OutputExistsError(f"{option} {path} already exists; {OVERWRITE_HINT}, or choose another file")
     return path
 
 

@@ -1,7 +1,8 @@
 """``atrous analyze <name>``: the papers' analyses on a trained model, each writing
 ``<name>.png`` (the figure) and ``<name>.json`` (the numbers behind it, dashes in the name
 become underscores) into ``--output`` (default: ``<run>/analysis``). Files that exist there are
-refused before anything runs unless ``--overwrite``.
+refused before anything runs unless ``--overwrite``, which moves them aside into
+``replaced-<time>/``.
 
   receptive-field  head layers' per-layer/stacked fields (report §4.1) + effective field
   valid-weights    valid taps of a 3×3 atrous filter vs rate (DeepLabv3 Fig. 4)
@@ -316,23 +317,18 @@ def planned_analyses(ctx: Context) -> list[str]:
 
 
 def check_analysis_outputs(ctx: Context, names: list[str]) -> None:
-    """Refuse, before any analysis runs, outputs that are inputs or (without ``--overwrite``) exist."""
-    from ..errors import OutputExistsError
-    from ..io import check_output, output_folder
+    """Before any analysis runs: refuse outputs that are inputs (always), and existing ones unless
+    ``--overwrite``, which moves them aside into ``replaced-<time>/`` (:func:`atrous.io.claim_outputs`)."""
+    from ..io import check_output, claim_outputs, output_folder
 
     output_folder(ctx.output, "--output", create=False)
     inputs = [ctx.checkpoint, ctx.args.config if ctx.args.config and Path(ctx.args.config).is_file() else None]
-    existing = []
-    for name in names:
-        for suffix in (".png", ".json"):
-            path = ctx.output / (name.replace("-", "_") + suffix)
-            check_output(path, inputs=inputs, overwrite=True)  # an input: refused always
-            if path.exists() and not ctx.args.overwrite:
-                existing.append(path)
-    if existing:
-        raise OutputExistsError(
-            f"{', '.join(map(str, existing))} already exist(s); pass --overwrite to replace, or choose another --output"
-        )
+    files = [name.replace("-", "_") + suffix for name in names for suffix in (".png", ".json")]
+    for file in files:
+        check_output(ctx.output / file, inputs=inputs, overwrite=True)  # an input: refused always
+    aside = claim_outputs(ctx.output, files, overwrite=ctx.args.overwrite)
+    if aside is not None:
+        print(f"Moved the earlier outputs from {ctx.output} to {aside}")
 
 
 def run_analysis(args: argparse.Namespace) -> int:
@@ -366,7 +362,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--num-images", type=int, default=None,
                        help=f"images to analyse (default: {images})" if images else "images to analyse")
         p.add_argument("--output", help="output folder (default: <run>/analysis for <run>/checkpoints/*.ckpt)")
-        p.add_argument("--overwrite", action="store_true", help="replace the figure and JSON if they exist")
+        p.add_argument("--overwrite", action="store_true",
+                       help="move an existing figure and JSON aside into replaced-<time>/")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
         if name in ("receptive-field", "all"):
             p.add_argument("--target", choices=ERF_TARGETS, default=ERF_TARGETS[0],

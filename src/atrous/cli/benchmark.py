@@ -47,7 +47,7 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
 def json_output_options(p: argparse.ArgumentParser) -> None:
     """``--output`` (the results as JSON) and ``--overwrite``."""
     p.add_argument("--output", help="write the results as JSON")
-    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never an input)")
+    p.add_argument("--overwrite", action="store_true", help="move an existing --output aside into replaced-<time>/ (never an input)")
 
 
 def write_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
@@ -56,7 +56,7 @@ def write_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
     if args.output:
         text = json.dumps(report, indent=2) + "\n"
-        atomic_write(args.output, lambda tmp: tmp.write_text(text), overwrite=args.overwrite)
+        atomic_write(args.output, lambda tmp: tmp.write_text(text), overwrite=args.overwrite, keep_replaced=True)
         print(f"Wrote {args.output}")
 
 

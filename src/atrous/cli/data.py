@@ -18,7 +18,8 @@ def add_check_data(sub: argparse._SubParsersAction) -> None:
                      help="which data.<split> to scan (default: train val)")
     chk.add_argument("--output", type=Path, metavar="DIR",
                      help="also write DIR/class_pixels.json and DIR/class_pixels.png (a bar chart per split)")
-    chk.add_argument("--overwrite", action="store_true", help="replace class_pixels.* in --output")
+    chk.add_argument("--overwrite", action="store_true",
+                     help="move an existing class_pixels.* in --output aside into replaced-<time>/")
     chk.add_argument("--num-workers", type=int, help="processes reading files (default: data.num_workers, else 0)")
     chk.add_argument("--no-progress", action="store_true", help="no progress bar")
     chk.set_defaults(func=check_data_command)
@@ -26,18 +27,22 @@ def add_check_data(sub: argparse._SubParsersAction) -> None:
 
 def check_data_command(args: argparse.Namespace) -> int:
     from ..data.base import DatasetError
+    from ..data.build import bounded_workers
     from ..data.check import check_splits, format_class_table, format_problems
     from ..data.class_pixels import CHART_NAME, JSON_NAME, write_class_pixels
-    from ..io import check_output
+    from ..io import claim_outputs, output_folder
 
     cfg = load_config(args.config, overrides(args))
     data_cfg = cfg.get("data") or {}
     workers = args.num_workers if args.num_workers is not None else int(data_cfg.get("num_workers", 0))
     if workers < 0:
         raise InputError(f"--num-workers {workers}: give 0 (read in this process) or more worker processes")
+    workers = bounded_workers(workers, "--num-workers" if args.num_workers is not None else "data.num_workers")
     if args.output is not None:
-        for name in (JSON_NAME, CHART_NAME):
-            check_output(args.output / name, overwrite=args.overwrite)
+        output_folder(args.output, "--output", create=False)
+        aside = claim_outputs(args.output, (JSON_NAME, CHART_NAME), overwrite=args.overwrite)
+        if aside is not None:
+            print(f"Moved the earlier {JSON_NAME} and {CHART_NAME} from {args.output} to {aside}")
     splits = list(dict.fromkeys(args.split))
     checks, classes = check_splits(data_cfg, splits, num_workers=workers, progress=not args.no_progress)
     problems = [p for c in checks for p in c.problems]

@@ -93,16 +93,25 @@ def add_evaluate_cityscapes(sub: argparse._SubParsersAction) -> None:
     cs.add_argument("--split", default="val", choices=["train", "val", "test", "train_extra"],
                     help="gtFine split to score against (default: val)")
     cs.add_argument("--output", help="also write the scores as JSON to this file")
+    cs.add_argument("--overwrite", action="store_true",
+                    help="move an existing --output aside into replaced-<time>/ (default: refuse before scoring)")
     cs.set_defaults(func=evaluate_cityscapes_command)
 
 
 def evaluate_cityscapes_command(args: argparse.Namespace) -> int:
-    from ..evaluation.cityscapes_eval import evaluate_cityscapes, format_scores, write_scores
+    from ..evaluation.cityscapes_eval import (
+        check_scores_output,
+        evaluate_cityscapes,
+        format_scores,
+        write_scores,
+    )
 
+    if args.output:
+        check_scores_output(args.output, overwrite=args.overwrite)
     scores = evaluate_cityscapes(args.results, args.gt, split=args.split)
     print(format_scores(scores))
     print(f"{scores['images']} images of gtFine/{args.split} scored by {scores['evaluator']}")
     if args.output:
-        write_scores(args.output, scores)
+        write_scores(args.output, scores, overwrite=args.overwrite)
         print(f"Wrote {args.output}")
     return 0

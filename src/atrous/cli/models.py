@@ -96,7 +96,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     conv.add_argument("--config", required=True, help="YAML config of the same network")
     conv.add_argument("--output", required=True, help="atrous checkpoint to write (.ckpt)")
     conv.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
-    conv.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never an input)")
+    conv.add_argument("--overwrite", action="store_true", help="move an existing --output aside into replaced-<time>/ (never an input)")
     conv.set_defaults(func=convert_command)
 
 
@@ -120,7 +120,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--opset", type=int, help="ONNX opset (18 or later; default: the exporter's)")
     exp.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convolutions first")
     exp.add_argument("--static", action="store_true", help="fix batch and image size to the example's")
-    exp.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never an input)")
+    exp.add_argument("--overwrite", action="store_true", help="move an existing --output aside into replaced-<time>/ (never an input)")
     exp.set_defaults(func=export_command)
 
 

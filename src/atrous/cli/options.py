@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
 from ..engines.choices import ENGINES, MEMORY_FORMATS, PRECISIONS
-from ..evaluation.choices import TTA_PRESETS
+from ..evaluation.choices import MAX_INPUT_PIXELS, TTA_PRESETS
 
 if TYPE_CHECKING:
     from ..engines.base import EngineOptions
@@ -39,7 +39,7 @@ def checkpoint_or_weights(p: argparse.ArgumentParser, required: bool,
 
 def test_time_options(p: argparse.ArgumentParser, *, config_section: bool) -> None:
     """The test-time strategy: ``--tta``, ``--scales``, ``--flip``, ``--window``, ``--overlap``,
-    ``--output-stride`` (read back by :func:`strategy_of`). Every default is ``None``, "not given".
+    ``--output-stride``, ``--max-pixels`` (read back by :func:`strategy_of`). Every default is ``None``, "not given".
 
     ``config_section``: validate and test, whose options override the config's ``evaluate:``
     section (``--tta`` is checked with it, ``--no-flip`` turns a preset's flips off); predict has
@@ -58,6 +58,10 @@ def test_time_options(p: argparse.ArgumentParser, *, config_section: bool) -> No
     p.add_argument("--window", nargs=2, type=int, metavar=("H", "W"), help="sliding-window size (the training crop)")
     p.add_argument("--overlap", type=float, help="overlap of neighbouring windows (default 1/3)")
     p.add_argument("--output-stride", type=int, help="evaluate at this output stride (e.g. 8 for a model trained at 16)")
+    limit = "" if config_section else "skip images of more pixels (default: Pillow's limit, 89478485), and "
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help=f"{limit}refuse a --window, or a --scales that enlarges an image, of more than N pixels "
+                        f"(default: {MAX_INPUT_PIXELS}, 4096x8192); 0: no limit")
 
 
 def strategy_of(args: argparse.Namespace, section: Any = None, where: str | None = None,
@@ -67,7 +71,8 @@ def strategy_of(args: argparse.Namespace, section: Any = None, where: str | None
     them in errors."""
     from ..evaluation.strategy import strategy_from_options
 
-    options = {key: getattr(args, key) for key in ("tta", "scales", "flip", "window", "overlap", "output_stride")}
+    keys = ("tta", "scales", "flip", "window", "overlap", "output_stride", "max_pixels")
+    options = {key: getattr(args, key) for key in keys}
     return strategy_from_options(section, {**options, **extra}, where)
 
 

@@ -27,13 +27,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                       help="write only Cityscapes label-id PNGs named for the benchmark")
     pred.add_argument("--overlay-video", action="store_true", help="for videos, also write <name>_overlay.mp4")
     pred.add_argument("--overwrite", action="store_true",
-                      help="replace output files that exist (default: refuse before predicting; never an input)")
+                      help="move output files that exist aside into <output>/replaced-<time>/ (default: refuse before "
+                           "predicting; never an input)")
     pred.add_argument("--shard", metavar="K/N",
                       help="predict only shard K of N (every N-th input by name, from the K-th); implies --skip-existing")
     pred.add_argument("--skip-existing", action="store_true",
                       help="skip inputs whose outputs all exist; redo those with some (a stopped run resumes)")
-    pred.add_argument("--max-pixels", type=int, metavar="N",
-                      help="skip images of more pixels (default: Pillow's decompression-bomb limit, 89478485; 0: none)")
     pred.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     pred.add_argument("--no-progress", action="store_true", help="no progress bar")
     engine_options(pred)
@@ -54,9 +53,14 @@ def predict_command(args: argparse.Namespace) -> int:
     )
     done = f" ({len(result.complete)} input(s) skipped: their outputs were complete)" if result.complete else ""
     print(f"Wrote {len(result.written)} files to {args.output}{done}; the model ran in {result.engine}")
+    if result.incomplete:
+        print(f"atrous predict: {len(result.incomplete)} video(s) ended early, their frames up to there were predicted:",
+              file=sys.stderr)
+        for path, how in result.incomplete:
+            print(f"  {path}: {how}", file=sys.stderr)
     if result.failed:
         print(f"atrous predict: skipped {len(result.failed)} input(s), the others were predicted:", file=sys.stderr)
         for path, reason in result.failed:
             print(f"  {path}: {reason}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if result.incomplete else 0

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -170,3 +172,22 @@ def bootstrap(dataset: SegmentationDataset, classes: Sequence[str], repeats: int
     wanted = [names.index(c) for c in classes]
     hard = [i for i in range(len(dataset)) if dataset.class_presence(i)[wanted].any()]
     return ConcatDataset([dataset] + [Subset(dataset, hard)] * repeats)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's or SLURM's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def bounded_workers(requested: int, option: str = "data.num_workers") -> int:
+    """``data.num_workers`` (or ``--num-workers``), at most one worker per usable CPU: more only adds processes (and
+    memory) without adding speed, and a typo like 100000 would fork until memory runs out."""
+    limit = usable_cpus()
+    if requested > limit:
+        print(f"atrous: {option}={requested} is more than this machine's {limit} usable CPU(s); using {limit}",
+              file=sys.stderr)
+        return limit
+    return requested

@@ -36,10 +36,19 @@ def colorize(labels: np.ndarray, palette: np.ndarray = CITYSCAPES_PALETTE, ignor
     return out
 
 
+OVERLAY_BAND_PIXELS = 1 << 20  # pixels blended at a time
+
+
 def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.55, ignore_index: int = 255) -> np.ndarray:
-    """Blend class colours over an ``(H, W, 3)`` uint8 image; ignored pixels stay as they are."""
-    colours = colorize(labels, palette).astype(np.float32)
-    out = image.astype(np.float32)
-    labelled = labels != ignore_index
-    out[labelled] = (1 - alpha) * out[labelled] + alpha * colours[labelled]
-    return out.astype(np.uint8)
+    """Blend class colours over an ``(H, W, 3)`` uint8 image; ignored pixels stay as they are.
+    Blended in float32 a band of rows at a time, so a large image needs no float copy of itself."""
+    out = np.empty_like(image, dtype=np.uint8)
+    band = max(1, OVERLAY_BAND_PIXELS // max(1, image.shape[1]))
+    for top in range(0, image.shape[0], band):
+        rows = slice(top, top + band)
+        colours = colorize(labels[rows], palette).astype(np.float32)
+        blended = image[rows].astype(np.float32)
+        labelled = labels[rows] != ignore_index
+        blended[labelled] = (1 - alpha) * blended[labelled] + alpha * colours[labelled]
+        out[rows] = blended.astype(np.uint8)
+    return out

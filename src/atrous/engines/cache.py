@@ -15,6 +15,14 @@ loaded (a file removed or truncated by hand) is moved aside and rebuilt.
 The cache lives in ``$ATROUS_CACHE_DIR/engines`` if set, else ``$XDG_CACHE_HOME/atrous/engines``,
 else ``~/.cache/atrous/engines``; ``--engine-cache DIR`` chooses another, ``--no-engine-cache``
 builds into a temporary folder that is removed afterwards.
+
+OpenVINO compiles its graph once per input size and keeps each compiled blob in the entry's
+``compiled/`` folder; whole images of many sizes would grow it without end. :class:`CompiledBlobs`
+bounds it: after each compilation the least recently used blobs are removed until the folder
+holds at most :func:`compiled_cache_bytes` (``$ATROUS_COMPILED_CACHE_MB``, default
+:data:`COMPILED_CACHE_MB`; 0: no bound). A blob's last use is its modification time, set each
+time an engine compiles (or loads) that size; ``atrous-usage.json`` in the folder records which
+blob files belong to which size and precision.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +43,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..io import changed_files, file_digests, output_folder, pid_running
+from ..errors import InputError
+from ..io import atomic_write, changed_files, file_digests, output_folder, pid_running
 
 META = "meta.json"
+COMPILED_CACHE_MB = 1024  # the default bound of one entry's compiled blobs (about 300 input sizes of the demo model)
+COMPILED_CACHE_ENV = "ATROUS_COMPILED_CACHE_MB"
+USAGE = "atrous-usage.json"
 
 def default_cache_dir() -> Path:
     """``$ATROUS_CACHE_DIR/engines``, ``$XDG_CACHE_HOME/atrous/engines`` or ``~/.cache/atrous/engines``."""
@@ -170,3 +183,97 @@ def entries(root: Path) -> Iterable[CacheEntry]:
         return []
     found = (_read(p) for p in sorted(root.iterdir()) if not p.name.startswith("."))
     return [e for e in found if e is not None]
+
+
+# -- OpenVINO's compiled blobs: a size bound, least recently used first out ------------------------
+
+def compiled_cache_bytes() -> int | None:
+    """The bound of an entry's ``compiled/`` folder in bytes: ``$ATROUS_COMPILED_CACHE_MB``
+    (megabytes, may be fractional), else :data:`COMPILED_CACHE_MB`; ``None`` (no bound) for 0."""
+    text = os.environ.get(COMPILED_CACHE_ENV, "").strip()
+    try:
+        megabytes = float(text) if text else COMPILED_CACHE_MB
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes >= 0 or megabytes == float("inf"):
+        raise InputError(f"{COMPILED_CACHE_ENV}={text}: a size in megabytes (0: no bound), e.g. {COMPILED_CACHE_MB}")
+    return int(megabytes * 2**20) or None
+
+
+class CompiledBlobs:
+    """The compiled blobs OpenVINO keeps in ``folder`` (its ``CACHE_DIR``), bounded by size.
+
+    Use: ``before = blobs.snapshot()``, compile, then ``blobs.used(key, before)`` with ``key``
+    naming what was compiled (precision and input size): files that appeared belong to ``key``;
+    otherwise the ones recorded for it were loaded. Either way they become the most recently
+    used, and older blobs are removed until the folder fits :func:`compiled_cache_bytes`.
+    """
+
+    def __init__(self, folder: Path, max_bytes: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+
+    def snapshot(self) -> set[str]:
+        return set(self._sizes())
+
+    def used(self, key: str, before: set[str]) -> list[str]:
+        """Record ``key``'s use (see the class); returns the files removed."""
+        usage = self._usage()
+        new = sorted(set(self._sizes()) - before)
+        if new:
+            usage[key] = new
+        now = time.time()
+        for name in usage.get(key, []):
+            try:
+                os.utime(self.folder / name, (now, now))
+            except OSError:  # removed meanwhile by another process: it compiles again when needed
+                pass
+        removed = self._evict(keep=set(usage.get(key, [])))
+        kept = {k: names for k, names in usage.items() if all((self.folder / n).is_file() for n in names)}
+        atomic_write(self.folder / USAGE, lambda tmp: tmp.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n"))
+        return removed
+
+    def _sizes(self) -> dict[str, tuple[int, float]]:
+        """``{file name: (bytes, last use)}`` of the blobs (not the usage record, not temporaries)."""
+        found = {}
+        try:
+            entries = list(os.scandir(self.folder))
+        except OSError:
+            return {}
+        for entry in entries:
+            if entry.name == USAGE or entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            found[entry.name] = (stat.st_size, stat.st_mtime)
+        return found
+
+    def _usage(self) -> dict[str, list[str]]:
+        try:
+            usage = json.loads((self.folder / USAGE).read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(usage, dict):
+            return {}
+        return {str(k): [str(n) for n in v] for k, v in usage.items() if isinstance(v, list)}
+
+    def _evict(self, keep: set[str]) -> list[str]:
+        if not self.max_bytes:
+            return []
+        sizes = self._sizes()
+        total = sum(size for size, _ in sizes.values())
+        removed = []
+        for name, (size, _) in sorted(sizes.items(), key=lambda item: item[1][1]):  # oldest use first
+            if total <= self.max_bytes:
+                break
+            if name in keep:
+                continue
+            try:
+                (self.folder / name).unlink()
+            except OSError:
+                continue
+            total -= size
+            removed.append(name)
+        return removed

@@ -77,6 +77,7 @@ def export_model(
     dynamic: bool = True,
     verify: bool = True,
     overwrite: bool = True,
+    keep_replaced: bool = False,
 ) -> ExportResult:
     """Export ``model`` (put in eval mode) to ``path``, written atomically.
 
@@ -93,6 +94,8 @@ def export_model(
             report the largest absolute difference from the eager model.
         overwrite: replace an existing ``path``; with ``False`` it raises
             :class:`~atrous.errors.OutputExistsError` instead (``atrous export`` without ``--overwrite``).
+        keep_replaced: with ``overwrite``, move an existing ``path`` aside into ``replaced-<time>/``
+            instead of replacing it (:func:`atrous.io.move_aside`; ``atrous export --overwrite``).
     """
     if format not in FORMATS:
         raise InputError(f"unknown export format {format!r}; choose from {list(FORMATS)}")
@@ -109,7 +112,8 @@ def export_model(
     example = torch.randn(batch, getattr(model, "in_channels", 3), *image_size, generator=torch.Generator().manual_seed(0))
     writers = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported-program": _write_program}
     with torch.no_grad():
-        opset_used = writers[format](model, example, path, dynamic=dynamic, opset=opset, overwrite=overwrite)
+        opset_used = writers[format](model, example, path, dynamic=dynamic, opset=opset, overwrite=overwrite,
+                                         keep_replaced=keep_replaced)
     diff = None
     if verify:
         check = verification_input(model, example, dynamic)
@@ -167,7 +171,8 @@ def run_artifact(path: str | Path, format: str, x: torch.Tensor) -> torch.Tensor
 
 # -- writers ------------------------------------------------------------------------------
 def _write_onnx(
-    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool
+    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool,
+    keep_replaced: bool = False,
 ) -> int:
     require_extra("onnxscript", "export", "ONNX export")  # the dynamo exporter needs it
     with warnings.catch_warnings():
@@ -185,12 +190,14 @@ def _write_onnx(
     written = int(program.model.opset_imports[""])
     if opset is not None and written != opset:
         raise RuntimeError(f"the ONNX exporter could not write opset {opset} (it produced {written}); use --opset {written}")
-    atomic_write(path, lambda tmp: program.save(tmp, external_data=False), overwrite=overwrite)
+    atomic_write(path, lambda tmp: program.save(tmp, external_data=False), overwrite=overwrite,
+                 keep_replaced=keep_replaced)
     return written
 
 
 def _write_torchscript(
-    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool
+    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool,
+    keep_replaced: bool = False,
 ) -> None:
     with warnings.catch_warnings():
         # Deprecation of torch.jit, and TracerWarnings from the Python-side input check of
@@ -199,17 +206,20 @@ def _write_torchscript(
         traced = torch.jit.trace(model, example, check_trace=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        atomic_save(path, lambda buffer: torch.jit.save(traced, buffer), overwrite=overwrite)
+        atomic_save(path, lambda buffer: torch.jit.save(traced, buffer), overwrite=overwrite,
+                    keep_replaced=keep_replaced)
     return None
 
 
 def _write_program(
-    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool
+    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int | None, overwrite: bool,
+    keep_replaced: bool = False,
 ) -> None:
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes(dynamic=dynamic))
     if dynamic:
         check_dynamic_program(program, verification_input(model, example, dynamic=True))
-    atomic_save(path, lambda buffer: torch.export.save(program, buffer), overwrite=overwrite)
+    atomic_save(path, lambda buffer: torch.export.save(program, buffer), overwrite=overwrite,
+                keep_replaced=keep_replaced)
     return None
 
 
@@ -247,7 +257,7 @@ def export_checkpoint(
     Returns the :class:`ExportResult` and the folding summary (``None`` without ``fold_bn``).
     Refuses (:class:`~atrous.errors.OutputExistsError`, before loading anything) to write over
     the checkpoint or another of ``inputs`` (e.g. the config file), and over an existing file
-    unless ``overwrite``.
+    unless ``overwrite``, which moves it aside into ``replaced-<time>/`` once the export is written.
     """
     from ..models.checkpoint import load_segmentor
     from .batchnorm import fold_batchnorm, plan_batchnorm_folding
@@ -265,4 +275,4 @@ def export_checkpoint(
         plan = plan_batchnorm_folding(model)
         model = fold_batchnorm(model, plan=plan, inplace=True)
         summary = plan.summary()
-    return export_model(model, output, format, overwrite=overwrite, **options), summary
+    return export_model(model, output, format, overwrite=overwrite, keep_replaced=True, **options), summary

@@ -5,7 +5,8 @@ The IR keeps the weights in fp32 and is compiled with an explicit ``INFERENCE_PR
 fp32, bf16 and fp16 where the CPU supports them, or int8 from ``atrous quantize`` (NNCF). A fixed
 ``shape`` compiles the graph for it; otherwise each new input size is compiled once (an LRU of
 :data:`OPENVINO_SHAPES`): static shapes are what OpenVINO's CPU plugin runs fastest. Compiled
-blobs go to OpenVINO's own cache inside the cache entry (``CACHE_DIR``), so a second process
+blobs go to OpenVINO's own cache inside the cache entry (``CACHE_DIR``; bounded in size, least
+recently used sizes removed first: :class:`atrous.engines.cache.CompiledBlobs`), so a second process
 starts fast too.
 """
 
@@ -20,6 +21,7 @@ import torch
 
 from ..errors import DeviceError, require_extra
 from .base import Engine, EngineOptions, engine_threads
+from .cache import CompiledBlobs, compiled_cache_bytes
 
 OPENVINO_SHAPES = 8  # compiled input sizes kept per OpenVINO engine
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
@@ -55,8 +57,10 @@ class OpenVINOEngine(Engine):
         self.model = core.read_model(str(xml))
         self.config = {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": engine_threads()}
+        self.blobs: CompiledBlobs | None = None
         if compiled_cache is not None:
             self.config["CACHE_DIR"] = str(compiled_cache)
+            self.blobs = CompiledBlobs(Path(compiled_cache), compiled_cache_bytes())
         # input size → (compiled model, its infer request); released before the model (__del__)
         self.compiled: OrderedDict[tuple[int, ...], tuple[Any, Any]] = OrderedDict()
 
@@ -66,7 +70,10 @@ class OpenVINOEngine(Engine):
             return self.compiled[shape][1]
         model = self.model.clone()
         model.reshape({model.inputs[0].any_name: list(shape)})
+        before = self.blobs.snapshot() if self.blobs is not None else set()
         compiled = openvino_core().compile_model(model, "CPU", self.config)
+        if self.blobs is not None:
+            self.blobs.used(f"{self.options.precision} {'x'.join(map(str, shape))}", before)
         self.compiled[shape] = (compiled, compiled.create_infer_request())
         if len(self.compiled) > OPENVINO_SHAPES:
             self.compiled.popitem(last=False)

@@ -24,3 +24,9 @@ TTA_PRESETS: dict[str, dict[str, Any]] = {
 
 # Score against the label maps as on disk, or resized with the images (``--labels``).
 LABELS = ("original", "resized")
+
+# The largest input a test-time strategy may make for the model (a window, an image scaled up),
+# unless --max-pixels (evaluate.max_pixels) says otherwise: 4096 x 8192, a full 1024x2048
+# Cityscapes frame at scale 4 (the presets' largest scale is 1.8). A 64x128 image at --scales 100,
+# or padded to --window 8000 8000, is refused instead of allocating tens of GB.
+MAX_INPUT_PIXELS = 4096 * 8192

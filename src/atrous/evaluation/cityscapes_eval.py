@@ -28,7 +28,6 @@ import contextlib
 import copy
 import fnmatch
 import io
-import json
 import math
 import os
 import types
@@ -41,8 +40,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..data.cityscapes_labels import CATEGORIES, LABELS
-from ..errors import InputError, OutputExistsError, require_extra
-from ..io import atomic_write, json_text
+from ..errors import InputError, require_extra
+from ..io import atomic_write, check_output, json_text
 
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
@@ -157,9 +156,9 @@ def match_predictions(results: str | Path, ground_truth: list[Path]) -> list[Pat
     return found
 
 
-def check_prediction(prediction: Path, label_ids: Path) -> None:
+def check_prediction(prediction: Path, label_ids: Path) -> np.ndarray:
     """A prediction the script can score: a one-channel PNG of label ids, as large as its
-    ground truth ``label_ids``."""
+    ground truth ``label_ids``. Returns the values it holds (sorted, unique)."""
     try:
         with Image.open(prediction) as image:
             values = np.array(image)
@@ -185,6 +184,28 @@ def check_prediction(prediction: Path, label_ids: Path) -> None:
             f"{prediction}: {unscored:.0%} of its pixels hold label ids the benchmark never scores (0-6, 9, 10, ...): "
             f"these look like train ids (0-18; road is 0), which must be mapped to label ids: {SUBMISSION_HINT}"
         )
+    return np.unique(values)
+
+
+MAX_TRAIN_ID = 18
+
+
+def check_label_ids(results: Path, values: np.ndarray, count: int) -> None:
+    """Refuse a folder of train-id maps, told apart from label-id maps by the values of all its
+    predictions together (``values``): only values 0-18, the train ids, among them label ids that a
+    model's label-id prediction never holds (1-6, 9, 10, ...: classes the benchmark does not score,
+    which are train ids of sidewalk, building, sky, ...), and none of the label ids above 18 that
+    a label-id prediction of street scenes holds (vegetation 21, sky 23, person 24, car 26, ...).
+    Unlabeled (0) is no evidence: a submission writes it for the report's "background" class."""
+    unscored = np.setdiff1d(unscored_label_ids(), [0])
+    if values.max(initial=0) > MAX_TRAIN_ID or not np.isin(values, unscored).any():
+        return
+    shown = ", ".join(str(v) for v in values[np.isin(values, unscored)][:6])
+    raise InputError(
+        f"{results}: the {count} prediction(s) hold train ids, not label ids: only values 0-{MAX_TRAIN_ID}, among them "
+        f"{shown} (classes the benchmark never scores), and no label id above {MAX_TRAIN_ID} (vegetation 21, sky 23, "
+        f"car 26, ...); {SUBMISSION_HINT}"
+    )
 
 
 def unscored_label_ids() -> np.ndarray:
@@ -206,8 +227,8 @@ def evaluate_cityscapes(results: str | Path, root: str | Path, split: str = "val
     evaluation = _evaluation_module()  # first: without the extra, nothing else needs checking
     ground_truth = ground_truth_files(root, split)
     predictions = match_predictions(results, ground_truth)
-    for prediction, label_ids in zip(predictions, ground_truth, strict=True):
-        check_prediction(prediction, label_ids)
+    values = [check_prediction(prediction, label_ids) for prediction, label_ids in zip(predictions, ground_truth, strict=True)]
+    check_label_ids(Path(results), np.unique(np.concatenate(values)), len(predictions))
 
     args = copy.copy(evaluation.args)  # a private copy: the module's global stays as it was
     args.predictionPath, args.predictionWalk = str(results), None
@@ -254,20 +275,17 @@ def format_scores(scores: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_scores(path: str | Path, scores: Mapping[str, Any]) -> Path:
-    """Write ``scores`` as JSON atomically; an existing file is replaced only if an earlier
-    ``atrous evaluate-cityscapes`` wrote it."""
+def write_scores(path: str | Path, scores: Mapping[str, Any], *, overwrite: bool = False) -> Path:
+    """Write ``scores`` as JSON atomically; an existing file is refused unless ``overwrite``, which
+    moves it aside into ``replaced-<time>/`` (:func:`atrous.io.atomic_write`)."""
+    text = json_text(dict(scores))
+    return atomic_write(check_scores_output(path, overwrite=overwrite), lambda tmp: tmp.write_text(text),
+                        overwrite=overwrite, keep_replaced=True)
+
+
+def check_scores_output(path: str | Path, *, overwrite: bool = False) -> Path:
+    """``--output``: a file name (not a folder), not existing unless ``overwrite``; checked before scoring."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"--output {path} is a folder; name a file, e.g. {path / 'cityscapes_metrics.json'}")
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            previous = None
-        if not (isinstance(previous, dict) and str(previous.get("evaluator", "")).startswith("cityscapesScripts")):
-            raise OutputExistsError(
-                f"{path} exists and was not written by atrous evaluate-cityscapes; choose another --output"
-            )
-    text = json_text(dict(scores))
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return check_output(path, overwrite=overwrite)

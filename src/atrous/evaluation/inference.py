@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..models.segmentor import check_image_size
-from .choices import AVERAGES
+from .choices import AVERAGES, MAX_INPUT_PIXELS
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -58,6 +58,7 @@ def predict_probabilities(
     overlap: float = 1 / 3,
     num_classes: int | None = None,
     average: str = "probabilities",
+    max_pixels: int | None = None,
 ) -> torch.Tensor:
     """Class probabilities at input resolution with test-time strategies.
 
@@ -76,15 +77,19 @@ def predict_probabilities(
         average: ``"probabilities"`` (arithmetic mean over scales and flips, DeepLabv3) or
             ``"log_probabilities"`` (mean of log-probabilities, official DenseASPP; the result is
             the renormalised geometric mean, whose argmax is theirs).
+        max_pixels: the largest input the strategy may make (a window; an image scaled up), in
+            pixels; ``None``: :data:`~atrous.evaluation.choices.MAX_INPUT_PIXELS`, 0: no bound.
+            Checked before anything is allocated (:func:`check_input_sizes`).
 
     Returns:
         float32 ``(N, C, H, W)`` probabilities summing to one over ``C``, computed under
         ``torch.inference_mode()`` (no autograd), one scale and flip at a time, summed in place.
     """
-    scales = _check_arguments(model, images, scales, window, overlap, average)
+    scales = _check_arguments(model, images, scales, window, overlap, average, max_pixels)
+    check_input_sizes(tuple(images.shape[-2:]), scales, max_pixels)
     log = average == "log_probabilities"
     total: torch.Tensor | None = None
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for scale in scales:
             scaled = _resize_image(images, scale)
             for mirrored in (False, True) if flip else (False,):
@@ -103,7 +108,7 @@ def predict(model: nn.Module, images: torch.Tensor, **options: Any) -> torch.Ten
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     training = model.training
     model.eval()
     try:
@@ -119,6 +124,7 @@ def _check_arguments(
     window: tuple[int, int] | None,
     overlap: float,
     average: str,
+    max_pixels: int | None,
 ) -> tuple[float, ...]:
     channels = getattr(model, "in_channels", 3)
     if (not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != channels
@@ -126,7 +132,7 @@ def _check_arguments(
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a normalised float tensor (N, {channels}, H, W), got {shape}")
     stride = getattr(model, "output_stride", 1)
-    scales = check_strategy(stride, scales, window, overlap, average)
+    scales = check_strategy(stride, scales, window, overlap, average, max_pixels)
     if window is None:  # windows pad small images; whole images must stay at least the stride at every scale
         check_image_size(int(images.shape[-2]), int(images.shape[-1]), stride, scales)
     return scales
@@ -138,10 +144,12 @@ def check_strategy(
     window: tuple[int, int] | None = None,
     overlap: float = 1 / 3,
     average: str = "probabilities",
+    max_pixels: int | None = None,
 ) -> tuple[float, ...]:
     """Refuse (:class:`InputError`) test-time options that no image can be predicted with by a
-    model at ``output_stride``; the scales as floats. Commands call it before reading any input,
-    so a bad option is one error, not a skipped input per image."""
+    model at ``output_stride`` (a window of more than ``max_pixels``: see :func:`input_pixel_bound`);
+    the scales as floats. Commands call it before reading any input, so a bad option is one error,
+    not a skipped input per image."""
     scales = tuple(float(s) for s in scales)
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
         raise InputError(f"scales must be positive numbers, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), got {scales}")
@@ -155,7 +163,44 @@ def check_strategy(
                 f"window must be (height, width), integers of at least the model's output stride "
                 f"{output_stride}, e.g. the training crop (512, 1024); got {window}"
             )
+        check_window_pixels(window, max_pixels)
     return scales
+
+
+def check_window_pixels(window: tuple[int, int], max_pixels: int | None = None) -> None:
+    """Refuse (:class:`InputError`) a sliding window of more pixels than the bound
+    (:func:`input_pixel_bound`): every window is a model input of that size, however small the image."""
+    bound = input_pixel_bound(max_pixels)
+    if bound and window[0] * window[1] > bound:
+        raise InputError(
+            f"--window {window[0]} {window[1]} is {window[0] * window[1]:,} pixels per window, more than "
+            f"--max-pixels {bound:,}; use a smaller window (the training crop, e.g. 512 1024) or raise --max-pixels"
+        )
+
+
+def input_pixel_bound(max_pixels: int | None) -> int | None:
+    """The bound in force on what a strategy makes: ``max_pixels``, :data:`MAX_INPUT_PIXELS` for
+    ``None``, no bound (``None``) for 0."""
+    if max_pixels is None:
+        return MAX_INPUT_PIXELS
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
+        raise InputError(f"--max-pixels must be a whole number of pixels (0: no limit), got {max_pixels!r}")
+    return max_pixels or None
+
+
+def check_input_sizes(size: tuple[int, int], scales: Sequence[float], max_pixels: int | None = None) -> None:
+    """Refuse (:class:`InputError`), before anything is allocated, a scale that makes an image of
+    ``size`` (H, W) larger than it is and larger than the bound (:func:`input_pixel_bound`).
+    Scales that do not enlarge are always allowed: the image itself was read within its limit."""
+    bound = input_pixel_bound(max_pixels)
+    height, width = size
+    for scale in scales:
+        h, w = max(1, round(height * scale)), max(1, round(width * scale))
+        if bound and h * w > max(bound, height * width):
+            raise InputError(
+                f"--scales {scale:g} makes the {height}x{width} image {h}x{w} = {h * w:,} pixels, more than "
+                f"--max-pixels {bound:,}; use smaller scales or raise --max-pixels"
+            )
 
 
 def _resize_image(images: torch.Tensor, scale: float) -> torch.Tensor:
@@ -183,7 +228,7 @@ def _predict_view(
     """
     align_corners = getattr(model, "align_corners", False)
     if window is None:
-        logits = _logits(model, x, num_classes)
+        logits = logits_of(model, x, num_classes)
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
         return logits.log_softmax(1) if log else logits.softmax(1)
@@ -196,17 +241,21 @@ def _predict_view(
 def _sliding_window(
     model: nn.Module, x: torch.Tensor, window: tuple[int, int], overlap: float, num_classes: int | None
 ) -> torch.Tensor:
-    """Probabilities ``(N, C, h, w)`` of ``x`` ``(N, 3, h, w)``, window by window, overlaps averaged."""
+    """Probabilities ``(N, C, h, w)`` of ``x`` ``(N, 3, h, w)``, window by window, overlaps averaged.
+    A window over the border of an image smaller than the window is padded with zeros (the mean
+    colour) on its own; the image is never copied. :mod:`atrous.evaluation.windows` computes the
+    labels of this average in memory of one band of windows."""
     n, _, h, w = x.shape
     win_h, win_w = window
-    x = F.pad(x, (0, max(win_w - w, 0), 0, max(win_h - h, 0)))  # zeros: the mean colour
-    padded_h, padded_w = x.shape[-2:]
+    padded_h, padded_w = max(h, win_h), max(w, win_w)
     probs: torch.Tensor | None = None
     count = x.new_zeros(1, 1, padded_h, padded_w)
     for top in window_starts(padded_h, win_h, overlap):
         for left in window_starts(padded_w, win_w, overlap):
             rows, cols = slice(top, top + win_h), slice(left, left + win_w)
-            logits = _logits(model, x[..., rows, cols], num_classes)
+            tile = x[..., rows, cols]
+            tile = F.pad(tile, (0, win_w - tile.shape[-1], 0, win_h - tile.shape[-2]))
+            logits = logits_of(model, tile, num_classes)
             if probs is None:
                 probs = x.new_zeros(n, logits.shape[1], padded_h, padded_w)
             probs[..., rows, cols] += logits.softmax(1)
@@ -215,7 +264,8 @@ def _sliding_window(
     return probs.div_(count)[..., :h, :w]
 
 
-def _logits(model: nn.Module, x: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+def logits_of(model: nn.Module, x: torch.Tensor, num_classes: int | None) -> torch.Tensor:
+    """``model(x)`` as float32 logits ``(N, C, h, w)``, checked against ``x`` and ``num_classes``."""
     logits = model(x)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 4 or logits.shape[0] != x.shape[0] or logits.shape[-2:] != x.shape[-2:]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__

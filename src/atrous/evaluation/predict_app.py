@@ -23,10 +23,14 @@ Images are read as displayed (EXIF orientation applied, 16-bit scaled to 8-bit; 
 
 No file the command did not write is replaced: an output folder equal to or inside an input
 folder, and an output that is an input, are refused; outputs that already exist are refused
-(unless ``overwrite=True``) before anything is predicted, so a refused run writes nothing. Every
+before anything is predicted, so a refused run writes nothing, unless ``overwrite=True``, which
+moves them aside into ``<output>/replaced-<UTC time>/`` first (never deletes them). Every
 file is written atomically. Unreadable images and videos, images too small for the output stride
 and images over the pixel limit are skipped with a warning naming the file; the rest is
-predicted and :func:`predict_inputs` returns the skipped ones (the CLI exits with 1). Input
+predicted and :func:`predict_inputs` returns the skipped ones (the CLI exits with 1). A video
+that ends before the frame count its container declares (a truncated or partly corrupt file) is
+predicted as far as it decodes, with a warning saying how many frames were read of how many, and
+listed as incomplete (the CLI exits with 1 too); one of which no frame decodes is skipped. Input
 discovery, output names and these checks live in :mod:`atrous.evaluation.prediction_files`.
 
 Many machines split one job with ``shard=(K, N)`` (every N-th input by name); with
@@ -57,10 +61,10 @@ from ..data.transforms import transforms_from_config
 from ..devices import resolve_device
 from ..engines import Engine, EngineOptions, build_engine
 from ..errors import InputError
-from ..io import output_folder
+from ..io import move_aside, output_folder
 from ..models.checkpoint import load_segmentor
 from ..models.segmentor import Segmentor, check_image_size
-from .inference import check_strategy, predict_probabilities
+from .inference import check_strategy, eval_mode, predict_probabilities
 from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ...: part of this module's API)
     CITYSCAPES_NAME,
     IMAGE_EXTENSIONS,
@@ -76,6 +80,7 @@ from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ..
 )
 from .strategy import EvaluationStrategy
 from .video import VideoWriter, read_video, require_av
+from .windows import window_labels
 
 
 @dataclass
@@ -85,6 +90,7 @@ class PredictResult:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     complete: list[Path] = field(default_factory=list)  # inputs skipped: their outputs were all there
+    incomplete: list[tuple[Path, str]] = field(default_factory=list)  # videos that ended early (path, how)
     engine: str = ""  # what ran the model (EngineOptions.describe)
 
 
@@ -159,6 +165,27 @@ class Predictor:
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         return self.batch([image])[0]
 
+    def predict(self, image: np.ndarray, *, probabilities: bool = False) -> tuple[np.ndarray, torch.Tensor | None]:
+        """Labels ``(H, W)`` of an image ``(H, W, C)`` uint8, and its probabilities ``(C, H, W)``
+        when asked for. A sliding window at scale 1 without probabilities streams band by band
+        (:func:`atrous.evaluation.windows.window_labels`): memory of the window, not of the image,
+        and the same labels."""
+        if probabilities or not self.options.get("window") or tuple(self.options.get("scales") or (1.0,)) != (1.0,):
+            probs = self(image)
+            return probs.argmax(0).numpy(), probs if probabilities else None
+        chw = torch.from_numpy(image).permute(2, 0, 1)  # a view: the image is normalised window by window
+
+        def tile(rows: slice, cols: slice, mirrored: bool) -> torch.Tensor:
+            width = chw.shape[-1]
+            part = chw[:, rows, width - cols.stop:width - cols.start].flip(-1) if mirrored else chw[:, rows, cols]
+            return self.transform(tv_tensors.Image(part))[None].to(self.device)
+
+        options = {k: self.options[k] for k in ("window", "overlap", "flip", "average") if k in self.options}
+        with eval_mode(self.model), torch.inference_mode():
+            labels = window_labels(self.model, tile, image.shape[:2], num_classes=getattr(self.model, "num_classes", None),
+                                   **options)
+        return labels.numpy(), None
+
     def batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Images of one size, each ``(H, W, 3)`` uint8 → probabilities ``(N, C, H, W)`` float32
         on the CPU, in one call of the model (``atrous serve`` batches concurrent requests so)."""
@@ -177,14 +204,14 @@ def write_outputs(
     writer: Writer,
     name: Path,
     image: np.ndarray,
-    probs: torch.Tensor,
+    predictor: Predictor,
     classes: ClassInfo,
     *,
     probabilities: bool = False,
     submission_lut: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Write the files of one image (see the module docstring); returns the labels ``(H, W)``."""
-    labels = probs.argmax(0).numpy()
+    """Predict one image and write its files (see the module docstring); returns the labels ``(H, W)``."""
+    labels, probs = predictor.predict(image, probabilities=probabilities)
     names = output_names(name, probabilities=probabilities, submission=submission_lut is not None)
     if submission_lut is not None:
         writer.png(names["submission"], submission_lut[labels])
@@ -193,6 +220,8 @@ def write_outputs(
         writer.png(names["color"], colorize(labels, classes.palette))
         writer.png(names["overlay"], overlay(display_rgb(image), labels, classes.palette))
     if probabilities:
+        assert probs is not None
+
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, probabilities=probs.numpy().astype(np.float16), class_names=np.array(classes.names))
@@ -219,7 +248,8 @@ def predict_inputs(
     """Predict every image and video of ``inputs`` into ``output``. Files that cannot be read or
     predicted (undecodable, too small for the output stride, more pixels than ``max_pixels``:
     see :func:`atrous.data.image_files.read_image_array`) are skipped with a warning and listed in the
-    result; existing outputs are refused before anything is written unless ``overwrite``.
+    result; existing outputs are refused before anything is written unless ``overwrite``, which
+    moves them aside into ``replaced-<time>/`` first.
 
     ``shard=(K, N)``: only shard K of N (:func:`~atrous.evaluation.prediction_files.shard_of`).
     ``skip_existing``: inputs whose outputs all exist are skipped (listed as ``complete``), and
@@ -246,21 +276,26 @@ def predict_inputs(
             elif any(present):
                 partial.add(source)
     sources = [s for s in sources if s not in complete]
-    check_outputs([s for s in sources if s not in partial], output, protected, overwrite=overwrite, **naming)
+    existing = check_outputs([s for s in sources if s not in partial], output, protected, overwrite=overwrite, **naming)
     check_outputs([s for s in sources if s in partial], output, protected, overwrite=True, **naming)
     lut = cityscapes_lut(classes) if cityscapes_submission else None
     output_folder(output, "--output")
-    writer = Writer(output, protected, overwrite)
+    if existing and (aside := move_aside(existing, output)) is not None:
+        print(f"atrous predict: moved {len(existing)} earlier output(s) from {output} to {aside}", file=sys.stderr)
+    writer = Writer(output, protected)
     result = PredictResult(written=writer.written, complete=sorted(s.path for s in complete))
     options = {"probabilities": probabilities, "submission_lut": lut}
     for source in tqdm(sources, desc="predict", unit="file", disable=not progress, file=sys.stderr):
-        writer.overwrite = overwrite or source in partial  # finish what a stopped run began
+        writer.overwrite = source in partial  # finish what a stopped run began
         try:
             if source.is_video:
-                _predict_video(predictor, source, writer, classes, options, overlay_video)
+                shortfall = _predict_video(predictor, source, writer, classes, options, overlay_video)
+                if shortfall is not None:
+                    tqdm.write(f"atrous predict: warning: {source.path}: {shortfall}", file=sys.stderr)
+                    result.incomplete.append((source.path, shortfall))
             else:
                 image = read_image_array(source.path, max_pixels, getattr(predictor.model, "in_channels", 3))
-                write_outputs(writer, source.relative, image, predictor(image), classes, **options)
+                write_outputs(writer, source.relative, image, predictor, classes, **options)
         except (DatasetError, InputError) as err:  # this input only: skip it, predict the rest
             reason = str(err).removeprefix(f"{source.path}: ")
             tqdm.write(f"atrous predict: skipping {source.path}: {reason}", file=sys.stderr)
@@ -270,18 +305,19 @@ def predict_inputs(
 
 def _predict_video(
     predictor: Predictor, source: Source, writer: Writer, classes: ClassInfo, options: dict[str, Any], overlay_video: bool
-) -> None:
+) -> str | None:
+    """Predict every frame that decodes; returns how the video fell short of its declared frames, if it did."""
     frames, rate = read_video(source.path)
 
     def run(video: VideoWriter | None) -> None:
         for index, frame in enumerate(frames):
-            labels = write_outputs(writer, source.relative / f"frame_{index:06d}", frame, predictor(frame), classes, **options)
+            labels = write_outputs(writer, source.relative / f"frame_{index:06d}", frame, predictor, classes, **options)
             if video is not None:
                 video.write(overlay(frame, labels, classes.palette))
 
     if not overlay_video:
         run(None)
-        return
+        return frames.shortfall()
 
     def encode(tmp: Path) -> None:
         video = VideoWriter(tmp, rate)
@@ -291,6 +327,7 @@ def _predict_video(
             video.close()
 
     writer.write(source.relative.with_name(f"{source.relative.name}_overlay.mp4"), encode)
+    return frames.shortfall()
 
 
 def run_predict(
@@ -322,7 +359,7 @@ def run_predict(
     options = strategy.predict_options()
     stride = strategy.output_stride or model.output_stride  # the engine runs at it
     check_strategy(stride, options["scales"], options["window"], options["overlap"],
-                   options["average"])  # one error, before any input is read
+                   options["average"], options["max_pixels"])  # one error, before any input is read
     model = build_engine(model, replace(engine or EngineOptions(), output_stride=stride), device)
     predictor = Predictor(model, normalization(cfg), torch.device(device), options)
     classes = class_info(cfg, model.num_classes)

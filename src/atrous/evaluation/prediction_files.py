@@ -62,7 +62,24 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[Source]:
             raise InputError(f"{seen[relative]} and {file} would write the same outputs ({relative}_*); rename one")
         seen[relative] = file
         sources.append(Source(file, relative, file.suffix.lower() in VIDEO_EXTENSIONS))
+    check_video_folders(sources)
     return sources
+
+
+def check_video_folders(sources: Sequence[Source]) -> None:
+    """Refuse inputs whose outputs would land in a video's frame folder: a video ``x.mp4`` writes
+    into ``<output>/x/``, and so would the images of a folder ``x/`` beside it (or a video inside
+    it); their outputs could replace each other, so neither is renamed silently."""
+    videos = {source.relative: source for source in sources if source.is_video}
+    for source in sources:
+        for folder in source.relative.parents:
+            if folder in videos:
+                video = videos[folder]
+                raise InputError(
+                    f"{video.path} writes its frames into <output>/{folder.as_posix()}/, where the outputs of "
+                    f"{source.path} would go too; rename the video or the folder {folder.as_posix()}/, or predict "
+                    "them into separate --output folders"
+                )
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -131,10 +148,11 @@ def output_names(name: Path, *, probabilities: bool = False, submission: bool = 
 def check_outputs(
     sources: Sequence[Source], output: Path, protected: set[Path], *, overwrite: bool = False, overlay_video: bool = False,
     **naming: bool,
-) -> None:
+) -> list[Path]:
     """Fail before predicting anything if an output would replace an input (always) or an existing
     file (unless ``overwrite``), or, for a submission, a name or a video does not fit. A video's
-    frames go to the folder ``<name>/``, which must not exist yet (unless ``overwrite``)."""
+    frames go to the folder ``<name>/``, which must not exist yet (unless ``overwrite``). Returns
+    the outputs that exist (``overwrite`` moves them aside: :func:`atrous.io.move_aside`)."""
     existing: list[Path] = []
     inodes = {_inode(p) for p in protected} - {None}  # hard links of an input are the input
     for source in sources:
@@ -149,8 +167,9 @@ def check_outputs(
         shown = ", ".join(map(str, existing[:3])) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
         raise OutputExistsError(
             f"{len(existing)} output(s) already exist in {output} ({shown}); nothing was written: pass --overwrite "
-            f"to replace them, or choose another --output folder"
+            f"to move them aside into {output}/replaced-<time>/, or choose another --output folder"
         )
+    return existing
 
 
 def _inode(path: Path) -> tuple[int, int] | None:

@@ -11,6 +11,7 @@ The strategy names the test-time choices of the papers and the benchmark, one ke
       output_stride: 8        # evaluate re-dilated at this stride (DeepLabv3 Table 4); null: as built
                               # (the engine is built at it: atrous.engines.EngineOptions.output_stride)
       labels: original        # original | resized (see below)
+      max_pixels: 33554432    # the largest window or scaled-up image (default: MAX_INPUT_PIXELS); 0: none
 
 ``labels``: when ``data.<split>.transforms.resize`` resizes the images, ``original`` (the default)
 scores the prediction, resized back to the label map's size, against the label maps as they are
@@ -33,9 +34,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from .choices import AVERAGES, LABELS, TTA_PRESETS
-from .inference import predict_probabilities
+from .inference import check_window_pixels, predict_probabilities
 
-EVALUATE_KEYS = ("tta", "scales", "flip", "window", "overlap", "output_stride", "labels", "average")
+EVALUATE_KEYS = ("tta", "scales", "flip", "window", "overlap", "output_stride", "labels", "average", "max_pixels")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class EvaluationStrategy:
     output_stride: int | None = None
     average: str = "probabilities"
     labels: str = "original"
+    max_pixels: int | None = None  # a bound on what the strategy makes, not part of it (None: the default)
 
     @property
     def is_plain(self) -> bool:
@@ -60,11 +62,12 @@ class EvaluationStrategy:
 
     def predict_options(self) -> dict[str, Any]:
         return {"scales": self.scales, "flip": self.flip, "window": self.window, "overlap": self.overlap,
-                "average": self.average}
+                "average": self.average, "max_pixels": self.max_pixels}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, for ``metrics.json``'s ``"evaluation"`` entry."""
         out = asdict(self)
+        del out["max_pixels"]  # a memory bound: it changes no result
         out["scales"] = list(self.scales)
         out["window"] = list(self.window) if self.window else None
         return out
@@ -96,7 +99,7 @@ def strategy_from_config(section: Mapping[str, Any] | None, where: str = "evalua
     values: dict[str, Any] = {"tta": tta, "scales": preset["scales"], "flip": preset["flip"],
                               "average": preset.get("average", "probabilities")}
     values.update({k: v for k, v in section.items() if v is not None and k != "tta"})
-    return EvaluationStrategy(
+    strategy = EvaluationStrategy(
         tta=tta,
         scales=_scales(values["scales"], where),
         flip=_boolean(values["flip"], f"{where}.flip"),
@@ -105,7 +108,11 @@ def strategy_from_config(section: Mapping[str, Any] | None, where: str = "evalua
         output_stride=_stride(values.get("output_stride"), where),
         average=_choice(values["average"], AVERAGES, f"{where}.average"),
         labels=_choice(values.get("labels", "original"), LABELS, f"{where}.labels"),
+        max_pixels=_pixels(values.get("max_pixels"), where),
     )
+    if strategy.window is not None:
+        check_window_pixels(strategy.window, strategy.max_pixels)
+    return strategy
 
 
 def merge_options(section: Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,6 +199,14 @@ def _stride(value: Any, where: str) -> int | None:
     return value
 
 
+def _pixels(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}.max_pixels: a whole number of pixels (0: no bound); got {value!r}")
+    return value
+
+
 def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
     if value not in choices:
         raise ConfigError(f"{where}: one of {list(choices)}, got {value!r}")
@@ -203,8 +218,8 @@ def strategy_from_options(
 ) -> EvaluationStrategy:
     """The test-time strategy of a command: the config's ``evaluate:`` section (``None`` for a
     command without one, ``atrous predict``) with the command-line ``options`` (``tta``,
-    ``scales``, ``flip``, ``window``, ``overlap``, ``output_stride``, ``labels``; ``None`` where
-    not given) on top. ``where`` names them in errors (default: ``evaluate``, ``evaluate (with
+    ``scales``, ``flip``, ``window``, ``overlap``, ``output_stride``, ``labels``, ``max_pixels``;
+    ``None`` where not given) on top. ``where`` names them in errors (default: ``evaluate``, ``evaluate (with
     the command-line options)`` when any is given)."""
     tta = options.get("tta")
     if tta is not None and tta not in TTA_PRESETS:

@@ -149,15 +149,18 @@ def label_space(config: Mapping[str, Any], num_classes: int) -> tuple[list[str] 
 def write_checkpoint(
     output: str | os.PathLike, model: Segmentor, config: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    keep_replaced: bool = False,
 ) -> Path:
     """Write ``model`` with its experiment ``config`` as an atrous checkpoint, atomically, in the
     layout ``atrous fit`` writes: ``state_dict`` (keys ``model.…``) and ``hyper_parameters``
     (``config``, ``class_names``, ``ignore_index`` of :func:`label_space`), plus ``extra``
-    entries (e.g. ``converted_from``). Returns the path written."""
+    entries (e.g. ``converted_from``). Returns the path written; ``overwrite`` and
+    ``keep_replaced`` as in :func:`atrous.io.atomic_write`."""
     class_names, ignore_index = label_space(config, model.num_classes)
     checkpoint = {
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
         "hyper_parameters": {"config": config, "class_names": class_names, "ignore_index": ignore_index},
         **(extra or {}),
     }
-    return atomic_save(output, lambda buffer: torch.save(checkpoint, buffer), overwrite=overwrite)
+    return atomic_save(output, lambda buffer: torch.save(checkpoint, buffer), overwrite=overwrite,
+                       keep_replaced=keep_replaced)

@@ -168,7 +168,7 @@ def resolve_checkpoint(name: str, progress: bool = True) -> Path:
     if cached:  # placed by hand or by another tool: check it (downloads were checked already)
         _check_sha256(entry, path, downloaded=False)
     try:
-        convert_checkpoint(entry.source_format, path, entry.config, converted, overwrite=True)
+        convert_checkpoint(entry.source_format, path, entry.config, converted, overwrite=True, keep_replaced=False)
         record_digest(entry)
     except ConversionError as err:
         raise PretrainedWeightsError(

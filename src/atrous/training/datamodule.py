@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -11,30 +9,11 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.base import ClassInfo, SegmentationDataset
-from ..data.build import DATA_KEYS, bootstrap, build_dataset, check_data_section
+from ..data.build import DATA_KEYS, bootstrap, bounded_workers, build_dataset, check_data_section
 from .sampling import EpochShardSampler, SeededItems
 
 __all__ = ["DATA_KEYS", "SegmentationDataModule", "check_data_section"]
 
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's or SLURM's share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def bounded_workers(requested: int) -> int:
-    """``data.num_workers``, at most one worker per usable CPU: more only adds processes (and
-    memory) without adding speed, and a typo like 100000 would fork until memory runs out."""
-    limit = usable_cpus()
-    if requested > limit:
-        print(f"atrous: data.num_workers={requested} is more than this machine's {limit} usable CPU(s); using {limit}",
-              file=sys.stderr)
-        return limit
-    return requested
 
 
 class _DeferredIterator:

@@ -84,6 +84,7 @@ def convert_checkpoint(
     overrides: Sequence[str] = (),
     *,
     overwrite: bool = False,
+    keep_replaced: bool = True,
 ) -> dict[str, Any]:
     """Convert ``file`` (format ``source_format``) for the model of ``config_path`` and write an
     atrous checkpoint at ``output`` atomically, readable by ``atrous validate|test --checkpoint``
@@ -95,7 +96,9 @@ def convert_checkpoint(
 
     Raises:
         OutputExistsError: ``output`` is the source weights or the config (always), or exists
-            and ``overwrite`` is false; checked before anything is read.
+            and ``overwrite`` is false; checked before anything is read. With ``overwrite`` an
+            existing ``output`` is moved aside into ``replaced-<time>/`` once the new checkpoint
+            is written (``keep_replaced=False``: replaced, for a cache atrous keeps itself).
     """
     if source_format not in CONVERTERS:
         raise ConversionError(f"unknown source format {source_format!r}; choose from {list(FORMATS)}")
@@ -118,7 +121,8 @@ def convert_checkpoint(
         ) from err
     model.load_state_dict(state)
     written = write_checkpoint(
-        output, model, config, extra={"converted_from": {"format": source_format, "file": str(path)}}, overwrite=overwrite
+        output, model, config, extra={"converted_from": {"format": source_format, "file": str(path)}}, overwrite=overwrite,
+        keep_replaced=keep_replaced,
     )
     return {
         "output": str(written),
