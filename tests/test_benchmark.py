@@ -165,17 +165,20 @@ def test_the_peak_probe_measures_every_probe_in_every_precision_against_fp32():
 
     report = peak_table(torch.device("cpu"), ("fp32", "bf16"), matmul_n=256, conv_size=(16, 32), repeats=2, warmup=1)
     rows = report["rows"]
-    assert len(rows) == 2 * (2 + len(PEAK_RATES))
-    assert [r["dilation"] for r in rows if r["op"] == "conv3x3" and r["out_channels"] == 256 and r["shape"][1] == 2048
-            and r["precision"] == "fp32"] == list(PEAK_RATES)
-    assert all(r["vs_fp32"] == 1.0 for r in rows if r["precision"] == "fp32")
+    large = [r for r in PEAK_RATES if r > 1]
+    assert len(rows) == 2 * (2 + len(PEAK_RATES) + len(large))  # tap-wise rows for the large rates
+    aspp = [r for r in rows if r["op"] == "conv3x3" and r["shape"][1] == 2048 and r["precision"] == "fp32"]
+    assert [r["dilation"] for r in aspp if not r["tapwise"]] == list(PEAK_RATES)
+    assert [r["dilation"] for r in aspp if r["tapwise"]] == large
+    assert all(r["vs_fp32"] == 1.0 for r in rows if r["precision"] == "fp32" and not r.get("tapwise"))
     assert all(r["tflops_per_s"] > 0 and r["vs_fp32"] > 0 for r in rows)
     table = format_peak_table(report)
     assert "| conv 3×3 2048→256 on 16×32, rate 36 | bf16 |" in table and table.count("\n") == len(rows) + 3
+    assert "| conv 3×3 2048→256 on 16×32, rate 36, tap-wise | bf16 |" in table
 
 
 @pytest.mark.slow
 def test_benchmark_peak_from_the_command_line(tmp_path, capsys):
     assert main(["benchmark", "--peak", "--threads", "1", "--repeats", "1", "--output", str(tmp_path / "peak.json")]) == 0
     assert "| matmul 2048×2048×2048 | fp32 |" in capsys.readouterr().out
-    assert len(json.loads((tmp_path / "peak.json").read_text())["rows"]) == 12
+    assert len(json.loads((tmp_path / "peak.json").read_text())["rows"]) == 18

@@ -28,7 +28,7 @@ from .base import Engine, EngineOptions
 from .cache import default_cache_dir, discard_entry
 from .files import exported_entry, runnable_file
 from .int8 import load_quantized
-from .precision import AUTO, choose_precision
+from .precision import AUTO, choose_precision, choose_tapwise
 from .registry import EngineSpec, engine_spec
 
 
@@ -60,8 +60,10 @@ def build_engine(model: nn.Module, options: EngineOptions | None = None, device:
     if options.precision == "int8":
         return load_quantized(model, options, device, info)
     require_extra(spec.package, spec.extra, f"--engine {spec.name}")
+    # OpenVINO in bf16 on an AMX CPU runs a graph with the wide atrous convolutions tap-wise.
+    tapwise = choose_tapwise(spec.name, device, options.precision)
     with _cache_root(options) as root:
-        entry = exported_entry(model, spec, root, log=log)
+        entry = exported_entry(model, spec, root, log=log, tapwise=tapwise)
         try:
             return _open(spec, entry, options, device, info)
         except UserError:
@@ -72,7 +74,7 @@ def build_engine(model: nn.Module, options: EngineOptions | None = None, device:
             print(f"atrous: the cached engine {entry.path} does not load ({type(err).__name__}); rebuilding it",
                   file=sys.stderr)
             discard_entry(entry.path)
-            entry = exported_entry(model, spec, root, log=log)
+            entry = exported_entry(model, spec, root, log=log, tapwise=tapwise)
             return _open(spec, entry, options, device, info)
 
 

@@ -3,8 +3,10 @@
 The ONNX export (dynamic in batch, height and width: one entry serves every input size) is an
 entry of its own, ``onnx-…``, which the engines that run ONNX open directly; an engine that
 converts the export into files of its own (its record's ``converts``, e.g. OpenVINO's IR) keeps
-them in an entry named after it. A model is exported once for all engines. Each entry's key
-hashes the model, its output stride and the versions of the libraries involved.
+them in an entry named after it. A model is exported once for all engines, and once more with
+its wide atrous convolutions tap-wise for OpenVINO's bf16 on AMX (:func:`atrous.engines.precision.choose_tapwise`).
+Each entry's key hashes the model, its output stride, the tap-wise rule if any and the versions
+of the libraries involved.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.tapwise import TapwiseRule, tapwise_applied
 from .cache import CacheEntry, cached_build, engine_key, model_digest
 from .registry import EngineSpec
 
@@ -33,17 +36,20 @@ def library_versions(spec: EngineSpec | None) -> dict[str, str]:
     return versions
 
 
-def onnx_entry(model: nn.Module, root: Path, *, log: bool = True) -> CacheEntry:
-    """The cache entry holding ``model``'s ONNX export (exported if missing)."""
-    return _entry(root, model_digest(model), "onnx",
-                  {"output_stride": model.output_stride, "versions": library_versions(None)},
-                  lambda folder: export_onnx(model, folder), log=log)
+def onnx_entry(model: nn.Module, root: Path, *, log: bool = True, tapwise: TapwiseRule | None = None) -> CacheEntry:
+    """The cache entry holding ``model``'s ONNX export (exported if missing), with the atrous
+    convolutions ``tapwise`` selects exported tap-wise (:mod:`atrous.models.tapwise`; part of the key)."""
+    fields: dict[str, Any] = {"output_stride": model.output_stride, "versions": library_versions(None)}
+    if tapwise is not None:
+        fields["tapwise"] = [list(pair) for pair in tapwise]
+    return _entry(root, model_digest(model), "onnx", fields, lambda folder: export_onnx(model, folder, tapwise), log=log)
 
 
-def exported_entry(model: nn.Module, spec: EngineSpec, root: Path, *, log: bool = True) -> CacheEntry:
+def exported_entry(model: nn.Module, spec: EngineSpec, root: Path, *, log: bool = True,
+                   tapwise: TapwiseRule | None = None) -> CacheEntry:
     """The cache entry holding the files ``spec``'s engine runs for ``model`` (built if missing):
-    the ONNX export, or the engine's conversion of it."""
-    onnx = onnx_entry(model, root, log=log)
+    the ONNX export (``tapwise``: see :func:`onnx_entry`), or the engine's conversion of it."""
+    onnx = onnx_entry(model, root, log=log, tapwise=tapwise)
     if not spec.converts:
         return onnx
     convert = spec.implementation().convert_onnx
@@ -74,10 +80,12 @@ def _entry(root: Path, digest: str, kind: str, fields: dict[str, Any], build: An
     return entry
 
 
-def export_onnx(model: nn.Module, folder: Path) -> dict[str, str]:
-    """``model.onnx`` in ``folder``: the dynamic export (:func:`atrous.engines.export.export_model`)."""
+def export_onnx(model: nn.Module, folder: Path, tapwise: TapwiseRule | None = None) -> dict[str, str]:
+    """``model.onnx`` in ``folder``: the dynamic export (:func:`atrous.engines.export.export_model`),
+    the convolutions ``tapwise`` selects tap-wise (the model is left as it was)."""
     from .export import export_model
 
     side = max(64, 8 * int(model.output_stride))  # the example's size; the graph stays dynamic
-    export_model(model, folder / "model.onnx", "onnx", image_size=(side, side), verify=False)
+    with tapwise_applied(model, tapwise):
+        export_model(model, folder / "model.onnx", "onnx", image_size=(side, side), verify=False)
     return {"onnx": "model.onnx"}

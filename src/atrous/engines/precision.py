@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..hardware import CpuFeatures, cpu_features
+from ..models.tapwise import TapwiseRule
 from .registry import engine_spec
 
 AUTO = "auto"
@@ -75,3 +76,24 @@ def choose_training_precision(on_cuda: bool, features: CpuFeatures | None = None
     if features.fast_bf16:
         return PrecisionChoice(TRAINING_PRECISIONS["bf16"], f"this CPU has {features.describe()}")
     return PrecisionChoice(TRAINING_PRECISIONS["fp32"], f"this CPU has {features.describe()}: bf16 would be slower")
+
+
+# Where AMX runs bf16 atrous convolutions slowly, they are computed tap-wise (models/tapwise.py),
+# per engine. Measured side by side, one thread, bf16, ratio to the fp32 dilated convolution
+# (dilated → tap-wise), PyTorch: 2048→256 on 64×128: rate 6 1.7 → 3.8, 12 1.1 → 3.9, 24 0.5 → 4.0;
+# on 32×64: rate 6 1.2 → 2.1; 256→64 (DenseASPP's layers) on 64×128: rate 6 2.7 → 2.0, 12 1.9 → 1.9,
+# 24 0.85 → 1.9; the backbones' rates 2 and 4 stay dilated (7–8 → 2). OpenVINO's bf16 kernels
+# handle the narrow layers well (DenseASPP-121 in bf16: 6.3× fp32 dilated, 4.4× tap-wise) and only
+# ASPP's wide ones gain (DeepLabV3-R50: 1.6× → 4.9×). docs/engines.md has the tables.
+TAPWISE_RULES: dict[str, TapwiseRule] = {"torch": ((1024, 6), (0, 18)), "openvino": ((1024, 6),)}
+
+
+def choose_tapwise(engine: str, device: torch.device, precision: str,
+                   features: CpuFeatures | None = None) -> TapwiseRule | None:
+    """Which atrous convolutions ``engine`` computes tap-wise: on a CPU with AMX in bf16, the
+    wide ones (ASPP's, on 2048 channels) from rate 6 and, in PyTorch, the rest from rate 18;
+    none elsewhere (fp32, GPUs and CPUs without AMX run the dilated kernel at full speed)."""
+    if device.type != "cpu" or precision != "bf16" or engine not in TAPWISE_RULES:
+        return None
+    features = features if features is not None else cpu_features()
+    return TAPWISE_RULES[engine] if features.amx_bf16 else None

@@ -7,6 +7,8 @@ docs/export_and_benchmarks.md for this machine's table), and the contiguous NCHW
 CPU, denormal floats are flushed to zero during the forward pass (``torch.set_flush_denormal``),
 as onnxruntime and OpenVINO do: tiny activations otherwise take the processor's slow path
 (DenseASPP-121 with random weights ran 2.3x slower here); the setting is restored afterwards.
+In bf16 on a CPU with AMX, the large-rate atrous convolutions run tap-wise
+(:mod:`atrous.models.tapwise`, chosen by :func:`~atrous.engines.precision.choose_tapwise`).
 ``compile=True`` wraps the model in ``torch.compile`` (Inductor keeps its compiled kernels in its
 own on-disk cache, so a second run compiles faster). :func:`autocast` and :func:`memory_format`
 are the engine's rules, shared with the training step of ``atrous benchmark``.
@@ -22,7 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.tapwise import use_tapwise
 from .base import Engine, EngineOptions
+from .precision import choose_tapwise
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,6 +61,8 @@ class TorchEngine(Engine):
         )
         self.memory_format = memory_format(options, device)
         self.model = model.to(device=device, memory_format=self.memory_format).eval()
+        # Atrous convolutions tap-wise where this CPU's bf16 dilated kernel is slow (precision.py).
+        self.tapwise_convs = use_tapwise(self.model, choose_tapwise("torch", device, options.precision))
         self.run = torch.compile(self.model, backend=options.compile_backend) if options.compile else self.model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
