@@ -102,3 +102,13 @@ def test_predict_says_which_precision_ran(tmp_path, monkeypatch, capsys):
     assert main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out"),
                  "--device", "cpu", "--no-progress"]) == 0
     assert "the model ran in torch fp32 (--precision auto: this CPU has AVX2 only" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cpu, precision, expected", [
+    ("amx", "int8", "bf16"), ("avx512_bf16", "int8", "bf16"), ("avx2", "int8", "f32"),
+    ("amx", "fp32", "f32"), ("amx", "bf16", "bf16"),
+])
+def test_openvino_int8_runs_its_unquantized_layers_in_bf16_where_the_cpu_computes_it(cpu, precision, expected):
+    from atrous.engines.openvino_engine import inference_hint
+
+    assert inference_hint(precision, CPUS[cpu]) == expected

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, require_extra
+from ..hardware import CpuFeatures, cpu_features
 from .base import Engine, EngineOptions, engine_threads
 from .cache import CompiledBlobs, compiled_cache_bytes
 
@@ -29,6 +30,17 @@ OPENVINO_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
 
 
 _CORE: Any = None
+
+
+def inference_hint(precision: str, features: CpuFeatures | None = None) -> str:
+    """OpenVINO's ``INFERENCE_PRECISION_HINT`` for ``precision``. For int8, the layers NNCF left
+    unquantized (BatchNorm and ReLU of DenseNet's pre-activation layers, the concatenations, the
+    upsampling) run in bf16 where the CPU computes it natively, as ``--precision auto`` chooses
+    for fp32 models, and in f32 elsewhere."""
+    if precision == "int8":
+        features = features if features is not None else cpu_features()
+        return "bf16" if features.fast_bf16 else "f32"
+    return OPENVINO_HINTS[precision]
 
 
 def openvino_core() -> Any:
@@ -55,7 +67,7 @@ class OpenVINOEngine(Engine):
             if OPENVINO_CAPABILITY[precision] not in capabilities:
                 raise DeviceError(f"--precision {precision}: this CPU's OpenVINO plugin supports {list(capabilities)} only")
         self.model = core.read_model(str(xml))
-        self.config = {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+        self.config = {"INFERENCE_PRECISION_HINT": inference_hint(precision), "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": engine_threads()}
         self.blobs: CompiledBlobs | None = None
         if compiled_cache is not None:
