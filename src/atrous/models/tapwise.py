@@ -5,13 +5,15 @@ shifted by ``(dy, dx) ∈ {-r, 0, r}²``::
 
     y[:, :, i, j] = b + Σ_taps W[:, :, ty, tx] · x[:, :, i + dy, j + dx]   (x is 0 outside)
 
-:class:`TapwiseConv2d` computes the nine taps as *one* 1×1 convolution with ``9·C_out`` filters
-(a single large matrix multiplication, the fastest kernel every engine has), then shifts each
-tap's ``C_out`` channels by its offset, filling zeros, and sums them. The arithmetic is the same
-as the dilated convolution's (up to the order of the sum: exact in float64, ≤ 1e-5 relative in
-float32); only the kernel differs. On CPUs whose bf16 units (AMX) run dilated convolutions
-slowly at large rates (oneDNN, PyTorch and OpenVINO alike: a 2048→256 convolution on a 64×128
-map in bf16 ran 0.42× of fp32 at rate 24 and 0.26× at rate 36), the tap-wise form runs at the
+:class:`TapwiseConv2d` computes the taps with 1×1 convolutions, the fastest kernel every engine
+has: in eager mode one per kernel row (``3·C_out`` filters) over the input rows that row reaches,
+each tap added into the output region it covers (taps lying wholly in the padding cost nothing);
+traced for export, one with ``9·C_out`` filters over the whole map, each tap's channels shifted by
+its offset (pad by the rate, slice) and summed. The arithmetic is the same as the dilated
+convolution's (up to the order of the sum: equal within 1e-12 in float64, ≤ 1e-5 relative in float32);
+only the kernel differs. On CPUs whose bf16 units (AMX) run dilated convolutions slowly at large
+rates (oneDNN, PyTorch and OpenVINO alike: a 2048→256 convolution on a 64×128 map in bf16 ran
+0.5× of fp32 at rate 24 and 0.3× at rate 36), the tap-wise form runs at the
 1×1 kernel's speed; ``atrous benchmark --peak`` measures both forms on this machine;
 :func:`use_tapwise` switches a model's atrous convolutions in place, and
 :func:`atrous.engines.precision.choose_tapwise` says where (bf16 on an AMX CPU).
