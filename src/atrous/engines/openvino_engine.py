@@ -25,7 +25,7 @@ from .base import Engine, EngineOptions, engine_threads
 from .cache import CompiledBlobs, compiled_cache_bytes
 
 OPENVINO_SHAPES = 8  # compiled input sizes kept per OpenVINO engine
-OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # int8: inference_hint
 OPENVINO_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
 
 
