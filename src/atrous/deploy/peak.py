@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..models.tapwise import TapwiseConv2d
+from ..models.tapwise import use_tapwise
 from .benchmark import time_once
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,18 +71,17 @@ def conv3x3_peak(
     """TFLOP/s of a 3×3, stride-1 convolution ``channels → out_channels`` (default: ``channels``)
     at ``dilation`` (padding = dilation: the output keeps the input's size) on
     ``(batch, channels, *size)``: the atrous convolutions of a dilated backbone and of ASPP at
-    their real shapes. ``tapwise``: computed as :class:`~atrous.models.tapwise.TapwiseConv2d`
-    does (its FLOPs counted as the dilated convolution's, so the two rows compare directly)."""
+    their real shapes. ``tapwise``: computed as :func:`~atrous.models.tapwise.use_tapwise`
+    makes it (its FLOPs counted as the dilated convolution's, so the two rows compare directly)."""
     dtype = _dtype(precision)
     out_channels = out_channels or channels
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(batch, channels, *size, generator=g).to(device=device, dtype=dtype, memory_format=fmt)
     w = (torch.randn(out_channels, channels, 3, 3, generator=g) * 0.02).to(device=device, dtype=dtype, memory_format=fmt)
-    conv = TapwiseConv2d if tapwise else nn.Conv2d
-    module = conv(channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False)
-    module.tapwise_min_rate = 1
+    module = nn.Conv2d(channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False)
     module.weight = nn.Parameter(w, requires_grad=False)
+    use_tapwise(module, ((0, 1),) if tapwise else None)
     with _TF32(precision), torch.no_grad():
         seconds = _best_seconds(lambda: module(x), device, repeats, warmup)
     flops = 2 * 9 * channels * out_channels * batch * size[0] * size[1]

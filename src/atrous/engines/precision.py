@@ -28,7 +28,7 @@ import torch
 
 from ..hardware import CpuFeatures, cpu_features
 from ..models.tapwise import TapwiseRule
-from .registry import engine_spec
+from .registry import ENGINES, engine_spec
 
 AUTO = "auto"
 
@@ -85,7 +85,9 @@ def choose_training_precision(on_cuda: bool, features: CpuFeatures | None = None
 # 24 0.85 → 1.9; the backbones' rates 2 and 4 stay dilated (7–8 → 2). OpenVINO's bf16 kernels
 # handle the narrow layers well (DenseASPP-121 in bf16: 6.3× fp32 dilated, 4.4× tap-wise) and only
 # ASPP's wide ones gain (DeepLabV3-R50: 1.6× → 4.9×). docs/engines.md has the tables.
-TAPWISE_RULES: dict[str, TapwiseRule] = {"torch": ((1024, 6), (0, 18)), "openvino": ((1024, 6),)}
+# The rules live in the engines' records (registry.py: ``amx_bf16_tapwise``).
+TAPWISE_RULES: dict[str, TapwiseRule] = {name: spec.amx_bf16_tapwise for name, spec in ENGINES.items()
+                                         if spec.amx_bf16_tapwise is not None}
 
 
 def choose_tapwise(engine: str, device: torch.device, precision: str,

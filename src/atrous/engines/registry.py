@@ -42,6 +42,9 @@ class EngineSpec:
     suffix: str = ".onnx"  # the file it runs
     auto_bf16: tuple[str, ...] = ()  # devices where --precision auto picks bf16 when the hardware computes it
     int8_package: str | None = None  # what quantize_int8 imports (int8 in precisions)
+    # Its atrous convolutions computed tap-wise in bf16 on an AMX CPU (models/tapwise.py):
+    # (min input channels, min rate) pairs, first match wins; None: never. Measured in docs/engines.md.
+    amx_bf16_tapwise: tuple[tuple[int, int], ...] | None = None
 
     @property
     def quantizes(self) -> bool:
@@ -55,13 +58,13 @@ class EngineSpec:
 
 ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("torch", "torch_engine", ("fp32", "bf16", "fp16"), ("cpu", "cuda"),
-               exports=False, suffix="", auto_bf16=("cpu", "cuda")),
+               exports=False, suffix="", auto_bf16=("cpu", "cuda"), amx_bf16_tapwise=((1024, 6), (0, 18))),
     EngineSpec("onnxruntime", "onnxruntime_engine", ("fp32", "int8"), ("cpu", "cuda"),
                package="onnxruntime", extra="export", versions=("onnxruntime",),
                int8_package="onnxruntime.quantization"),
     EngineSpec("openvino", "openvino_engine", ("fp32", "bf16", "fp16", "int8"), ("cpu",),
                package="openvino", extra="openvino", versions=("openvino",), converts=True, suffix=".xml",
-               auto_bf16=("cpu",), int8_package="nncf"),
+               auto_bf16=("cpu",), int8_package="nncf", amx_bf16_tapwise=((1024, 6),)),
     EngineSpec("tensorrt", "onnxruntime_engine", ("fp32", "fp16"), ("cuda",),
                package="onnxruntime", extra="export", versions=("onnxruntime-gpu", "onnxruntime")),
 )}
