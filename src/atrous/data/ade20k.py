@@ -114,8 +114,8 @@ class ADE20K(SegmentationDataset):
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_path, label_path = self.images[index], self.labels[index]
-        image = read_image(image_path, self.max_image_pixels)
-        raw = read_label_png(label_path, self.max_image_pixels)
+        image = read_image(image_path, self.max_image_pixels, cache=self.decoded_cache)
+        raw = read_label_png(label_path, self.max_image_pixels, self.decoded_cache)
         if raw.ndim != 2:
             raise DatasetError(
                 f"{label_path}: colour label image; ADEChallengeData2016 annotations are grey PNGs "

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..errors import UserError
+from .decoded_cache import DecodedCache
 
 
 class DatasetError(UserError, ValueError):
@@ -77,6 +78,9 @@ class SegmentationDataset(Dataset):
     # Images of more pixels are refused (None: Pillow's decompression-bomb limit; 0: none);
     # set from the config's ``data.dataset.max_image_pixels`` by ``build_dataset``.
     max_image_pixels: int | None = None
+    # Decoded files kept on disk (None: decode every time); set from the config's
+    # ``data.dataset.cache_dir`` by ``build_dataset``.
+    decoded_cache: DecodedCache | None = None
 
     def __init__(self, transforms: Transforms | None = None) -> None:
         self.transforms = transforms

@@ -4,6 +4,7 @@
 
     dataset: {name: cityscapes, root: data/cityscapes, variant: "19"}   # constructor arguments
              # and max_image_pixels: refuse larger images (default: Pillow's limit; 0: none)
+             # and cache_dir: keep decoded files there (atrous.data.decoded_cache; default: none)
     train: {split: train, transforms: {...}, bootstrap: {classes: [bicycle], repeats: 1}}
     test:  {split: test}
     val:   {split: val, transforms: {...}}
@@ -37,6 +38,7 @@ from ..config import (
 )
 from .base import SegmentationDataset
 from .choices import SPLIT_SECTIONS
+from .decoded_cache import DecodedCache
 from .transforms import CONFIG_KEYS as TRANSFORM_KEYS
 from .transforms import transforms_from_config
 
@@ -50,6 +52,7 @@ DATASETS = {
 SPLIT_KEYS = ("split", "transforms", "bootstrap")
 DATA_KEYS = ("dataset", *SPLIT_SECTIONS, "batch_size", "val_batch_size", "num_workers")
 COUNTS = {"batch_size": 1, "val_batch_size": 1, "num_workers": 0}  # key: smallest value
+SHARED_KEYS = ("max_image_pixels", "cache_dir")  # data.dataset keys of every dataset
 
 
 def check_data_section(cfg: Mapping[str, Any] | None) -> None:
@@ -90,7 +93,8 @@ def dataset_arguments(
 ) -> tuple[type[SegmentationDataset], dict[str, Any]]:
     """The dataset class and its constructor arguments for one split (checked, nothing read)."""
     cfg = dict(dataset_cfg or {"name": "synthetic"})
-    cfg.pop("max_image_pixels", None)  # every dataset's, set by build_dataset (not a constructor argument)
+    for key in SHARED_KEYS:  # every dataset's, set by build_dataset (not constructor arguments)
+        cfg.pop(key, None)
     split_cfg = dict(split_cfg or {})
     cls = dataset_class(cfg.pop("name", "synthetic"))
     kwargs = {**cfg, **{k: v for k, v in split_cfg.items() if k not in SPLIT_KEYS}}
@@ -153,9 +157,13 @@ def build_dataset(dataset_cfg: Mapping[str, Any], split_cfg: Mapping[str, Any] |
     max_pixels = dataset_cfg.pop("max_image_pixels", None)
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0):
         raise ConfigError(f"data.dataset.max_image_pixels: a whole number of pixels (0: no limit), got {max_pixels!r}")
+    cache_dir = dataset_cfg.pop("cache_dir", None)
+    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
+        raise ConfigError(f"data.dataset.cache_dir: a folder for decoded images, e.g. cache/cityscapes, got {cache_dir!r}")
     cls, kwargs = dataset_arguments(dataset_cfg, split_cfg)
     dataset = cls(**kwargs)
     dataset.max_image_pixels = max_pixels
+    dataset.decoded_cache = DecodedCache(cache_dir) if cache_dir is not None else None
     # The transforms need the ignore index, which the dataset knows once it exists.
     transforms_cfg = (split_cfg or {}).get("transforms")
     dataset.transforms = transforms_from_config(transforms_cfg, train=train, ignore_index=dataset.classes.ignore_index)

@@ -179,7 +179,7 @@ class Cityscapes(SegmentationDataset):
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_path, label_path = self._samples[index]
-        image = read_image(image_path, self.max_image_pixels)
+        image = read_image(image_path, self.max_image_pixels, cache=self.decoded_cache)
         if label_path is None:  # test split: no labels, everything ignored
             mask = torch.full(tuple(image.shape[-2:]), IGNORE_INDEX, dtype=torch.uint8)
             return image, tv_tensors.Mask(mask)
@@ -198,7 +198,7 @@ class Cityscapes(SegmentationDataset):
         return present
 
     def _read_mask(self, path: Path) -> tv_tensors.Mask:
-        raw = read_label_png(path, self.max_image_pixels)
+        raw = read_label_png(path, self.max_image_pixels, self.decoded_cache)
         if raw.ndim != 2:
             raise DatasetError(
                 f"{path}: expected a single-channel label-id PNG (*_labelIds.png), got shape "

@@ -268,8 +268,8 @@ class FolderDataset(SegmentationDataset):
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_path, mask_path = self.images[index], self.masks[index]
-        image = read_image(image_path, self.max_image_pixels, self.image_channels)
-        raw = read_label_png(mask_path, self.max_image_pixels)
+        image = read_image(image_path, self.max_image_pixels, self.image_channels, self.decoded_cache)
+        raw = read_label_png(mask_path, self.max_image_pixels, self.decoded_cache)
         mask = self._index_mask(raw, mask_path) if raw.ndim == 2 else self._color_mask(raw, mask_path)
         check_same_size(image, mask, image_path, mask_path)
         return image, mask

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from torchvision import tv_tensors
 
 from ..errors import ConfigError, InputError, UserError
 from .base import DatasetError
+from .decoded_cache import DecodedCache
 
 # The image files read_image_array decodes, lower case (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -137,14 +138,34 @@ def open_image(path: Path | io.BytesIO, max_pixels: int | None = None, *, name: 
         yield img
 
 
-def read_image(path: Path, max_pixels: int | None = None, channels: int = 3) -> tv_tensors.Image:
+def read_image(
+    path: Path, max_pixels: int | None = None, channels: int = 3, cache: DecodedCache | None = None
+) -> tv_tensors.Image:
     """Decode an image file as displayed → ``tv_tensors.Image`` uint8 ``(channels, H, W)``
-    (RGB for 3: :func:`read_image_array`).
+    (RGB for 3: :func:`read_image_array`); with ``cache``, a file decoded before is read back
+    from it (:mod:`.decoded_cache`).
 
     PIL decodes (torchvision 0.29 deprecates its own decoders in favour of torchcodec).
     """
-    array = read_image_array(path, max_pixels, channels)
+    array = _cached(cache, path, f"image{channels}", max_pixels, lambda: read_image_array(path, max_pixels, channels))
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
+
+
+def _cached(
+    cache: DecodedCache | None, path: Path, kind: str, max_pixels: int | None, decode: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """``decode()``, or the array ``cache`` holds for ``path`` decoded as ``kind`` (storing it
+    on a miss); a cached array over the pixel limit is decoded again, which refuses it."""
+    entry = cache.entry(path, kind) if cache is not None else None
+    if entry is None:
+        return decode()
+    array = cache.load(entry)
+    limit = pixel_limit(max_pixels)
+    if array is not None and (limit is None or array.shape[0] * array.shape[1] <= limit):
+        return array
+    array = decode()
+    cache.store(entry, array)
+    return array
 
 
 class _pillow_limit_lifted:
@@ -180,7 +201,7 @@ def rgb_array(img: Image.Image, path: Path) -> np.ndarray:
     """A PIL image of any supported mode → uint8 ``(H, W, 3)``, scaling high bit depths."""
     mode = img.mode
     if mode == "RGB":
-        return np.array(img)
+        return pixel_array(img)
     if mode.startswith("I;16") or mode == "I":
         values = np.asarray(img)
         if values.size and (values.min() < 0 or values.max() > 65535):
@@ -201,7 +222,7 @@ def rgb_array(img: Image.Image, path: Path) -> np.ndarray:
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # the palette's colours; PIL warns on a direct conversion
     try:
-        return np.array(img.convert("RGB"))
+        return pixel_array(img.convert("RGB"))
     except ValueError as err:
         raise DatasetError(f"{path}: image mode {mode!r} cannot be read as RGB ({err}); save it as 8-bit RGB") from err
 
@@ -219,21 +240,35 @@ def exif_orientation(path: Path) -> int:
         return 1
 
 
-def read_label_png(path: Path, max_pixels: int | None = None) -> np.ndarray:
+def read_label_png(path: Path, max_pixels: int | None = None, cache: DecodedCache | None = None) -> np.ndarray:
     """Read a label PNG as stored: ``(H, W)`` integers (palette index or grey value), or
     ``(H, W, 3)`` uint8 for colour-coded masks. PIL keeps palette indices (torchvision would
-    convert palette PNGs to RGB). No EXIF orientation; the pixel limit of images applies."""
+    convert palette PNGs to RGB). No EXIF orientation; the pixel limit of images applies;
+    ``cache`` as in :func:`read_image`."""
+    return _cached(cache, path, "label", max_pixels, lambda: _decode_label(path, max_pixels))
+
+
+def _decode_label(path: Path, max_pixels: int | None) -> np.ndarray:
     try:
         with open_image(path, max_pixels) as img:
             if img.mode in ("P", "L", "I", "I;16"):
-                return np.array(img)
+                return pixel_array(img)
             if img.mode in ("RGB", "RGBA"):
-                return np.array(img.convert("RGB"))
+                return pixel_array(img.convert("RGB"))
             raise DatasetError(f"{path}: label image mode {img.mode!r} is not supported; save it as an index PNG")
     except FileNotFoundError as err:
         raise DatasetError(f"{path}: label file not found") from err
     except (UnidentifiedImageError, OSError) as err:
         raise DatasetError(f"{path}: cannot decode this label map ({err}); re-export or remove the file") from err
+
+
+def pixel_array(img: Image.Image) -> np.ndarray:
+    """``np.array(img)``, writable, with one copy of the pixels fewer for 8-bit ``L``, ``P``
+    and ``RGB`` images (PIL's raw bytes, viewed, then copied once)."""
+    bands = {"L": (), "P": (), "RGB": (3,)}.get(img.mode)
+    if bands is None:
+        return np.array(img)
+    return np.frombuffer(img.tobytes(), np.uint8).reshape(img.height, img.width, *bands).copy()
 
 
 def check_same_size(image: tv_tensors.Image, mask: tv_tensors.Mask, image_path: Path, mask_path: Path) -> None:

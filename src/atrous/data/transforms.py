@@ -13,6 +13,9 @@ Training pipeline (DeepLabv3 §4 "Training protocol"; DenseASPP §4.1)::
     [resize (H, W)] → random scale ∈ scale_range → random crop (pad: image 0, mask ignore)
     → random horizontal flip → colour jitter → float32 → normalise
 
+Colour jitter is torchvision's, with brightness and contrast of uint8 images computed as
+256-entry tables (:class:`atrous.data.color_jitter.ColorJitter`: same draws, same pixels).
+
 Random scale and crop run as one step, :class:`RandomScaleCrop`: the crop window is computed in
 the source frame, and only that region is resized (a 1024×2048 Cityscapes frame scaled by 2 is
 never materialised at 2048×4096). Its random draws are the ones of resizing the whole frame then
@@ -34,6 +37,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import ConfigError
+from .color_jitter import ColorJitter
 from .image_files import check_image_pixels
 
 # name → (mean, std) per RGB channel, for images scaled to [0, 1].
@@ -188,7 +192,7 @@ def build_transforms(
             steps.append(v2.RandomHorizontalFlip(p=0.5))
         if color_jitter > 0:
             strength = float(color_jitter)
-            steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength))
+            steps.append(ColorJitter(brightness=strength, contrast=strength, saturation=strength))
     steps += [
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
         v2.Normalize(mean, std),

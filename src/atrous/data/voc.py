@@ -27,6 +27,7 @@ from torchvision import tv_tensors
 
 from ..errors import ConfigError
 from .base import ClassInfo, DatasetError, SegmentationDataset, Transforms
+from .decoded_cache import DecodedCache
 from .image_files import check_same_size, read_image, read_label_png
 from .label_maps import LabelLookup
 from .palettes import voc_colormap
@@ -129,22 +130,22 @@ class VOCSegmentation(SegmentationDataset):
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image_path, label_path = self.image_path(index), self.label_path(index)
-        image = read_image(image_path, self.max_image_pixels)
-        mask = _read_mask(label_path, self.max_image_pixels)
+        image = read_image(image_path, self.max_image_pixels, cache=self.decoded_cache)
+        mask = _read_mask(label_path, self.max_image_pixels, self.decoded_cache)
         check_same_size(image, mask, image_path, label_path)
         return image, mask
 
     def class_presence(self, index: int) -> np.ndarray:
         """Which classes the label map of sample ``index`` contains: bool ``(21,)``.
         Reads only the label file (for DeepLabv3's bootstrapping of hard classes)."""
-        values = torch.unique(_read_mask(self.label_path(index), self.max_image_pixels)).numpy()
+        values = torch.unique(_read_mask(self.label_path(index), self.max_image_pixels, self.decoded_cache)).numpy()
         present = np.zeros(self.classes.num_classes, dtype=bool)
         present[values[values < self.classes.num_classes]] = True
         return present
 
 
-def _read_mask(path: Path, max_pixels: int | None = None) -> tv_tensors.Mask:
-    raw = read_label_png(path, max_pixels)
+def _read_mask(path: Path, max_pixels: int | None = None, cache: DecodedCache | None = None) -> tv_tensors.Mask:
+    raw = read_label_png(path, max_pixels, cache)
     if raw.ndim != 2:
         raise DatasetError(
             f"{path}: label map is an RGB image; VOC labels must be palette (SegmentationClass) or "
