@@ -152,12 +152,17 @@ def test_data_benchmark_reads_cityscapes_layout(tmp_path):
     assert report["frames"] == 2 and report["frame_size"] == [64, 128] and not report["synthetic_frames"]
     assert set(report["stages_ms"]) == {"image_decode", "label_decode", "label_mapping"}
     assert all(v > 0 for v in report["stages_ms"].values()) and report["decode_ms"] > 0
+    assert 0 < report["cached_decode_ms"] and all(v > 0 for v in report["peers"].values())
     for name in ("augment", "denseaspp_report"):
         entry = report["pipelines"][name]
         assert entry["images_per_s_per_worker"] > 0 and entry["sample_ms"] > 0 and entry["transform_ms"] > 0
-        assert entry["workers_needed"] >= 1
+        assert entry["cached_images_per_s_per_worker"] > 0 and entry["cache_speedup"] > 0
+        assert entry["workers_needed"] >= 1 and entry["cached_workers_needed"] >= 1
+    assert report["pipelines"]["augment"]["v2_color_jitter_ratio"] > 0
+    assert "color_jitter_ms" not in report["pipelines"]["denseaspp_report"]
     table = format_data_report(report, "given")
     assert "augment" in table and "denseaspp_report" in table and "training consumes 3.00 img/s" in table
+    assert "decoded-frame cache" in table and "v2.ColorJitter" in table
 
 
 def test_the_peak_probe_measures_every_probe_in_every_precision_against_fp32():

@@ -209,3 +209,56 @@ def test_config_classes_is_the_one_label_space_of_convert_and_predict(tmp_path):
         assert label_space(cfg, info.num_classes) == (list(info.names), info.ignore_index)
         assert class_info(cfg, info.num_classes).names == info.names
     assert label_space(folder, 5) == (None, config_classes(folder).ignore_index)  # names that do not fit
+
+
+# -- colour jitter through tables -----------------------------------------------------------------
+
+
+def random_images(count: int, seed: int):
+    """uint8 ``(3, H, W)`` images of odd and even sizes, channels-first and channels-last."""
+    rng = np.random.default_rng(seed)
+    for n in range(count):
+        height, width = (int(v) for v in rng.integers(1, 90, 2))
+        pixels = torch.from_numpy(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).permute(2, 0, 1)
+        yield tv_tensors.Image(pixels if n % 2 else pixels.contiguous())
+
+
+def test_brightness_and_contrast_tables_are_bit_identical_to_torchvision():
+    from torchvision.transforms.v2 import functional as F
+
+    from atrous.data.color_jitter import adjust_brightness, adjust_contrast
+
+    factors = np.random.default_rng(1).uniform(0.0, 2.5, 60)
+    for image, factor in zip(random_images(60, seed=0), factors, strict=True):
+        plain = image.as_subclass(torch.Tensor)
+        for ours, theirs in ((adjust_brightness, F.adjust_brightness), (adjust_contrast, F.adjust_contrast)):
+            out, expected = ours(plain, factor), theirs(plain, factor)
+            assert torch.equal(out, expected) and out.stride() == expected.stride()
+
+
+def test_color_jitter_draws_and_computes_what_torchvision_does():
+    from atrous.data.color_jitter import ColorJitter
+
+    for strength in (0.2, 0.5):
+        ours, theirs = ColorJitter(strength, strength, strength), v2.ColorJitter(strength, strength, strength)
+        for seed, image in enumerate(random_images(40, seed=2)):
+            mask = tv_tensors.Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
+            (out, out_mask), state = run(ours, (image, mask), seed)
+            (expected, expected_mask), expected_state = run(theirs, (image, mask), seed)
+            assert torch.equal(state, expected_state), "a different number or order of random draws"
+            assert type(out) is tv_tensors.Image and torch.equal(out, expected) and out_mask is mask
+    hue = ColorJitter(0.2, 0.2, 0.2, 0.1)  # hue and float images: torchvision's kernels
+    for image in (next(random_images(1, seed=3)), next(random_images(1, seed=3)).float() / 255):
+        image = tv_tensors.Image(image)
+        assert torch.equal(run(hue, (image,), 4)[0], run(v2.ColorJitter(0.2, 0.2, 0.2, 0.1), (image,), 4)[0])
+
+
+def test_take_uint8_equals_np_take_for_every_layout():
+    from atrous.data.label_maps import take_uint8
+
+    rng = np.random.default_rng(5)
+    table = rng.integers(0, 256, 256, dtype=np.uint8)
+    values = rng.integers(0, 256, (40, 60), dtype=np.uint8)
+    for case in (values, values[:, ::3], values[:1], values.reshape(2, 20, 60), values[:0], values.ravel()):
+        out = take_uint8(table, case)
+        assert np.array_equal(out, np.take(table, case)) and out.shape == case.shape and out.flags.writeable

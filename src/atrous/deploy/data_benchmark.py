@@ -24,14 +24,19 @@ import math
 import statistics
 import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from ..data.cityscapes import TRAINID_LOOKUPS, Cityscapes, trainid_to_labelid
+from ..data.color_jitter import ColorJitter
+from ..data.decoded_cache import DecodedCache
 from ..data.image_files import read_image, read_label_png
 from ..data.synthetic import SyntheticStreets
 from ..data.transforms import build_transforms
@@ -71,18 +76,27 @@ def write_cityscapes_frames(root: str | Path, count: int = 4, size: tuple[int, i
     return root
 
 
-def _per_sample_seconds(fn: Any, count: int, repeats: int) -> list[float]:
-    times = []
+def _interleaved(fns: dict[str, Callable[[int], Any]], count: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each ``fn(i)``, the alternatives run one after another on each sample (so a
+    change of machine load touches all alike); each call after ``torch.manual_seed(i)``."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for i in range(count):
-            start = time.perf_counter()
-            fn(i)
-            times.append(time.perf_counter() - start)
+            for name, fn in fns.items():
+                torch.manual_seed(i)
+                start = time.perf_counter()
+                fn(i)
+                times[name].append(time.perf_counter() - start)
     return times
 
 
-def _median_ms(fn: Any, count: int, repeats: int, digits: int = 1) -> float:
-    return round(statistics.median(_per_sample_seconds(fn, count, repeats)) * 1e3, digits)
+def _median_ms(seconds: list[float], digits: int = 1) -> float:
+    return round(statistics.median(seconds) * 1e3, digits)
+
+
+def _ratio(times: dict[str, list[float]], slow: str, fast: str) -> float:
+    """The median of per-sample ratios ``slow / fast``."""
+    return round(statistics.median(a / b for a, b in zip(times[slow], times[fast], strict=True)), 2)
 
 
 def benchmark_data(
@@ -93,8 +107,8 @@ def benchmark_data(
     pipelines: tuple[str, ...] = tuple(PIPELINES),
     train_images_per_s: float | None = None,
 ) -> dict[str, Any]:
-    """Milliseconds per stage and samples per second of one worker for each pipeline (module
-    docstring).
+    """Milliseconds per stage and samples per second of one worker for each pipeline, without
+    and with the decoded-frame cache (module docstring).
 
     Args:
         root: a Cityscapes root with a ``train`` split; ``None`` writes ``frames`` synthetic
@@ -113,59 +127,100 @@ def benchmark_data(
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # what a DataLoader worker gets
     try:
-        if root is not None:
-            return _measure(Path(root), repeats, pipelines, train_images_per_s, synthetic=False)
         with tempfile.TemporaryDirectory(prefix="atrous-data-bench-") as tmp:
-            write_cityscapes_frames(tmp, frames)
-            return _measure(Path(tmp), repeats, pipelines, train_images_per_s, synthetic=True)
+            cache = DecodedCache(Path(tmp) / "cache")
+            if root is not None:
+                return _measure(Path(root), cache, repeats, pipelines, train_images_per_s, synthetic=False)
+            write_cityscapes_frames(Path(tmp) / "frames", frames)
+            return _measure(Path(tmp) / "frames", cache, repeats, pipelines, train_images_per_s, synthetic=True)
     finally:
         torch.set_num_threads(previous)
 
 
 def _measure(
-    root: Path, repeats: int, pipelines: tuple[str, ...], train_images_per_s: float | None, *, synthetic: bool
+    root: Path, cache: DecodedCache, repeats: int, pipelines: tuple[str, ...], train_images_per_s: float | None,
+    *, synthetic: bool,
 ) -> dict[str, Any]:
     dataset = Cityscapes(root, "train")
+    cached = Cityscapes(root, "train")
+    cached.decoded_cache = cache
     count = min(len(dataset), 16)
-    frame_mb = statistics.fmean(dataset.image_path(i).stat().st_size for i in range(count)) / 1e6
+    images = [dataset.image_path(i) for i in range(count)]
     labels = [dataset.label_path(i) for i in range(count)]
+    frame_mb = statistics.fmean(path.stat().st_size for path in images) / 1e6
     raws = [read_label_png(path) for path in labels]
+    for i in range(count):
+        cached.load(i)  # fills the cache
     lookup = TRAINID_LOOKUPS["19"]
+    decode = _interleaved({
+        "image_decode": lambda i: read_image(images[i]),
+        "decode_png": lambda i: _torchvision_decode_png(images[i]),
+        "label_decode": lambda i: read_label_png(labels[i]),
+        "label_mapping": lambda i: lookup(raws[i], labels[i]),
+        "np_take": lambda i: np.take(lookup.table, raws[i]),
+        "decode": dataset.load,  # both decodes + label mapping
+        "cached_decode": cached.load,
+    }, count, repeats)
     report: dict[str, Any] = {
         "frames": count,
         "frame_size": list(dataset.load(0)[0].shape[-2:]),
         "frame_png_mb": round(frame_mb, 2),
         "synthetic_frames": synthetic,
         "stages_ms": {
-            "image_decode": _median_ms(lambda i: read_image(dataset.image_path(i)), count, repeats),
-            "label_decode": _median_ms(lambda i: read_label_png(labels[i]), count, repeats),
-            "label_mapping": _median_ms(lambda i: lookup(raws[i], labels[i]), count, repeats, digits=2),
+            "image_decode": _median_ms(decode["image_decode"]),
+            "label_decode": _median_ms(decode["label_decode"]),
+            "label_mapping": _median_ms(decode["label_mapping"], digits=2),
         },
-        "decode_ms": _median_ms(dataset.load, count, repeats),  # both decodes + label mapping
+        "decode_ms": _median_ms(decode["decode"]),
+        "cached_decode_ms": _median_ms(decode["cached_decode"]),
+        "peers": {  # how much longer the alternative takes, same frames, timed interleaved
+            "torchvision decode_png / PIL image decode": _ratio(decode, "decode_png", "image_decode"),
+            "np.take / Pillow point label mapping": _ratio(decode, "np_take", "label_mapping"),
+        },
         "pipelines": {},
     }
     loaded = [dataset.load(i) for i in range(count)]
     for name in pipelines:
         options = PIPELINES[name]
         transforms = build_transforms(train=True, **options)
-        torch.manual_seed(0)
-        transform_ms = _median_ms(lambda i: transforms(*loaded[i]), count, repeats)  # noqa: B023
-        torch.manual_seed(0)
-        sample_s = statistics.median(
-            _per_sample_seconds(Cityscapes(root, "train", transforms=transforms).__getitem__, count, repeats)
-        )
+        dataset.transforms = cached.transforms = transforms
+        steps = {"transforms": lambda i: transforms(*loaded[i]),  # noqa: B023
+                 "sample": dataset.__getitem__, "cached_sample": cached.__getitem__}
+        jitter = next((step for step in transforms.transforms if isinstance(step, ColorJitter)), None)
+        if jitter is not None:
+            crops = [v2.Compose(transforms.transforms[: transforms.transforms.index(jitter)])(*pair)[0] for pair in loaded]
+            peer = v2.ColorJitter(jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue)
+            steps |= {"jitter": lambda i: jitter(crops[i]), "v2_jitter": lambda i: peer(crops[i])}  # noqa: B023
+        times = _interleaved(steps, count, repeats)
+        sample_s, cached_s = (statistics.median(times[key]) for key in ("sample", "cached_sample"))
         entry = {
             "transforms": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
             "sample_ms": round(sample_s * 1e3, 1),
-            "transform_ms": transform_ms,
+            "transform_ms": _median_ms(times["transforms"]),
             "images_per_s_per_worker": round(1 / sample_s, 3),
+            "cached_sample_ms": round(cached_s * 1e3, 1),
+            "cached_images_per_s_per_worker": round(1 / cached_s, 3),
+            "cache_speedup": _ratio(times, "sample", "cached_sample"),
         }
+        if jitter is not None:
+            entry["color_jitter_ms"] = _median_ms(times["jitter"])
+            entry["v2_color_jitter_ratio"] = _ratio(times, "v2_jitter", "jitter")
         if train_images_per_s:
             entry["workers_needed"] = math.ceil(train_images_per_s * sample_s)
+            entry["cached_workers_needed"] = math.ceil(train_images_per_s * cached_s)
         report["pipelines"][name] = entry
     if train_images_per_s:
         report["train_images_per_s"] = train_images_per_s
     return report
+
+
+def _torchvision_decode_png(path: Path) -> torch.Tensor:
+    """torchvision's PNG decoder, deprecated in 0.29 (a comparison only: atrous decodes with PIL)."""
+    from torchvision.io import decode_png, read_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_png(read_file(str(path)))
 
 
 def train_images_per_s_from(results: str | Path) -> tuple[float, str]:
@@ -189,13 +244,21 @@ def format_data_report(report: dict[str, Any], train_source: str | None = None) 
     lines = [
         f"{report['frames']} {kind} frames {h}×{w}, {report['frame_png_mb']:.1f} MB PNG; one worker (1 thread)",
         f"decode image {stages['image_decode']:.0f} ms, label map {stages['label_decode']:.0f} ms; label mapping "
-        f"{stages['label_mapping']:.1f} ms; decode + mapping {report['decode_ms']:.0f} ms/sample",
-        f"{'pipeline':<18}{'ms/sample':>10}{'transforms ms':>15}{'img/s/worker':>14}{'workers needed':>16}",
+        f"{stages['label_mapping']:.1f} ms; decode + mapping {report['decode_ms']:.0f} ms/sample, "
+        f"{report['cached_decode_ms']:.1f} ms from the decoded-frame cache",
+        "peers (their time / ours, interleaved): " + ", ".join(f"{k} {v:.2f}x" for k, v in report["peers"].items()),
+        f"{'pipeline':<18}{'ms/sample':>10}{'transforms ms':>15}{'img/s/worker':>14}{'workers needed':>16}"
+        f"{'cached ms':>11}{'img/s/worker':>14}{'workers needed':>16}",
     ]
     for name, entry in report["pipelines"].items():
-        need = entry.get("workers_needed", "-")
+        need, cached_need = entry.get("workers_needed", "-"), entry.get("cached_workers_needed", "-")
         lines.append(f"{name:<18}{entry['sample_ms']:>10.0f}{entry['transform_ms']:>15.0f}"
-                     f"{entry['images_per_s_per_worker']:>14.1f}{need!s:>16}")
+                     f"{entry['images_per_s_per_worker']:>14.1f}{need!s:>16}{entry['cached_sample_ms']:>11.0f}"
+                     f"{entry['cached_images_per_s_per_worker']:>14.1f}{cached_need!s:>16}")
+    for name, entry in report["pipelines"].items():
+        if "color_jitter_ms" in entry:
+            lines.append(f"{name}: colour jitter {entry['color_jitter_ms']:.1f} ms; v2.ColorJitter takes "
+                         f"{entry['v2_color_jitter_ratio']:.2f}x as long")
     if "train_images_per_s" in report:
         lines.append(f"training consumes {report['train_images_per_s']:.2f} img/s ({train_source or 'given'})")
     return "\n".join(lines)
