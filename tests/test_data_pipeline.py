@@ -218,20 +218,22 @@ def random_images(count: int, seed: int):
     """uint8 ``(3, H, W)`` images of odd and even sizes, channels-first and channels-last."""
     rng = np.random.default_rng(seed)
     for n in range(count):
-        height, width = (int(v) for v in rng.integers(1, 90, 2))
+        height, width = (int(v) for v in rng.integers(1, 90, 2))  # several blocks of rows, odd widths
         pixels = torch.from_numpy(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).permute(2, 0, 1)
         yield tv_tensors.Image(pixels if n % 2 else pixels.contiguous())
 
 
-def test_brightness_and_contrast_tables_are_bit_identical_to_torchvision():
+def test_brightness_contrast_and_saturation_are_bit_identical_to_torchvision():
     from torchvision.transforms.v2 import functional as F
 
-    from atrous.data.color_jitter import adjust_brightness, adjust_contrast
+    from atrous.data.color_jitter import adjust_brightness, adjust_contrast, adjust_saturation
 
+    pairs = ((adjust_brightness, F.adjust_brightness), (adjust_contrast, F.adjust_contrast),
+             (adjust_saturation, F.adjust_saturation))
     factors = np.random.default_rng(1).uniform(0.0, 2.5, 60)
     for image, factor in zip(random_images(60, seed=0), factors, strict=True):
         plain = image.as_subclass(torch.Tensor)
-        for ours, theirs in ((adjust_brightness, F.adjust_brightness), (adjust_contrast, F.adjust_contrast)):
+        for ours, theirs in pairs:
             out, expected = ours(plain, factor), theirs(plain, factor)
             assert torch.equal(out, expected) and out.stride() == expected.stride()
 
