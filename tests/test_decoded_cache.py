@@ -87,7 +87,7 @@ def test_a_changed_source_is_decoded_again_and_its_old_entry_removed(root, tmp_p
     assert len(entries(tmp_path / "cache")) == 1
 
 
-@pytest.mark.parametrize("damage", [b"", b"\x93NUMPY garbage", None])
+@pytest.mark.parametrize("damage", [b"", b"\x93NUMPY garbage", None, b"foreign"])
 def test_a_corrupt_entry_is_decoded_again_and_rewritten(root, tmp_path, damage):
     cache = DecodedCache(tmp_path / "cache")
     label = sorted((root / "gtFine" / "train").rglob("*_labelIds.png"))[0]
@@ -95,7 +95,10 @@ def test_a_corrupt_entry_is_decoded_again_and_rewritten(root, tmp_path, damage):
     read_label_png(label, cache=cache)
     (entry,) = entries(tmp_path / "cache")
     data = entry.read_bytes()
-    entry.write_bytes(data[: len(data) // 2] if damage is None else damage)  # truncated, empty, foreign
+    if damage == b"foreign":
+        np.save(entry, np.arange(5))
+    else:
+        entry.write_bytes(data[: len(data) // 2] if damage is None else damage)  # truncated, empty, garbage
     assert np.array_equal(read_label_png(label, cache=cache), expected)
     assert np.array_equal(np.load(entry), expected)
 

@@ -147,21 +147,23 @@ def read_image(
 
     PIL decodes (torchvision 0.29 deprecates its own decoders in favour of torchcodec).
     """
-    array = _cached(cache, path, f"image{channels}", max_pixels, lambda: read_image_array(path, max_pixels, channels))
+    array = _cached(cache, path, f"image{channels}", (3,), max_pixels, lambda: read_image_array(path, max_pixels, channels))
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
 
 
 def _cached(
-    cache: DecodedCache | None, path: Path, kind: str, max_pixels: int | None, decode: Callable[[], np.ndarray]
+    cache: DecodedCache | None, path: Path, kind: str, ndims: tuple[int, ...], max_pixels: int | None,
+    decode: Callable[[], np.ndarray],
 ) -> np.ndarray:
     """``decode()``, or the array ``cache`` holds for ``path`` decoded as ``kind`` (storing it
-    on a miss); a cached array over the pixel limit is decoded again, which refuses it."""
+    on a miss); a cached array of another number of dimensions than ``ndims`` is decoded again,
+    one over the pixel limit too (which refuses it)."""
     entry = cache.entry(path, kind) if cache is not None else None
     if entry is None:
         return decode()
     array = cache.load(entry)
     limit = pixel_limit(max_pixels)
-    if array is not None and (limit is None or array.shape[0] * array.shape[1] <= limit):
+    if array is not None and array.ndim in ndims and (limit is None or array.shape[0] * array.shape[1] <= limit):
         return array
     array = decode()
     cache.store(entry, array)
@@ -245,7 +247,7 @@ def read_label_png(path: Path, max_pixels: int | None = None, cache: DecodedCach
     ``(H, W, 3)`` uint8 for colour-coded masks. PIL keeps palette indices (torchvision would
     convert palette PNGs to RGB). No EXIF orientation; the pixel limit of images applies;
     ``cache`` as in :func:`read_image`."""
-    return _cached(cache, path, "label", max_pixels, lambda: _decode_label(path, max_pixels))
+    return _cached(cache, path, "label", (2, 3), max_pixels, lambda: _decode_label(path, max_pixels))
 
 
 def _decode_label(path: Path, max_pixels: int | None) -> np.ndarray:

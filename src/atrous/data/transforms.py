@@ -13,8 +13,8 @@ Training pipeline (DeepLabv3 §4 "Training protocol"; DenseASPP §4.1)::
     [resize (H, W)] → random scale ∈ scale_range → random crop (pad: image 0, mask ignore)
     → random horizontal flip → colour jitter → float32 → normalise
 
-Colour jitter is torchvision's, with brightness and contrast of uint8 images computed as
-256-entry tables (:class:`atrous.data.color_jitter.ColorJitter`: same draws, same pixels).
+Colour jitter is :class:`atrous.data.color_jitter.ColorJitter`: ``v2.ColorJitter``'s draws and
+pixels, computed with less memory traffic on uint8 images.
 
 Random scale and crop run as one step, :class:`RandomScaleCrop`: the crop window is computed in
 the source frame, and only that region is resized (a 1024×2048 Cityscapes frame scaled by 2 is

@@ -13,7 +13,12 @@ PNG decode of image and label map, label-id → train-id mapping, then a transfo
 
 Measured in the main process with one torch thread, as a DataLoader worker runs: the median
 milliseconds of each stage (image decode, label decode, label-id → train-id mapping, the
-transforms) and of a whole sample, and the samples per second one worker makes. The comparison
+transforms) and of a whole sample, and the samples per second one worker makes, decoding and
+reading the decoded frames from a :class:`atrous.data.decoded_cache.DecodedCache` (in a
+temporary folder, filled first). Alternatives run interleaved with ours on each sample, and
+their ratio is the median of per-sample ratios: the samples with and without the cache (same
+random draws), torchvision's deprecated ``decode_png`` against PIL, ``np.take`` against the
+label look-up, ``v2.ColorJitter`` against atrous' on the same crops. The comparison
 with a training step's appetite (images/s from ``atrous benchmark``'s ``train`` phase) says how
 many workers keep the model fed.
 """
