@@ -41,11 +41,11 @@ def validate_config(cfg: Mapping[str, Any], where: str = "") -> None:
     if "model" not in cfg:
         raise ConfigError(f"{where}the config has no 'model' section; start from a shipped one (`atrous zoo`)")
     from ..data.build import check_data_section
-    from ..models.build import check_model_section
+    from ..models.spec import ModelSpec
     from ..training.train_section import check_train_section
 
     try:
-        check_model_section(cfg["model"])
+        ModelSpec.from_mapping(cfg["model"])
         check_data_section(cfg.get("data"))
         check_train_section(cfg.get("train"))
     except ConfigError as err:
