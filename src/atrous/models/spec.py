@@ -29,7 +29,16 @@ from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
-from ..config import ConfigError, ReadOnlyDict, check_arguments, check_keys, check_mapping, check_value, freeze, thaw
+from ..config import (
+    ConfigError,
+    ReadOnlyDict,
+    check_arguments,
+    check_keys,
+    check_mapping,
+    check_value,
+    freeze,
+    thaw,
+)
 
 MAX_CLASSES = 65535  # labels 0..65534 and an ignore value: what a 16-bit label PNG holds
 MODEL_KEYS = ("num_classes", "in_channels", "backbone", "head", "aux_head", "classifier_dropout", "feature_upsample",
