@@ -55,7 +55,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 def compare_command(args: argparse.Namespace) -> int:
     from ..training.compare import compare, markdown_table
 
-    results = compare([Path(c) for c in args.configs], Path(args.output), args.classes, args.set, args.seeds)
+    # the command line's experiments carry --set already
+    results = compare(args.experiments, Path(args.output), args.classes, (), args.seeds)
     if is_rank_zero():
         print(markdown_table(results, args.classes))
         print(f"Wrote {args.output}/results.md and results.json")
