@@ -9,6 +9,7 @@ dataset error inside a DataLoader worker.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import subprocess
@@ -97,6 +98,18 @@ CLI_MISTAKES = [
     pytest.param(["fit", "--config", DEMO, "data.train.length=two"], ["data.train.length", "'two'"],
                  id="dataset-argument-type"),
     pytest.param(["fit", "--config", DEMO, "train.devices=banana"], ["train.devices", "'banana'"], id="train-devices"),
+    pytest.param(["fit", "--config", DEMO, "train.precision=17-mixed"], ["train.precision", "'17-mixed'", "bf16-mixed"],
+                 id="train-precision"),
+    pytest.param(["fit", "--config", DEMO, "train.strategy=dpp"], ["train.strategy", "did you mean 'ddp'"],
+                 id="train-strategy"),
+    pytest.param(["fit", "--config", DEMO, "train.accelerator=cpu", "train.devices=[0, 1]"],
+                 ["train.devices", "accelerator cpu", "[0, 1]"], id="train-devices-on-cpu"),
+    pytest.param(["fit", "--config", DEMO, "train.loggers=[{{name: csv, flush_every: 3}}]"],
+                 ["train.loggers: csv", "'flush_every'", "flush_logs_every_n_steps"], id="logger-option"),
+    pytest.param(["info", "--config", DEMO, "model.head.atrous_rates=[0, 6]"],
+                 ["model.head.atrous_rates", "positive", "[0, 6]"], id="head-rates-range"),
+    pytest.param(["info", "--config", "deeplabv3plus/aspp_resnet101_os16", "model.head.context={{name: aspp, rates: [1]}}"],
+                 ["model.head.context (aspp)", "'rates'", "atrous_rates"], id="inner-head-option"),
     pytest.param(["fit", "--config", DEMO, "train.output_dir={tmp}/a_file/run"], ["a_file", "not a folder"],
                  id="output-dir-under-a-file"),
     pytest.param(["fit", "--config", DEMO, "train.output_dir={tmp}/read_only/run"], ["read_only", "permission"],
@@ -233,6 +246,40 @@ def test_an_internal_bug_prints_its_traceback_and_exits_1(bug, capsys, monkeypat
     assert "Traceback (most recent call last)" in err and f"{type(bug).__name__}: {bug}" in err
     assert err.rstrip().splitlines()[-1] == INTERNAL_ERROR_LINE
     assert "atrous: error:" not in err
+
+
+def _broken_constructor(cls: type, bug: Exception, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cls.__init__`` raises ``bug`` (its signature kept, so the config still parses)."""
+    original = cls.__init__
+
+    @functools.wraps(original)
+    def broken(self, *args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(cls, "__init__", broken)
+
+
+@pytest.mark.parametrize("bug", [TypeError("an internal TypeError"), ValueError("an internal ValueError")])
+def test_a_bug_in_a_head_constructor_keeps_its_traceback(bug, capsys, monkeypatch):
+    from atrous.models.heads import DenseASPPHead
+
+    _broken_constructor(DenseASPPHead, bug, monkeypatch)
+    with pytest.raises(type(bug)):
+        build_model(load_config(DEMO))
+    assert main(["info", "--config", DEMO, "--image-size", "64", "64"]) == 1  # built, not declared
+    err = capsys.readouterr().err
+    assert f"{type(bug).__name__}: {bug}" in err and err.rstrip().splitlines()[-1] == INTERNAL_ERROR_LINE
+    assert "atrous: error:" not in err
+
+
+def test_a_bug_in_the_loss_constructor_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    from atrous.training.losses import SegmentationLoss
+
+    _broken_constructor(SegmentationLoss, TypeError("an internal TypeError"), monkeypatch)
+    assert main(["fit", "--config", DEMO, "data.train.length=2", "data.val.length=2", "data.num_workers=0",
+                 f"train.output_dir={tmp_path / 'run'}"]) == 1
+    err = capsys.readouterr().err
+    assert "TypeError: an internal TypeError" in err and "atrous: error:" not in err
 
 
 def test_ctrl_c_exits_130_quietly(capsys, monkeypatch):

@@ -17,11 +17,10 @@ from helpers_models import measured_receptive_field
 from helpers_zoo import ZOO, ZOO_IDS, ZOO_ONCE_PER_STRUCTURE
 
 from atrous.config import load_config
-from atrous.data.build import dataset_arguments
+from atrous.data.build import DATA_KEYS, dataset_arguments
 from atrous.data.transforms import transforms_from_config
 from atrous.models import build_model
 from atrous.models.complexity import count_parameters
-from atrous.training.datamodule import DATA_KEYS
 from atrous.training.train_section import TrainConfig
 
 

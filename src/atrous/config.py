@@ -41,8 +41,9 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
-    "CONFIG_ROOT", "ConfigError", "check_arguments", "check_fields", "check_keys", "check_mapping", "check_value", "config_name", "did_you_mean", "suggestions", "list_configs",
-    "load_config", "resolve_config",
+    "CONFIG_ROOT", "ConfigError", "ReadOnlyDict", "check_arguments", "check_fields", "check_keys", "check_mapping",
+    "check_value", "config_name", "did_you_mean", "freeze", "suggestions", "list_configs", "load_config",
+    "resolve_config", "thaw",
 ]
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"  # package data: ships in the wheel
@@ -267,6 +268,59 @@ def list_configs(root: Path = CONFIG_ROOT) -> list[Path]:
             "reinstall it (pip install --force-reinstall atrous) or install from a wheel built with `pip wheel .`"
         )
     return found
+
+
+# -- read-only values ---------------------------------------------------------------------------
+
+class ReadOnlyDict(Mapping[str, Any]):
+    """A mapping that cannot be changed: the options a spec holds (:func:`freeze` builds it).
+    Hashable when its values are; pickles and copies like a dict."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
+        object.__setattr__(self, "_items", dict(items))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self._items,)
+
+
+def freeze(value: Any) -> Any:
+    """``value`` read from YAML, read-only all the way down: mappings become :class:`ReadOnlyDict`,
+    lists tuples; scalars are returned as they are."""
+    if isinstance(value, Mapping):
+        return ReadOnlyDict((key, freeze(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The plain dicts and lists a frozen value came from (a fresh copy): what
+    constructors, YAML, JSON and checkpoints take."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(item) for item in value]
+    return value
 
 
 # -- typed sections -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError
 from ..evaluation.choices import TTA_PRESETS
 from . import ERF_TARGETS
 
@@ -64,8 +64,8 @@ class Context:
 
     def _config(self) -> dict[str, Any] | None:
         overrides = list(self.args.overrides) + list(self.args.set)
-        if self.args.config:
-            return load_config(self.args.config, overrides)
+        if self.args.config:  # parsed once by the command line's boundary
+            return self.args.experiment.mapping()
         if self.checkpoint is None:
             return None
         from ..models.checkpoint import checkpoint_config, read_checkpoint

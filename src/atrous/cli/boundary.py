@@ -7,9 +7,9 @@ import argparse
 import sys
 import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError
 from ..errors import (
     UserError,
     disk_full_cause,
@@ -18,16 +18,32 @@ from ..errors import (
     worker_error_message,
 )
 
+if TYPE_CHECKING:
+    from ..training.experiment import Experiment
+
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 2, 1, 130
 INTERNAL_ERROR_LINE = "atrous: internal error — please report it with the traceback above"
 
 
 # -- checks before a command runs ------------------------------------------------------------------
 
+def load_experiment(config: str, overrides: list[str]) -> Experiment:
+    """The experiment a ``--config`` names, overrides applied, every section parsed
+    (:meth:`~atrous.training.experiment.Experiment.validate`) — unless it is a packaged config as
+    shipped: those are valid (tests/test_errors.py validates each one), their sections are parsed
+    when a command first uses them, and ``atrous info`` on one starts without importing torch."""
+    from ..models.figures import is_packaged_config
+    from ..training.experiment import Experiment
+
+    experiment = Experiment.load(config, overrides)
+    if not is_packaged_config(experiment.config):
+        experiment.validate()
+    return experiment
+
+
 def check_config(cfg: Mapping[str, Any], where: str = "") -> None:
     """Validate a whole config, overrides applied (:func:`validate_config`), unless it is a
-    packaged config as shipped: those are valid (tests/test_errors.py validates each one), and
-    ``atrous info`` on one then starts without importing torch."""
+    packaged config as shipped (see :func:`load_experiment`)."""
     from ..models.figures import is_packaged_config
 
     if not is_packaged_config(cfg):
@@ -35,31 +51,26 @@ def check_config(cfg: Mapping[str, Any], where: str = "") -> None:
 
 
 def validate_config(cfg: Mapping[str, Any], where: str = "") -> None:
-    """Validate each section of a config by the module that owns it (``model``:
-    :mod:`atrous.models.build`, ``data``: :mod:`atrous.data.build`, ``train``:
-    :mod:`atrous.training.train_section`). Raises :class:`ConfigError` naming the key and the value."""
-    if "model" not in cfg:
-        raise ConfigError(f"{where}the config has no 'model' section; start from a shipped one (`atrous zoo`)")
-    from ..data.build import check_data_section
-    from ..models.build import check_model_section
-    from ..training.train_section import check_train_section
+    """Parse each section of a config into its spec (``model``, ``data``, ``train``,
+    ``evaluate``: :class:`~atrous.training.experiment.Experiment`). Raises :class:`ConfigError`
+    naming the key and the value."""
+    from ..training.experiment import Experiment
 
     try:
-        check_model_section(cfg["model"])
-        check_data_section(cfg.get("data"))
-        check_train_section(cfg.get("train"))
+        Experiment.of(cfg).validate()
     except ConfigError as err:
         raise ConfigError(f"{where}{err}") from err
 
 
 def check_arguments(args: argparse.Namespace) -> None:
     """What can be checked before a command starts: its config (every command with --config,
-    overrides applied) and its --device."""
+    overrides applied: ``args.experiment``; ``atrous compare``'s configs: ``args.experiments``)
+    and its --device."""
     overrides = list(getattr(args, "overrides", []) or []) + list(getattr(args, "set", []) or [])
-    configs = [args.config] if isinstance(getattr(args, "config", None), str) else []
-    configs += list(getattr(args, "configs", None) or [])  # atrous compare
-    for config in configs:
-        check_config(load_config(config, overrides), f"{config}: ")
+    if isinstance(getattr(args, "config", None), str):
+        args.experiment = load_experiment(args.config, overrides)
+    if getattr(args, "configs", None):  # atrous compare
+        args.experiments = [load_experiment(config, overrides) for config in args.configs]
     if isinstance(getattr(args, "device", None), str):
         from ..devices import resolve_device
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import load_config
 from ..data.choices import SPLIT_SECTIONS
 from ..errors import InputError
-from .options import overrides, with_config
+from .options import with_config
 
 
 def add_check_data(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +31,7 @@ def check_data_command(args: argparse.Namespace) -> int:
     from ..data.class_pixels import CHART_NAME, JSON_NAME, write_class_pixels
     from ..io import claim_outputs, output_folder
 
-    cfg = load_config(args.config, overrides(args))
-    data_cfg = cfg.get("data") or {}
+    data_cfg = args.experiment.mapping().get("data") or {}
     workers = args.num_workers if args.num_workers is not None else int(data_cfg.get("num_workers", 0))
     if workers < 0:
         raise InputError(f"--num-workers {workers}: give 0 (read in this process) or more worker processes")

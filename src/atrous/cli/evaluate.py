@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import load_config
 from ..evaluation.choices import LABELS
 from .options import (
     checkpoint_or_weights,
     engine_of,
     engine_options,
     is_rank_zero,
-    output_dir,
-    overrides,
     stored_config,
     strategy_of,
     test_time_options,
@@ -53,13 +50,14 @@ def default_output(run_dir: Path, checkpoint: Path, command: str) -> Path:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    from ..training.experiment import Experiment
     from ..training.runner import evaluate, format_table, write_metrics
 
     stage = STAGES[args.command]
-    cfg = load_config(args.config, overrides(args)) if args.config else stored_config(args)
-    out_dir = output_dir(cfg)
+    experiment = args.experiment if args.config else Experiment.of(stored_config(args))
+    out_dir = experiment.output_dir
     checkpoint = Path(args.checkpoint) if args.checkpoint else out_dir / "checkpoints" / "best.ckpt"
-    strategy = strategy_of(args, cfg.get("evaluate"), labels=args.labels)
+    strategy = strategy_of(args, experiment, labels=args.labels)
     output = Path(args.output) if args.output else default_output(out_dir, checkpoint, args.command)
     engine = engine_of(args)
     if is_rank_zero():
@@ -74,9 +72,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.sweep:
         from ..training.sweep import run_sweep
 
-        return run_sweep(cfg, checkpoint, stage=stage, strategy=strategy, output=output, report=is_rank_zero(),
+        return run_sweep(experiment, checkpoint, stage=stage, strategy=strategy, output=output, report=is_rank_zero(),
                          engine=engine)
-    metrics = evaluate(cfg, checkpoint, stage=stage, strategy=strategy, engine=engine)
+    metrics = evaluate(experiment, checkpoint, stage=stage, strategy=strategy, engine=engine)
     if not is_rank_zero():
         return 0
     write_metrics(output / "metrics.json", metrics)

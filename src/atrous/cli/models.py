@@ -11,7 +11,7 @@ from ..config import ConfigError, config_name, list_configs, load_config
 from ..engines.choices import EXPORT_FORMATS
 from ..errors import InputError
 from ..models.choices import CONVERT_FORMATS
-from .options import checkpoint_or_weights, config_file, overrides, stored_config, with_config
+from .options import checkpoint_or_weights, config_file, stored_config, with_config
 
 
 def add_info(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +24,10 @@ def add_info(sub: argparse._SubParsersAction) -> None:
 def info_command(args: argparse.Namespace) -> int:
     from ..models import figures
 
-    cfg = load_config(args.config, overrides(args))
+    experiment = args.experiment
+    size = tuple(args.image_size)
     try:  # the packaged configs' figures are declared; any other model is built on the meta device
-        info = figures.info(cfg["model"], tuple(args.image_size))
+        info = figures.declared_info(experiment.config["model"], size) or figures.measure_info(experiment.model, size)
     except ConfigError as err:
         raise ConfigError(f"{args.config}: {err}") from err
     if args.json:
@@ -127,7 +128,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def export_command(args: argparse.Namespace) -> int:
     from ..engines.export import export_checkpoint
 
-    cfg = load_config(args.config, overrides(args)) if args.config else stored_config(args)
+    cfg = args.experiment.mapping() if args.config else stored_config(args)
     check_export_image_size(args.image_size, cfg)
     result, folded = export_checkpoint(
         args.checkpoint, args.output, args.format, config=cfg, fold_bn=args.fold_bn, overwrite=args.overwrite,

@@ -15,6 +15,7 @@ from ..evaluation.choices import MAX_INPUT_PIXELS, TTA_PRESETS
 if TYPE_CHECKING:
     from ..engines.base import EngineOptions
     from ..evaluation.strategy import EvaluationStrategy
+    from ..training.experiment import Experiment
 
 PRESETS = ", ".join(TTA_PRESETS)
 
@@ -64,16 +65,19 @@ def test_time_options(p: argparse.ArgumentParser, *, config_section: bool) -> No
                         f"(default: {MAX_INPUT_PIXELS}, 4096x8192); 0: no limit")
 
 
-def strategy_of(args: argparse.Namespace, section: Any = None, where: str | None = None,
+def strategy_of(args: argparse.Namespace, experiment: Experiment | None = None, where: str | None = None,
                 **extra: Any) -> EvaluationStrategy:
     """The strategy the :func:`test_time_options` (and ``extra`` options, e.g. ``labels``) give,
-    on top of a config's ``evaluate:`` ``section`` (``None``: the defaults); ``where`` names
-    them in errors."""
+    on top of an experiment's ``evaluate:`` section (``None``: the defaults); ``where`` names
+    them in errors. Without any option given: the experiment's own, as parsed."""
     from ..evaluation.strategy import strategy_from_options
 
     keys = ("tta", "scales", "flip", "window", "overlap", "output_stride", "max_pixels")
-    options = {key: getattr(args, key) for key in keys}
-    return strategy_from_options(section, {**options, **extra}, where)
+    options = {**{key: getattr(args, key) for key in keys}, **extra}
+    if experiment is not None and all(value is None for value in options.values()):
+        return experiment.evaluate
+    section = experiment.section("evaluate") if experiment is not None else None
+    return strategy_from_options(section, options, where)
 
 
 def engine_options(p: argparse.ArgumentParser, precision: str = "auto") -> None:
@@ -124,13 +128,6 @@ def stored_config(args: argparse.Namespace) -> dict:
 def config_file(config: str | None) -> str | None:
     """The file a ``--config`` names, when it is a path rather than a packaged name."""
     return config if config and Path(config).is_file() else None
-
-
-def output_dir(cfg: dict) -> Path:
-    """The run folder, ``train.output_dir``."""
-    from ..training.train_section import TrainConfig
-
-    return Path(TrainConfig.from_mapping(cfg.get("train")).output_dir)
 
 
 def is_rank_zero() -> bool:

@@ -120,12 +120,12 @@ def benchmark_serve_command(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.config:
-        from ..config import load_config
         from ..models import build_model
 
-        cfg = load_config(args.config, args.set)
+        experiment = args.experiment
         torch.manual_seed(0)
-        segmenter = segmenter_of(build_model(cfg, pretrained_backbone=False), cfg, args.config,
+        segmenter = segmenter_of(build_model(experiment.model, pretrained_backbone=False), experiment.mapping(),
+                                 args.config,
                                  engine=engine_of(args), device=args.device)
     else:
         segmenter = load_segmenter(args.checkpoint, overrides=args.set, engine=engine_of(args), device=args.device)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import load_config
-from .options import is_rank_zero, output_dir, overrides, verbose_option, with_config
+from .options import is_rank_zero, verbose_option, with_config
 
 
 def add_fit(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +24,11 @@ def add_fit(sub: argparse._SubParsersAction) -> None:
 def fit_command(args: argparse.Namespace) -> int:
     from ..training.runner import BEST_RULES, fit, format_table
 
-    extra = [f"train.init_checkpoint={args.weights}"] if args.weights else []
-    cfg = load_config(args.config, overrides(args) + extra)
-    metrics = fit(cfg, resume=args.resume or False, overwrite=args.overwrite)
-    out = output_dir(cfg)
+    experiment = args.experiment
+    if args.weights:
+        experiment = experiment.with_overrides([f"train.init_checkpoint={args.weights}"])
+    metrics = fit(experiment, resume=args.resume or False, overwrite=args.overwrite)
+    out = experiment.output_dir
     if not is_rank_zero():
         return 0
     print(format_table(metrics))
@@ -55,7 +55,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 def compare_command(args: argparse.Namespace) -> int:
     from ..training.compare import compare, markdown_table
 
-    results = compare([Path(c) for c in args.configs], Path(args.output), args.classes, args.set, args.seeds)
+    # the command line's experiments carry --set already
+    results = compare(args.experiments, Path(args.output), args.classes, (), args.seeds)
     if is_rank_zero():
         print(markdown_table(results, args.classes))
         print(f"Wrote {args.output}/results.md and results.json")

@@ -25,13 +25,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ..config import thaw
+from .spec import ModelSpec
+
 FIGURES_FILE = Path(__file__).with_name("figures.json")
 IMAGE_SIZE = (512, 1024)  # the image size of the declared FLOPs (``atrous info``'s default)
 
 
 def digest(section: Mapping[str, Any]) -> str:
     """A short SHA-256 of a config or config section (key order does not matter)."""
-    text = json.dumps(section, sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(thaw(section), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -55,8 +58,8 @@ def is_packaged_config(cfg: Mapping[str, Any]) -> bool:
     return digest(cfg) in declared()["configs"].values()
 
 
-def measure_info(model: Mapping[str, Any], image_size: tuple[int, int] = IMAGE_SIZE) -> dict[str, Any]:
-    """``model_info`` of a ``model`` section built on the meta device (no memory, no weights, no
+def measure_info(model: Mapping[str, Any] | ModelSpec, image_size: tuple[int, int] = IMAGE_SIZE) -> dict[str, Any]:
+    """``model_info`` of a ``model`` section (or its spec) built on the meta device (no memory, no weights, no
     download); raises :class:`~atrous.errors.ConfigError` for a section that does not build."""
     import torch
 
@@ -64,7 +67,7 @@ def measure_info(model: Mapping[str, Any], image_size: tuple[int, int] = IMAGE_S
     from .complexity import model_info
 
     with torch.device("meta"):
-        segmentor = build_model({"model": dict(model)}, pretrained_backbone=False)
+        segmentor = build_model(model if isinstance(model, ModelSpec) else {"model": model}, pretrained_backbone=False)
     return model_info(segmentor, tuple(image_size))
 
 

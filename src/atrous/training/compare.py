@@ -16,16 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
 from ..errors import ConfigError
 from ..io import atomic_write
 from ..models import build_model
 from ..models.complexity import model_info
+from .experiment import Experiment
 from .runner import fit
 
 
 def compare(
-    configs: Sequence[Path],
+    configs: Sequence[Path | Experiment],
     output: Path,
     classes: Sequence[str] = (),
     overrides: Sequence[str] = (),
@@ -34,30 +34,33 @@ def compare(
     """Train every config (for every seed) and write ``results.json`` and ``results.md``.
 
     Returns one entry per config with ``runs`` (one per seed: ``seed``, ``mIoU``,
-    ``per_class_iou``) and their means ``mIoU`` and ``per_class_iou``.
+    ``per_class_iou``) and their means ``mIoU`` and ``per_class_iou``. ``configs``: config
+    files, or experiments loaded from them (the command line's; ``overrides`` are applied to them).
     """
+    experiments = [c if isinstance(c, Experiment) else Experiment.load(c) for c in configs]
+    configs = [Path(e.source) for e in experiments]
     stems = [Path(c).stem for c in configs]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"config file names must differ (each names its run folder), got {stems}")
     runs: dict[Path, list[dict[str, Any]]] = {path: [] for path in configs}
-    cfgs: dict[Path, dict[str, Any]] = {}
+    cfgs: dict[Path, Experiment] = {}
     for seed in seeds or (None,):  # seeds outermost: the first seed of every config comes first
-        for path in configs:
+        for path, experiment in zip(configs, experiments, strict=True):
             run_dir = output / path.stem if seed is None else output / path.stem / f"seed{seed}"
             extra = [] if seed is None else [f"train.seed={seed}"]
-            cfg = cfgs[path] = load_config(path, [*overrides, *extra, f"train.output_dir={run_dir}"])
+            cfg = cfgs[path] = experiment.with_overrides([*overrides, *extra, f"train.output_dir={run_dir}"])
             resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
             metrics = fit(cfg, resume=resume, overwrite=not resume)  # the comparison owns its run folders
-            runs[path].append({"seed": cfg["train"].get("seed", 0), "mIoU": metrics["mIoU"],
+            runs[path].append({"seed": cfg.train.seed, "mIoU": metrics["mIoU"],
                                "pixel_accuracy": metrics["pixel_accuracy"], "per_class_iou": metrics["per_class_iou"]})
     results = []
     for path in configs:
         cfg, config_runs = cfgs[path], runs[path]
-        size = tuple(cfg["data"]["dataset"].get("image_size", (512, 1024)))
-        info = model_info(build_model(cfg), size)
+        size = tuple(cfg.data.dataset.get("image_size", (512, 1024)))
+        info = model_info(build_model(cfg.model), size)
         results.append({
             "config": str(path),
-            "head": cfg["model"]["head"]["name"],
+            "head": cfg.model.head.name,
             "params_total": info["params_total"],
             "gflops": info["gflops"],
             "receptive_field": info["receptive_field"],

@@ -1,4 +1,5 @@
-"""The LightningDataModule: datasets and loaders from the ``data`` section of a config."""
+"""The LightningDataModule: datasets and loaders from the ``data`` section of a config (its
+:class:`~atrous.data.spec.DataSpec`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import thaw
 from ..data.base import ClassInfo, SegmentationDataset
-from ..data.build import DATA_KEYS, bootstrap, bounded_workers, build_dataset, check_data_section
+from ..data.build import bootstrap, bounded_workers, build_dataset
+from ..data.spec import DataSpec
 from .sampling import EpochShardSampler, SeededItems
 
-__all__ = ["DATA_KEYS", "SegmentationDataModule", "check_data_section"]
-
+__all__ = ["SegmentationDataModule"]
 
 
 class _DeferredIterator:
@@ -49,26 +51,21 @@ class EpochDataLoader(DataLoader):
 class SegmentationDataModule(L.LightningDataModule):
     """Builds the splits eagerly (so that layout errors surface before training starts)."""
 
-    def __init__(self, cfg: Mapping[str, Any] | None, *, stages: tuple[str, ...] = ("train", "val"), seed: int = 0) -> None:
+    def __init__(self, cfg: DataSpec | Mapping[str, Any] | None, *, stages: tuple[str, ...] = ("train", "val"),
+                 seed: int = 0) -> None:
         super().__init__()
+        spec = cfg if isinstance(cfg, DataSpec) else DataSpec.from_mapping(cfg)
         self.seed = seed
-        check_data_section(cfg)
-        cfg = dict(cfg or {})
-        self.batch_size = int(cfg.get("batch_size", 8))
-        self.val_batch_size = int(cfg.get("val_batch_size", self.batch_size))
-        self.num_workers = bounded_workers(int(cfg.get("num_workers", 2)))
-        dataset_cfg = cfg.get("dataset") or {"name": "synthetic"}
-        self.splits: dict[str, SegmentationDataset] = {}
-        defaults = {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}}
-        for stage in stages:
-            # A split section without `split:` reads the split named like the section (a folder
-            # dataset would otherwise read the same images for train and val).
-            split_cfg = {**defaults[stage], **(cfg.get(stage) or {})}
-            self.splits[stage] = build_dataset(dataset_cfg, split_cfg, train=stage == "train")
+        self.batch_size = spec.batch_size
+        self.val_batch_size = spec.eval_batch_size
+        self.num_workers = bounded_workers(spec.num_workers)
+        self.splits: dict[str, SegmentationDataset] = {
+            stage: build_dataset(thaw(spec.dataset), thaw(spec.split(stage)), train=stage == "train") for stage in stages
+        }
         self.train_set: Dataset | None = None
         if "train" in self.splits:
-            boot = (cfg.get("train") or {}).get("bootstrap")
-            train_set = bootstrap(self.splits["train"], **boot) if boot else self.splits["train"]
+            boot = spec.split("train").get("bootstrap")
+            train_set = bootstrap(self.splits["train"], **thaw(boot)) if boot else self.splits["train"]
             self.train_set = SeededItems(train_set, seed)
 
     @property

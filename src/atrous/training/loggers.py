@@ -25,7 +25,9 @@ its checkpoint (``step >= global_step``), which the resumed run logs again.
 from __future__ import annotations
 
 import csv
+import importlib
 import importlib.util
+import inspect
 import os
 from argparse import Namespace
 from collections.abc import Callable, Mapping
@@ -39,7 +41,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
-from ..config import ConfigError, check_mapping, did_you_mean
+from ..config import ConfigError, check_keys, check_mapping, did_you_mean, thaw
 from ..errors import install_hint
 from ..io import atomic_write
 
@@ -218,15 +220,24 @@ class LoggerKind:
     module it needs and the extra that installs it."""
 
     build: Callable[[Path, dict[str, Any]], Logger]
+    logger: str  # the Lightning logger class the options are keywords of, "module:Class"
     module: str | None = None
     extra: str | None = None
 
+    def logger_class(self) -> type[Logger]:
+        module, _, name = self.logger.partition(":")
+        return getattr(importlib.import_module(module), name)
+
 
 LOGGERS: dict[str, LoggerKind] = {
-    "tensorboard": LoggerKind(_tensorboard),        # <output_dir>/tb/
-    "csv": LoggerKind(_csv),                        # <output_dir>/csv/metrics.csv (read by training_curves.png)
-    "mlflow": LoggerKind(_mlflow, "mlflow", "mlflow"),  # <output_dir>/mlruns/ (a local file store)
-    "wandb": LoggerKind(_wandb, "wandb", "wandb"),  # <output_dir>/wandb/ (offline: `wandb sync` uploads it)
+    # <output_dir>/tb/
+    "tensorboard": LoggerKind(_tensorboard, "lightning.pytorch.loggers:TensorBoardLogger"),
+    # <output_dir>/csv/metrics.csv (read by training_curves.png)
+    "csv": LoggerKind(_csv, f"{__name__}:ResumableCSVLogger"),
+    # <output_dir>/mlruns/ (a local file store)
+    "mlflow": LoggerKind(_mlflow, "lightning.pytorch.loggers:MLFlowLogger", "mlflow", "mlflow"),
+    # <output_dir>/wandb/ (offline: `wandb sync` uploads it)
+    "wandb": LoggerKind(_wandb, "lightning.pytorch.loggers:WandbLogger", "wandb", "wandb"),
 }
 DEFAULT_LOGGERS = ("tensorboard", "csv")
 
@@ -251,22 +262,22 @@ def _entries(cfg: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def check_loggers(cfg: Any) -> None:
-    """Validate ``train.loggers`` (names, and that the optional packages are installed)."""
-    for name, _ in _entries(cfg):
+    """Validate ``train.loggers``: names, that the optional packages are installed, and each
+    entry's options against its logger's keyword arguments (a logger that takes ``**kwargs``
+    judges its own)."""
+    for name, options in _entries(cfg):
         kind = LOGGERS[name]
         if kind.module is not None and importlib.util.find_spec(kind.module) is None:
             raise ConfigError(f"train.loggers: {name} needs the {kind.module} package: "
                               f"{install_hint(kind.extra)} (or remove {name} from train.loggers)")
+        if options:
+            params = inspect.signature(kind.logger_class()).parameters
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                check_keys(f"train.loggers: {name}", options, list(params))
 
 
 def build_loggers(cfg: Any, output_dir: str | Path) -> list[Logger]:
-    """The Lightning loggers of ``train.loggers`` (see the module docstring) writing under ``output_dir``."""
-    check_loggers(cfg)
+    """The Lightning loggers of ``train.loggers`` (checked by :func:`check_loggers` where the
+    train section is parsed; see the module docstring) writing under ``output_dir``."""
     out = Path(output_dir)
-    loggers = []
-    for name, options in _entries(cfg):
-        try:
-            loggers.append(LOGGERS[name].build(out, options))
-        except TypeError as err:  # an option the logger's constructor does not take
-            raise ConfigError(f"train.loggers: {name}: {err}") from err
-    return loggers
+    return [LOGGERS[name].build(out, thaw(options)) for name, options in _entries(cfg)]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError, check_keys, check_mapping, check_value, did_you_mean
+from ..config import ConfigError, check_keys, check_mapping, check_value, did_you_mean, thaw
 from .loss_terms import LOSS_TERMS, CrossEntropyTerm, PixelLoss
 
 WEIGHT_MODES = ("auto", "median_frequency", "enet")  # class_weights computed from the data
@@ -103,8 +103,8 @@ def loss_options(cfg: Mapping[str, Any] | Sequence[Any] | None) -> dict[str, Any
     if cfg is None:
         return {}
     if isinstance(cfg, Mapping):
-        return dict(cfg)
-    return {"terms": list(cfg)}
+        return thaw(cfg)
+    return {"terms": thaw(cfg)}
 
 
 def check_loss(cfg: Any) -> None:

@@ -16,17 +16,17 @@ from ..evaluation.cityscapes_scores import CityscapesScores
 from ..evaluation.metrics import SegmentationMetrics
 from ..evaluation.strategy import EvaluationStrategy, predict_scores
 from ..models import build_model
+from .experiment import Experiment
 from .losses import SegmentationLoss, loss_options
 from .schedules import build_optimizer, build_scheduler, optimizer_lr, parameter_groups
-from .train_section import TrainConfig
 
 
 class SegmentationTask(L.LightningModule):
-    """Trains and evaluates ``build_model(config["model"])``.
+    """Trains and evaluates the segmentor of an experiment's ``model`` spec.
 
     Args:
-        config: the full experiment config (``model``, ``train``, ``data`` sections); stored in
-            checkpoints so that ``atrous validate/test/predict`` rebuild the same model.
+        config: the experiment (or its config mapping, parsed here); the plain mapping is stored
+            in checkpoints so that ``atrous validate/test/predict`` rebuild the same model.
         class_names: names of the dataset's classes (train-id order).
         ignore_index: label of unlabelled pixels.
         pretrained_backbone: load ``model.backbone.pretrained`` weights; ``False`` when a
@@ -38,25 +38,24 @@ class SegmentationTask(L.LightningModule):
 
     def __init__(
         self,
-        config: Mapping[str, Any],
+        config: Experiment | Mapping[str, Any],
         class_names: Sequence[str],
         ignore_index: int = 255,
         *,
         pretrained_backbone: bool = True,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters({"config": dict(config), "class_names": list(class_names), "ignore_index": ignore_index})
-        self.train_cfg = TrainConfig.from_mapping(config.get("train"))
+        experiment = Experiment.of(config)
+        self.save_hyperparameters({"config": experiment.mapping(), "class_names": list(class_names),
+                                   "ignore_index": ignore_index})
+        self.train_cfg = experiment.train
         # False when a checkpoint provides every weight next (resume, init_checkpoint, evaluation).
-        self.model = build_model(config["model"], pretrained_backbone=pretrained_backbone)
+        self.model = build_model(experiment.model, pretrained_backbone=pretrained_backbone)
         if self.model.num_classes != len(class_names):
             raise ConfigError(
                 f"model.num_classes is {self.model.num_classes} but the dataset has {len(class_names)} classes"
             )
-        try:
-            self.criterion = SegmentationLoss(ignore_index, **loss_options(self.train_cfg.loss))
-        except TypeError as err:
-            raise ConfigError(f"train.loss: {err}") from err
+        self.criterion = SegmentationLoss(ignore_index, **loss_options(self.train_cfg.loss))
         k = len(class_names)
         weights = self.criterion.class_weights
         if weights is not None and len(weights) != k:

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..models.checkpoint import read_checkpoint
+from .train_section import TrainConfig
 
 TRAINING_KEYS = ("state_dict", "optimizer_states", "loops", "epoch", "global_step")
 
@@ -79,7 +80,7 @@ def check_resume_checkpoint(path: str | Path, model_state: Mapping[str, torch.Te
 RESUMED_SETTINGS = ("optimizer", "lr_schedule", "lr_multipliers")  # what the optimizer and scheduler state holds
 
 
-def check_resumed_settings(ckpt: Mapping[str, Any], config: Mapping[str, Any], path: str | Path) -> None:
+def check_resumed_settings(ckpt: Mapping[str, Any], now: TrainConfig, path: str | Path) -> None:
     """Refuse to resume with other optimizer settings than the run was trained with.
 
     Lightning restores the optimizer's and the scheduler's state from the checkpoint, learning
@@ -90,13 +91,10 @@ def check_resumed_settings(ckpt: Mapping[str, Any], config: Mapping[str, Any], p
     Raises:
         CheckpointError: naming each changed setting with both values.
     """
-    from .train_section import TrainConfig
-
     stored = ((ckpt.get("hyper_parameters") or {}).get("config") or {})
     if not isinstance(stored, Mapping) or not isinstance(stored.get("train", {}), Mapping):
         return
-    before = TrainConfig.from_mapping(stored.get("train"))
-    now = TrainConfig.from_mapping(config.get("train"))
+    before = TrainConfig.from_mapping(stored.get("train"))  # the stored mapping, parsed on load
     changed = []
     for name in RESUMED_SETTINGS:
         old, new = getattr(before, name), getattr(now, name)

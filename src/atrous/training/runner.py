@@ -21,10 +21,11 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from ..config import ConfigError
+from ..config import ConfigError, freeze, thaw
 from ..data.cityscapes import Cityscapes
 from ..data.evaluation_items import EvaluationItems
 from ..data.folder_splits import resumed_split_lists, save_partition
+from ..data.spec import DataSpec
 from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
 from ..engines.precision import AUTO, PrecisionChoice, choose_training_precision
@@ -43,6 +44,7 @@ from .class_weights import (
     write_weights,
 )
 from .datamodule import SegmentationDataModule
+from .experiment import Experiment
 from .loggers import METRICS_FILE, build_loggers, truncate_metrics
 from .module import SegmentationTask
 from .resume import check_resume_checkpoint, check_resumed_settings
@@ -74,16 +76,16 @@ def build_trainer(cfg: TrainConfig, *, for_fit: bool, extra_callbacks: Sequence[
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     try:
         return _trainer(cfg, out, callbacks, loggers)
-    # The Trainer is built from config values only: its complaints (an unknown precision or
-    # strategy, devices the accelerator cannot take) are about the config.
-    except (MisconfigurationException, ValueError, TypeError) as err:
+    # The names and pairings are checked where the train section is parsed; what only this
+    # machine can judge (CUDA devices that are not there) Lightning refuses with this exception.
+    except MisconfigurationException as err:
         raise ConfigError(f"train: {err}") from err
 
 
 def _trainer(cfg: TrainConfig, out: Path, callbacks: list[L.Callback], loggers: list[Any] | bool) -> L.Trainer:
     return L.Trainer(
         accelerator=cfg.accelerator,
-        devices=cfg.devices,
+        devices=thaw(cfg.devices),
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
         precision=training_precision(cfg).precision,
@@ -218,7 +220,7 @@ def _resume_path(cfg: TrainConfig, resume: bool | str) -> Path | None:
 
 
 def fit(
-    config: Mapping[str, Any],
+    config: Experiment | Mapping[str, Any],
     *,
     resume: bool | str = False,
     overwrite: bool = False,
@@ -235,23 +237,25 @@ def fit(
     ``overwrite``: start afresh in a folder that holds a previous run.
     ``callbacks``: extra Lightning callbacks.
     """
-    cfg = TrainConfig.from_mapping(config.get("train"))
+    experiment = Experiment.of(config)
+    cfg = experiment.train
     check_output_dir(cfg.output_dir)
     out = Path(cfg.output_dir)
     ckpt_path = _resume_path(cfg, resume)
     _seed(cfg)
-    data_cfg = resumed_split_lists(config.get("data"), out) if ckpt_path is not None else config.get("data")
-    data = SegmentationDataModule(data_cfg, seed=cfg.seed)
+    data = SegmentationDataModule(_resumed_data(experiment, out) if ckpt_path is not None else experiment.data,
+                                  seed=cfg.seed)
     weights_record = None
-    if mode := weight_mode(config):  # class weights from the training split, once per run
+    if mode := weight_mode(experiment.config):  # class weights from the training split, once per run
         weights, weights_record = run_class_weights(data.splits["train"], mode, out, reuse=ckpt_path is not None,
                                                     num_workers=data.num_workers, progress=cfg.progress_bar)
-        config = with_class_weights(config, weights)
+        experiment = Experiment(freeze(with_class_weights(experiment.config, weights)), experiment.source)
     from_checkpoint = ckpt_path is not None or bool(cfg.init_checkpoint)
-    task = SegmentationTask(config, data.classes.names, data.classes.ignore_index, pretrained_backbone=not from_checkpoint)
+    task = SegmentationTask(experiment, data.classes.names, data.classes.ignore_index,
+                            pretrained_backbone=not from_checkpoint)
     checkpoint = check_resume_checkpoint(ckpt_path, task.state_dict()) if ckpt_path else None
     if checkpoint is not None:
-        check_resumed_settings(checkpoint, config, ckpt_path)
+        check_resumed_settings(checkpoint, task.train_cfg, ckpt_path)
     if checkpoint is None and cfg.init_checkpoint:
         init_weights(task, cfg)
     task.model.to(memory_format=training_memory_format(cfg))
@@ -269,7 +273,7 @@ def fit(
         with interrupts_as_keyboard_interrupt(trainer):
             trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
         best = out / "checkpoints" / "best.ckpt"
-        metrics = evaluate(config, best, stage="val", task=task, data=data)
+        metrics = evaluate(experiment, best, stage="val", task=task, data=data)
         closing = next(c for c in trainer.callbacks if isinstance(c, ClosingCheckpoints))
         metrics["best_checkpoint"] = BEST_RULES[closing.validated]
         precision = training_precision(cfg)
@@ -280,8 +284,15 @@ def fit(
     return metrics
 
 
+def _resumed_data(experiment: Experiment, out: Path) -> DataSpec:
+    """The data of a resumed run: a flat folder's partition as the run stored it."""
+    section = experiment.section("data")
+    resumed = resumed_split_lists(section, out)
+    return experiment.data if resumed is section else DataSpec.from_mapping(resumed)
+
+
 def evaluate(
-    config: Mapping[str, Any],
+    config: Experiment | Mapping[str, Any],
     checkpoint: str | Path | None,
     *,
     stage: str = "val",
@@ -304,14 +315,16 @@ def evaluate(
     against the transformed labels, as validation during ``fit``. Either way the split is sharded
     across processes by the same sampler and the confusion matrices are summed.
     """
-    cfg = TrainConfig.from_mapping(config.get("train"))
-    if task is None:
-        config = evaluation_class_weights(config, Path(cfg.output_dir))
+    experiment = Experiment.of(config)
+    cfg = experiment.train
+    if task is None and weight_mode(experiment.config):
+        weighted = evaluation_class_weights(experiment.config, Path(cfg.output_dir))
+        experiment = Experiment(freeze(weighted), experiment.source)
     if data is None or stage not in data.splits:
-        data = SegmentationDataModule(config.get("data"), stages=(stage,))
+        data = SegmentationDataModule(experiment.data, stages=(stage,))
     if task is None:
         task = SegmentationTask(
-            config, data.classes.names, data.classes.ignore_index, pretrained_backbone=checkpoint is None
+            experiment, data.classes.names, data.classes.ignore_index, pretrained_backbone=checkpoint is None
         )
     if checkpoint is not None:
         load_weights(task, checkpoint)
@@ -321,7 +334,7 @@ def evaluate(
         task.model = build_engine(model, replace(engine or EngineOptions(), output_stride=stride), _engine_device(cfg))
         engine = task.model.options  # --precision auto resolved
     if strategy is not None:
-        cityscapes = _prepare_evaluation_split(data, stage, strategy, config)
+        cityscapes = _prepare_evaluation_split(data, stage, strategy, experiment.data)
         task.set_evaluation(strategy, cityscapes_scores=cityscapes)
     if cfg.limit_val_batches == 0:  # no validation during fit; an evaluation scores the whole split
         cfg = replace(cfg, limit_val_batches=1.0)
@@ -356,15 +369,14 @@ def _engine_device(cfg: TrainConfig) -> torch.device:
 
 
 def _prepare_evaluation_split(
-    data: SegmentationDataModule, stage: str, strategy: EvaluationStrategy, config: Mapping[str, Any]
+    data: SegmentationDataModule, stage: str, strategy: EvaluationStrategy, spec: DataSpec
 ) -> bool:
     """Make ``data``'s ``stage`` split yield the labels ``strategy.labels`` asks for (and gtFine
     instance ids for a Cityscapes validation); returns whether the Cityscapes scores apply."""
     dataset = data.splits[stage]
     if isinstance(dataset, EvaluationItems):
         dataset = dataset.dataset
-    split_cfg = ((config.get("data") or {}).get(stage) or {})
-    resizes = bool((split_cfg.get("transforms") or {}).get("resize"))
+    resizes = spec.resizes(stage)
     cityscapes = stage == "val" and isinstance(dataset, Cityscapes) and dataset.variant == "19"
     original = strategy.labels == "original"
     if (resizes and original) or cityscapes:

@@ -29,7 +29,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..config import ConfigError, check_keys, check_mapping, check_value, did_you_mean
+from ..config import ConfigError, check_keys, check_mapping, check_value, did_you_mean, thaw
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 SCHEDULES = ("poly", "cosine", "constant")
@@ -84,9 +84,9 @@ def check_optimizer(cfg: Any, section: str = "train.optimizer") -> None:
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], cfg: Mapping[str, Any]) -> Optimizer:
-    """The torch optimizer ``cfg`` names, over ``params`` (parameters or parameter groups)."""
-    check_optimizer(cfg)
-    options = dict(cfg)
+    """The torch optimizer ``cfg`` names (checked by :func:`check_optimizer` where the train
+    section is parsed), over ``params`` (parameters or parameter groups)."""
+    options = thaw(cfg)
     name = str(options.pop("name", "adam")).lower()
     return OPTIMIZERS[name](params, **options)
 

@@ -2,26 +2,37 @@
 
 :meth:`TrainConfig.from_mapping` is the one place this section is checked: every key must be a
 field below (with a "did you mean" for a misspelling), every value of the field's type (from its
-annotation), counts in range, and the ``optimizer``, ``lr_schedule`` and ``loss`` mappings
-against what their builders accept. It runs when a config is loaded by the command line
-(``check_config``) and again when training or evaluation starts.
+annotation), counts in range, the Trainer's ``precision``, ``accelerator`` and ``strategy``
+names, and the ``optimizer``, ``lr_schedule``, ``loss`` and ``loggers`` entries against what their
+builders accept. The result is frozen (mappings read-only, lists tuples): the loss, optimizer,
+schedule, loggers and Trainer are built from it without checking it again.
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError, check_fields, check_keys, check_mapping, check_value
+from ..config import (
+    ConfigError,
+    ReadOnlyDict,
+    check_fields,
+    check_keys,
+    check_mapping,
+    check_value,
+    did_you_mean,
+    freeze,
+)
 from ..engines.choices import MEMORY_FORMATS
 from .loggers import DEFAULT_LOGGERS, check_loggers
 from .losses import check_loss
 from .schedules import PARAMETER_GROUPS, check_lr_schedule, check_optimizer
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Training protocol. The DenseASPP report (§4.3): Adam, lr 3e-4, weight decay 1e-5, batch 8,
     60 epochs.
@@ -30,12 +41,13 @@ class TrainConfig:
 
     max_epochs: int | None = 60  # stop after this many epochs ...
     max_steps: int = -1  # ... or iterations (DeepLabv3 counts iterations); -1: unused
-    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "adam", "lr": 3e-4, "weight_decay": 1e-5})
-    lr_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "poly", "power": 0.9})
+    # the torch optimizer by name and its keyword arguments
+    optimizer: Mapping[str, Any] = ReadOnlyDict({"name": "adam", "lr": 3e-4, "weight_decay": 1e-5})
+    lr_schedule: Mapping[str, Any] = ReadOnlyDict({"name": "poly", "power": 0.9})  # schedules.build_scheduler's
     # SegmentationLoss options (ohem_thresh, aux_weight, class_weights, terms) or a list of terms
-    loss: dict[str, Any] | list[Any] = field(default_factory=dict)
+    loss: Mapping[str, Any] | tuple[Any, ...] = ReadOnlyDict()
     # learning rate of each part of the model, times optimizer.lr: {backbone: 0.1, head: 1, aux_head: 10}
-    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    lr_multipliers: Mapping[str, float] = ReadOnlyDict()
     freeze_backbone_epochs: int = 0  # warm-up: the backbone's learning rate is 0 for this many epochs ...
     freeze_backbone_steps: int = 0  # ... or optimizer steps
     freeze_bn: bool = False  # keep every BatchNorm in eval mode (DeepLabv3 fine-tuning at OS 8)
@@ -50,7 +62,7 @@ class TrainConfig:
     gradient_clip_val: float | None = None
     sync_batchnorm: bool = False
     accelerator: str = "auto"
-    devices: int | str | list = 1
+    devices: int | str | tuple[int, ...] = 1  # a count, -1 (all), "auto", "0,1" or device indices
     num_nodes: int = 1
     strategy: str = "auto"
     seed: int = 0
@@ -61,7 +73,7 @@ class TrainConfig:
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
     progress_bar: bool = True
-    loggers: list = field(default_factory=lambda: list(DEFAULT_LOGGERS))  # tensorboard, csv, mlflow, wandb
+    loggers: tuple[Any, ...] = DEFAULT_LOGGERS  # tensorboard, csv, mlflow, wandb (names or {name: ..., options})
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> TrainConfig:
@@ -69,7 +81,7 @@ class TrainConfig:
         and what is expected for anything wrong."""
         cfg = {} if cfg is None else cfg
         check_train_section(cfg)
-        return cls(**dict(cfg))
+        return cls(**{key: freeze(value) for key, value in cfg.items()})
 
 
 def check_train_section(cfg: Mapping[str, Any] | None) -> None:
@@ -78,6 +90,7 @@ def check_train_section(cfg: Mapping[str, Any] | None) -> None:
         return
     check_fields("train", TrainConfig, cfg)
     _check_ranges(cfg)
+    _check_trainer_choices(cfg)
     if "optimizer" in cfg:
         check_optimizer(cfg["optimizer"])
     if "lr_schedule" in cfg:
@@ -137,6 +150,40 @@ def _check_ranges(cfg: Mapping[str, Any]) -> None:
         )
     if "output_dir" in cfg and not str(cfg["output_dir"]).strip():
         raise ConfigError("train.output_dir: must name a folder, got an empty string")
+
+
+def lightning_choices() -> dict[str, tuple[Any, ...]]:
+    """The names Lightning's Trainer takes for ``precision``, ``accelerator`` and ``strategy``
+    (atrous adds ``auto`` precision: :func:`~atrous.engines.precision.choose_training_precision`)."""
+    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    def literals(annotation: Any) -> tuple[Any, ...]:
+        args = typing.get_args(annotation)
+        return tuple(a for arg in args for a in (literals(arg) if typing.get_args(arg) else (arg,)))
+
+    return {
+        "precision": ("auto", *literals(_PRECISION_INPUT)),
+        "accelerator": ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())),
+        "strategy": ("auto", *StrategyRegistry.available_strategies()),
+    }
+
+
+def _check_trainer_choices(cfg: Mapping[str, Any]) -> None:
+    """The Trainer's names, and the pairings of them Lightning refuses whatever the machine."""
+    choices = lightning_choices()
+    for key, allowed in choices.items():
+        value = cfg.get(key)
+        if value is not None and (str(value).lower() if key == "strategy" else value) not in allowed:
+            names = [str(a) for a in allowed]
+            raise ConfigError(f"train.{key}: unknown {key} {value!r}{did_you_mean(value, names)}; choose from {names}")
+    accelerator, devices = cfg.get("accelerator", "auto"), cfg.get("devices", 1)
+    if accelerator == "cpu" and not (isinstance(devices, int) and devices >= 1
+                                     or isinstance(devices, str) and devices.strip().isdigit() and int(devices) >= 1):
+        raise ConfigError(f"train.devices: with accelerator cpu, a number of processes >= 1, got {devices!r}")
+    if str(cfg.get("strategy", "auto")).lower().startswith("fsdp") and accelerator not in ("cuda", "gpu"):
+        raise ConfigError(f"train.strategy: fsdp needs accelerator cuda (or gpu), got accelerator {accelerator!r}")
 
 
 def _check_lr_multipliers(cfg: Any) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ..receptive_field import ConvSpec, PathFields, layer_receptive_field
-from .base import Head
+from .base import Head, check_atrous_rates
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 1, rate: int = 1, momentum: float = 0.1) -> nn.Sequential:
@@ -79,8 +79,7 @@ class ASPPHead(Head):
         bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        if not atrous_rates or min(atrous_rates) < 1:
-            raise ConfigError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
+        check_atrous_rates("atrous_rates", atrous_rates)
         self.in_channels = in_channels
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         branches: list[nn.Module] = [conv_bn_relu(in_channels, out_channels, 1, momentum=bn_momentum)]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
+from ...config import ConfigError, check_arguments, check_mapping
 from ..receptive_field import ConvSpec, PathFields, chain_fields
 
 if TYPE_CHECKING:
@@ -44,6 +45,15 @@ class Head(nn.Module):
     # a decoder's skip connection (DeepLabV3+): the stride of the backbone map the head also reads,
     # passed as ``forward(x, low_level)``; its output is then at that stride
     low_level_stride: int | None = None
+
+    @classmethod
+    def check_options(cls, section: str, options: Mapping[str, Any]) -> None:
+        """The value rules of a config's ``options`` for this head that need no backbone (their
+        types are checked from the constructor's annotations before): a :class:`ConfigError`
+        naming ``<section>.<key>``. :class:`~atrous.models.spec.ModelSpec` runs them where the
+        config is parsed. The default checks ``atrous_rates`` (positive integers)."""
+        if "atrous_rates" in options:
+            check_atrous_rates(f"{section}.atrous_rates", options["atrous_rates"])
 
     @classmethod
     def backbone_arguments(cls, backbone: Backbone) -> dict[str, Any]:
@@ -78,3 +88,20 @@ class Head(nn.Module):
         """Follow the model's switch from output stride ``old`` to ``new``, after ``backbone``
         has been re-dilated. Default: nothing (rates in feature-map pixels stay, as the
         official DenseASPP code keeps them)."""
+
+
+def check_atrous_rates(key: str, rates: Any) -> None:
+    """Atrous rates are positive integers, at least one."""
+    if not rates or min(rates) < 1:
+        raise ConfigError(f"{key}: must be positive integers, got {list(rates)}")
+
+
+def check_inner_head(section: str, head: type[Head], options: Any) -> None:
+    """The options of a head that a head builds inside itself (DeepLabV3+'s context, a cascade's
+    ASPP): keys, types and value rules as for ``model.head``; ``in_channels`` comes from outside."""
+    from ..spec import check_component_keys
+
+    check_mapping(section, options)
+    check_component_keys(section, options, head, ("in_channels",))
+    check_arguments(section, head, options)
+    head.check_options(section, options)

@@ -21,7 +21,7 @@ from ...errors import ConfigError
 from ..backbones.base import set_conv
 from ..receptive_field import ConvSpec
 from .aspp import ASPPHead
-from .base import Head
+from .base import Head, check_inner_head
 
 
 class Subsample(nn.Module):
@@ -74,6 +74,15 @@ class CascadeHead(Head):
         units: bottleneck units per block (3, as block4).
         aspp: options of an :class:`ASPPHead` on top, or ``None``.
     """
+
+    @classmethod
+    def check_options(cls, section: str, options: Mapping[str, Any]) -> None:
+        units = options.get("units", 3)
+        multi_grid = options.get("multi_grid", (1, 1, 1))
+        if len(multi_grid) != units:
+            raise ConfigError(f"{section}.multi_grid: needs one unit rate per unit ({units}), got {list(multi_grid)}")
+        if options.get("aspp") is not None:
+            check_inner_head(f"{section}.aspp", ASPPHead, options["aspp"])
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from torch import nn
 from ...errors import ConfigError
 from ..receptive_field import ConvSpec, PathFields
 from .aspp import conv_bn_relu
-from .base import Head
+from .base import Head, check_inner_head
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
@@ -50,6 +50,17 @@ class DeepLabV3PlusHead(Head):
     """
 
     low_level_stride = LOW_LEVEL_STRIDE
+
+    @classmethod
+    def check_options(cls, section: str, options: Mapping[str, Any]) -> None:
+        from . import HEADS  # the registry imports this module
+
+        context = options.get("context") or {"name": "aspp"}
+        if not isinstance(context, Mapping) or context.get("name") not in CONTEXTS:
+            name = context.get("name") if isinstance(context, Mapping) else context
+            raise ConfigError(f"{section}.context.name must be one of {list(CONTEXTS)}, got {name!r}")
+        inner = {k: v for k, v in context.items() if k != "name"}
+        check_inner_head(f"{section}.context ({context['name']})", HEADS[context["name"]], inner)
 
     def __init__(
         self,

@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ConfigError
 from ..receptive_field import ConvSpec, PathFields, chain_fields, dense_path_fields
-from .base import Head
+from .base import Head, check_atrous_rates
 
 
 @dataclass(frozen=True)
@@ -136,8 +135,7 @@ class DenseASPPHead(Head):
         official: bool = False,
     ) -> None:
         super().__init__()
-        if not atrous_rates or min(atrous_rates) < 1:
-            raise ConfigError(f"atrous_rates must be positive integers, got {list(atrous_rates)}")
+        check_atrous_rates("atrous_rates", atrous_rates)
         self.in_channels = in_channels
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         self.growth_channels = growth_channels
