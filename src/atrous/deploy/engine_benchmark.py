@@ -81,7 +81,8 @@ def _engine(model: nn.Module, variant: Variant, device: torch.device, cache: Pat
         g = torch.Generator().manual_seed(0)
         calibration = (torch.randn(1, 3, *image_size, generator=g) for _ in range(INT8_CALIBRATION))
         options["quantized"] = quantize_model(copy.deepcopy(model), options["engine"], calibration,
-                                              scratch / variant.name, num_images=INT8_CALIBRATION)
+                                              scratch / variant.name, num_images=INT8_CALIBRATION,
+                                              cache_dir=cache)
     return build_engine(copy.deepcopy(model), EngineOptions(**options, cache_dir=cache), device)
 
 
