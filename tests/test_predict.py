@@ -147,6 +147,21 @@ def test_folder_outputs_mirror_sub_paths_and_test_time_options_apply(setup, tmp_
     assert np.array_equal(np.array(Image.open(out / "a" / "x_labels.png")), expected)
 
 
+@pytest.mark.parametrize("with_config", [True, False], ids=["--config", "stored config"])
+def test_set_overrides_the_config_predict_uses(setup, tmp_path, with_config):
+    """``--set`` changes the --config given, or else the checkpoint's stored config: here the
+    normalisation (the stored one is the official DenseASPP statistics)."""
+    image = random_image(tmp_path / "in.png", (32, 64), seed=4)
+    out = tmp_path / "out"
+    config = ["--config", str(setup["config"])] if with_config else []
+    assert run(setup, str(tmp_path / "in.png"), "--output", str(out), *config,
+               "--set", "data.val.transforms.normalize=imagenet") == 0
+    labels = np.array(Image.open(out / "in_labels.png"))
+    imagenet, cityscapes = (predict(setup["model"], normalised(image, name))[0].numpy() for name in ("imagenet", "cityscapes"))
+    assert not np.array_equal(imagenet, cityscapes)  # the override is visible in the labels
+    assert np.array_equal(labels, imagenet)
+
+
 def test_presets_and_output_stride_reach_the_model(setup, tmp_path):
     image = random_image(tmp_path / "x.png", (32, 64))
     args = ("--tta", "denseaspp-official", "--scales", "1", "1.5", "--output-stride", "16")  # --scales overrides

@@ -10,7 +10,7 @@ from typing import Any
 from ..config import ConfigError
 from ..deploy.choices import DEFAULTS, PHASES, VARIANTS
 from ..engines.choices import ENGINE_PRECISIONS
-from .options import config_file, overrides, with_config
+from .options import config_file, with_config
 
 
 def add_benchmark(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +86,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
     if args.engines is not None:
         from ..deploy.engine_benchmark import benchmark_engines, format_engine_report
 
-        report = benchmark_engines(settings, args.engines, config=args.config, overrides=overrides(args),
+        report = benchmark_engines(settings, args.engines, experiment=args.experiment if args.config else None,
                                    peers=args.peers, cache_dir=Path(args.engine_cache) if args.engine_cache else None)
         if args.peak:  # each row's fraction of this machine's ceiling in its precision
             from ..deploy.engine_benchmark import fractions_of_peak
@@ -99,7 +99,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
     elif args.peers:
         report = benchmark.benchmark_peers(settings)
     else:
-        report = benchmark.benchmark_config(args.config, settings, overrides(args))
+        report = benchmark.benchmark_config(args.experiment, settings)
     if args.engines is None:
         print(benchmark.format_report(report))
     write_report(args, report)

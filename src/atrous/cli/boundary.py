@@ -66,7 +66,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     """What can be checked before a command starts: its config (every command with --config,
     overrides applied: ``args.experiment``; ``atrous compare``'s configs: ``args.experiments``)
     and its --device."""
-    overrides = list(getattr(args, "overrides", []) or []) + list(getattr(args, "set", []) or [])
+    from .options import overrides as overrides_of
+
+    overrides = overrides_of(args)
     if isinstance(getattr(args, "config", None), str):
         args.experiment = load_experiment(args.config, overrides)
     if getattr(args, "configs", None):  # atrous compare

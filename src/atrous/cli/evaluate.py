@@ -8,10 +8,10 @@ from pathlib import Path
 from ..evaluation.choices import LABELS
 from .options import (
     checkpoint_or_weights,
+    command_config,
     engine_of,
     engine_options,
     is_rank_zero,
-    stored_config,
     strategy_of,
     test_time_options,
     verbose_option,
@@ -54,7 +54,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from ..training.runner import evaluate, format_table, write_metrics
 
     stage = STAGES[args.command]
-    experiment = args.experiment if args.config else Experiment.of(stored_config(args))
+    experiment = args.experiment if args.config else Experiment.of(command_config(args))
     out_dir = experiment.output_dir
     checkpoint = Path(args.checkpoint) if args.checkpoint else out_dir / "checkpoints" / "best.ckpt"
     strategy = strategy_of(args, experiment, labels=args.labels)

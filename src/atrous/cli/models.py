@@ -11,7 +11,7 @@ from ..config import ConfigError, config_name, list_configs, load_config
 from ..engines.choices import EXPORT_FORMATS
 from ..errors import InputError
 from ..models.choices import CONVERT_FORMATS
-from .options import checkpoint_or_weights, config_file, stored_config, with_config
+from .options import checkpoint_or_weights, command_config, config_file, with_config
 
 
 def add_info(sub: argparse._SubParsersAction) -> None:
@@ -104,7 +104,8 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
 def convert_command(args: argparse.Namespace) -> int:
     from ..models.convert import convert_checkpoint
 
-    done = convert_checkpoint(args.source_format, args.file, args.config, args.output, args.set, overwrite=args.overwrite)
+    done = convert_checkpoint(args.source_format, args.file, args.experiment.mapping(), args.output,
+                              config_file=args.config, overwrite=args.overwrite)
     print(f"Converted {done['file']} ({done['tensors']} tensors, {done['params']:,} parameters)")
     print(f"Wrote {done['output']}: atrous validate --checkpoint {done['output']}")
     return 0
@@ -128,7 +129,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def export_command(args: argparse.Namespace) -> int:
     from ..engines.export import export_checkpoint
 
-    cfg = args.experiment.mapping() if args.config else stored_config(args)
+    cfg = command_config(args)
     check_export_image_size(args.image_size, cfg)
     result, folded = export_checkpoint(
         args.checkpoint, args.output, args.format, config=cfg, fold_bn=args.fold_bn, overwrite=args.overwrite,

@@ -112,14 +112,26 @@ def engine_of(args: argparse.Namespace) -> EngineOptions:
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    """The trailing ``KEY=VALUE`` items and ``--set``'s, in that order."""
-    return list(args.overrides) + list(args.set)
+    """The trailing ``KEY=VALUE`` items and ``--set``'s, in that order (a command may have either)."""
+    return list(getattr(args, "overrides", None) or []) + list(getattr(args, "set", None) or [])
 
 
-def stored_config(args: argparse.Namespace) -> dict:
-    """The config a checkpoint stores (``atrous fit`` and ``atrous convert`` write it), overridden."""
+def checkpoint_config_source(args: argparse.Namespace) -> tuple[dict | None, list[str]]:
+    """What a command with ``--checkpoint`` hands :func:`~atrous.models.checkpoint.checkpoint_config`:
+    the ``--config``'s config (parsed once at the command line's boundary, overrides applied)
+    and nothing more to apply, or ``None`` (the checkpoint's stored config) and the overrides."""
+    if args.config:
+        return args.experiment.mapping(), []
+    return None, overrides(args)
+
+
+def command_config(args: argparse.Namespace) -> dict:
+    """The config of a command with ``--config`` or ``--checkpoint``: the ``--config``'s, else
+    the one the checkpoint stores (``atrous fit`` and ``atrous convert`` write it), overridden."""
     from ..models.checkpoint import checkpoint_config, read_checkpoint
 
+    if args.config:
+        return args.experiment.mapping()
     if not args.checkpoint:
         raise ConfigError("pass --config, or a --checkpoint that stores its config")
     return checkpoint_config(read_checkpoint(args.checkpoint), args.checkpoint, None, overrides(args))

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .options import (
+    checkpoint_config_source,
     checkpoint_or_weights,
     engine_of,
     engine_options,
@@ -44,9 +45,10 @@ def predict_command(args: argparse.Namespace) -> int:
     from ..evaluation.prediction_files import parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
+    config, extra = checkpoint_config_source(args)
     result = run_predict(
-        checkpoint=args.checkpoint, inputs=args.inputs, output=args.output, config=args.config,
-        overrides=args.set, strategy=strategy_of(args, where="predict's test-time options"), probabilities=args.probabilities,
+        checkpoint=args.checkpoint, inputs=args.inputs, output=args.output, config=config,
+        overrides=extra, strategy=strategy_of(args, where="predict's test-time options"), probabilities=args.probabilities,
         cityscapes_submission=args.cityscapes_submission, overlay_video=args.overlay_video,
         overwrite=args.overwrite, max_pixels=args.max_pixels, device=args.device, engine=engine_of(args),
         progress=not args.no_progress, shard=shard, skip_existing=args.skip_existing or shard is not None,

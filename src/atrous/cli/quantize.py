@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..engines.choices import QUANTIZE_ENGINES
 from ..errors import InputError
-from .options import checkpoint_or_weights, overrides, with_config
+from .options import checkpoint_config_source, checkpoint_or_weights, config_file, with_config
 
 
 def add_quantize(sub: argparse._SubParsersAction) -> None:
@@ -32,9 +32,11 @@ def quantize_command(args: argparse.Namespace) -> int:
 
     if args.repeats < 1 or args.num_images < 1:
         raise InputError(f"--repeats and --num-images must be at least 1, got {args.repeats} and {args.num_images}")
+    config, extra = checkpoint_config_source(args)
     report = run_quantize(
         checkpoint=args.checkpoint, output=args.output, engine=args.engine, calibration=args.calibration,
-        num_images=args.num_images, config=args.config, overrides=overrides(args), overwrite=args.overwrite,
+        num_images=args.num_images, config=config, config_file=config_file(args.config),
+        overrides=extra, overwrite=args.overwrite,
         evaluate=not args.no_evaluate, repeats=args.repeats,
         cache_dir=Path(args.engine_cache) if args.engine_cache else None,
     )

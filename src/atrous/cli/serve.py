@@ -7,7 +7,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
-from .options import checkpoint_or_weights, engine_of, engine_options
+from .options import checkpoint_config_source, checkpoint_or_weights, engine_of, engine_options
 
 if TYPE_CHECKING:
     from ..serve.limits import Limits
@@ -56,7 +56,8 @@ def serve_command(args: argparse.Namespace) -> int:
     require_serve()  # before loading the model
     limits = limits_of(args)
     check_port(args.host, args.port)
-    segmenter = load_segmenter(args.checkpoint, config=args.config, overrides=args.set, engine=engine_of(args),
+    config, extra = checkpoint_config_source(args)
+    segmenter = load_segmenter(args.checkpoint, config=config, overrides=extra, engine=engine_of(args),
                                device=args.device)
     print(f"atrous serve: {segmenter.name} on http://{args.host}:{args.port}/ (API docs: /docs; Ctrl-C stops)",
           file=sys.stderr, flush=True)

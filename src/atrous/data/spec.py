@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ReadOnlyDict, freeze
+from ..config import ReadOnlyDict, freeze, thaw
 from .choices import SPLIT_SECTIONS
 
 DEFAULT_DATASET = ReadOnlyDict({"name": "synthetic"})
@@ -58,6 +58,21 @@ class DataSpec:
     @property
     def eval_batch_size(self) -> int:
         return self.batch_size if self.val_batch_size is None else self.val_batch_size
+
+    def evaluation_transforms(self) -> dict[str, Any]:
+        """The transforms that evaluation applies to an image, as plain values: val's ``resize``
+        (when it has one: the report evaluates at 512×1024) and the ``normalize`` the model is
+        evaluated with (val's, else test's, else train's; ``"imagenet"`` when none says)."""
+        val = self.splits.get("val", {}).get("transforms") or {}
+        out = {"resize": thaw(val["resize"])} if val.get("resize") else {}
+        for stage in ("val", "test", "train"):
+            transforms = self.splits.get(stage, {}).get("transforms") or {}
+            if "normalize" in transforms:
+                out["normalize"] = thaw(transforms["normalize"])
+                break
+        else:
+            out["normalize"] = "imagenet"
+        return out
 
     def resizes(self, stage: str) -> bool:
         """Whether ``stage``'s transforms resize the images (their labels then differ in size)."""

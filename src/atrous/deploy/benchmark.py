@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ from ..errors import ConfigError, InputError
 from ..models.complexity import count_flops, count_parameters
 from .choices import PHASES
 from .memory import peak_memory
+
+if TYPE_CHECKING:
+    from ..training.experiment import Experiment
 
 PRECISIONS = engine_spec("torch").precisions
 
@@ -349,15 +352,14 @@ SHARED_CPU_NOTE = (
 )
 
 
-def benchmark_config(config: str | Path, settings: BenchmarkSettings, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Benchmark the model a config builds (random weights: speed does not depend on them)."""
-    from ..config import load_config
+def benchmark_config(experiment: Experiment, settings: BenchmarkSettings) -> dict[str, Any]:
+    """Benchmark the model of ``experiment`` (``--config``, overrides applied; random weights:
+    speed does not depend on them)."""
     from ..models import build_model
 
-    cfg = load_config(config, overrides)
     device = resolve_device(settings.device)
     torch.manual_seed(0)
-    models = {f"atrous {Path(config).name}": build_model(cfg, pretrained_backbone=False)}
+    models = {f"atrous {experiment.name}": build_model(experiment.model, pretrained_backbone=False)}
     return _report(benchmark_models(models, settings), [], settings, device)
 
 

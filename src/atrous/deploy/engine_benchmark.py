@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -48,6 +48,9 @@ from .benchmark import (
     time_steps,
 )
 from .choices import BF16_CPU_DEFAULTS, DEFAULTS, VARIANTS, Variant
+
+if TYPE_CHECKING:
+    from ..training.experiment import Experiment
 
 INT8_CALIBRATION = 8
 
@@ -156,13 +159,13 @@ def benchmark_engines(
     settings: BenchmarkSettings,
     variants: Sequence[str],
     *,
-    config: str | None = None,
-    overrides: Sequence[str] = (),
+    experiment: Experiment | None = None,
     peers: bool = False,
     cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The engine table: a config's model under ``variants``, or the ``--peers`` groups."""
-    from ..config import config_name, load_config, resolve_config
+    """The engine table: the model of ``experiment`` (``--config``, overrides applied) under
+    ``variants``, or the ``--peers`` groups."""
+    from ..config import load_config
     from ..models import build_model
     from .peers import (
         DENSEASPP121_CONFIG,
@@ -200,10 +203,11 @@ def benchmark_engines(
             groups.append(benchmark_group("DenseASPP-121", dense, chosen, {}, settings,
                                           reference=reference, cache=cache_dir))
         else:
-            if config is None:
+            if experiment is None:
                 raise InputError("give --config CONFIG or --peers")
-            model = model_of(config, overrides)
-            groups.append(benchmark_group(config_name(resolve_config(config)), model, chosen, {}, settings,
+            torch.manual_seed(0)
+            model = build_model(experiment.model, pretrained_backbone=False)
+            groups.append(benchmark_group(experiment.name, model, chosen, {}, settings,
                                           reference=reference, cache=cache_dir))
     machine = machine_info(device)
     machine["cpu_threads"] = settings.threads or machine["cpu_threads"]

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -20,29 +21,25 @@ from typing import Any
 
 import torch
 
+from ..config import thaw
 from ..data.build import build_dataset
+from ..data.spec import DataSpec
 from ..engines import Engine, EngineOptions, build_engine
 from ..engines.int8 import REPORT, check_quantize_output, quantize_model
 from ..engines.registry import QUANTIZE_ENGINES
 from ..errors import ConfigError, InputError
-from ..evaluation.predict_app import normalization
 from ..io import atomic_write, json_text
-from ..models.checkpoint import load_segmentor
+from ..models.checkpoint import ConfigSource, load_segmentor
 from .benchmark import latency_stats, machine_info, paired_ratio, time_steps
 
 
-def split_dataset(cfg: Mapping[str, Any], split: str, *, evaluation_transforms: bool = True) -> Any:
-    """The ``split`` of the config's dataset, with the evaluation transforms (val's resize and
-    normalisation) when ``evaluation_transforms``."""
-    data = cfg.get("data") or {}
-    if not isinstance(data.get(split), Mapping):
-        raise ConfigError(f"data.{split}: the config has no {split} split to calibrate on; choose one of "
-                          f"{[k for k in ('train', 'val', 'test') if isinstance(data.get(k), Mapping)]}")
-    split_cfg = dict(data[split])
-    if evaluation_transforms:
-        val = ((data.get("val") or {}).get("transforms")) or {"normalize": normalization(cfg)}
-        split_cfg["transforms"] = {k: v for k, v in val.items() if k in ("resize", "normalize")}
-    return build_dataset(data.get("dataset") or {"name": "synthetic"}, split_cfg, train=False)
+def split_dataset(data: DataSpec, split: str) -> Any:
+    """The ``split`` of a config's datasets, with the evaluation transforms (val's resize and
+    normalisation: :meth:`~atrous.data.spec.DataSpec.evaluation_transforms`)."""
+    if split not in data.splits:
+        raise ConfigError(f"data.{split}: the config has no {split} split to calibrate on; choose one of {list(data.splits)}")
+    split_cfg = {**thaw(data.split(split)), "transforms": data.evaluation_transforms()}
+    return build_dataset(thaw(data.dataset), split_cfg, train=False)
 
 
 def calibration_images(dataset: Any, num_images: int, seed: int = 0) -> Iterator[torch.Tensor]:
@@ -80,8 +77,9 @@ def run_quantize(
     engine: str = "openvino",
     calibration: str = "train",
     num_images: int = 128,
-    config: str | None = None,
+    config: ConfigSource = None,
     overrides: Sequence[str] = (),
+    config_file: str | None = None,
     overwrite: bool = False,
     evaluate: bool = True,
     repeats: int = 10,
@@ -92,10 +90,13 @@ def run_quantize(
 
     if engine not in QUANTIZE_ENGINES:
         raise InputError(f"--engine {engine}: atrous quantizes for {list(QUANTIZE_ENGINES)}")
-    check_quantize_output(Path(output), inputs=[checkpoint, *([config] if config and Path(config).is_file() else [])],
+    if isinstance(config, (str, os.PathLike)):
+        config_file = config_file or config
+    check_quantize_output(Path(output), inputs=[checkpoint, *([config_file] if config_file else [])],
                           overwrite=overwrite)  # before anything is loaded
     model, cfg = load_segmentor(checkpoint, config, overrides)
-    dataset = split_dataset(cfg, calibration)
+    data = DataSpec.from_mapping(cfg.get("data"))
+    dataset = split_dataset(data, calibration)
     if len(dataset) == 0:
         raise InputError(f"the {calibration} split has no images to calibrate on")
     print(f"atrous quantize: calibrating {engine} int8 on {min(num_images, len(dataset))} {calibration} images",
@@ -111,7 +112,7 @@ def run_quantize(
                               "calibration": {"split": calibration, "num_images": min(num_images, len(dataset))},
                               "machine": machine_info(torch.device("cpu"))}
     engines = {f"{engine} fp32": build_engine(model, fp32, "cpu"), f"{engine} int8": build_engine(model, int8, "cpu")}
-    val = split_dataset(cfg, "val") if isinstance((cfg.get("data") or {}).get("val"), Mapping) else None
+    val = split_dataset(data, "val") if "val" in data.splits else None
     if evaluate and val is not None and len(val):
         train_cfg = {**(cfg.get("train") or {}), "accelerator": "cpu", "devices": 1}
         eval_cfg = {**cfg, "train": train_cfg}

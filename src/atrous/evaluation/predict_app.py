@@ -57,12 +57,13 @@ from ..data.folder import generated_palette
 from ..data.image_files import pixel_limit, read_image_array
 from ..data.label_space import config_classes
 from ..data.palettes import colorize, overlay
+from ..data.spec import DataSpec
 from ..data.transforms import transforms_from_config
 from ..devices import resolve_device
 from ..engines import Engine, EngineOptions, build_engine
 from ..errors import InputError
 from ..io import move_aside, output_folder
-from ..models.checkpoint import load_segmentor
+from ..models.checkpoint import ConfigSource, load_segmentor
 from ..models.segmentor import Segmentor, check_image_size
 from .inference import check_strategy, eval_mode, predict_probabilities
 from .prediction_files import (  # noqa: F401  (collect_inputs, output_names, ...: part of this module's API)
@@ -95,22 +96,6 @@ class PredictResult:
 
 
 # -- model, normalisation, classes ------------------------------------------------------------
-
-def normalization(cfg: Mapping[str, Any]) -> Any:
-    """The ``normalize`` option the model was evaluated (else trained) with; ``"imagenet"`` if none."""
-    data = cfg.get("data") or {}
-    for split in ("val", "test", "train"):
-        transforms = (data.get(split) or {}).get("transforms") or {}
-        if "normalize" in transforms:
-            return transforms["normalize"]
-    return "imagenet"
-
-
-def evaluation_resize(cfg: Mapping[str, Any]) -> tuple[int, int] | None:
-    """The fixed size the config evaluates at (``data.val.transforms.resize``, the report: 512×1024), if any."""
-    resize = (((cfg.get("data") or {}).get("val") or {}).get("transforms") or {}).get("resize")
-    return tuple(resize) if resize else None
-
 
 def class_info(cfg: Mapping[str, Any], num_classes: int) -> ClassInfo:
     """The label space of the config's dataset (names, palette) when it has ``num_classes``
@@ -335,7 +320,7 @@ def run_predict(
     checkpoint: str,
     inputs: Sequence[str],
     output: str,
-    config: str | None = None,
+    config: ConfigSource = None,
     overrides: Sequence[str] = (),
     strategy: EvaluationStrategy | None = None,
     probabilities: bool = False,
@@ -361,10 +346,11 @@ def run_predict(
     check_strategy(stride, options["scales"], options["window"], options["overlap"],
                    options["average"], options["max_pixels"])  # one error, before any input is read
     model = build_engine(model, replace(engine or EngineOptions(), output_stride=stride), device)
-    predictor = Predictor(model, normalization(cfg), torch.device(device), options)
+    evaluation = DataSpec.from_mapping(cfg.get("data")).evaluation_transforms()
+    predictor = Predictor(model, evaluation["normalize"], torch.device(device), options)
     classes = class_info(cfg, model.num_classes)
-    if evaluation_resize(cfg):
-        h, w = evaluation_resize(cfg)
+    if "resize" in evaluation:
+        h, w = evaluation["resize"]
         print(f"atrous predict: note: the config evaluates images resized to {h}x{w}; predict runs at each "
               f"image's own resolution (--scales 0.5 runs 1024x2048 frames at 512x1024)", file=sys.stderr)
     result = predict_inputs(

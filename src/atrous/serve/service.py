@@ -20,10 +20,11 @@ from PIL import Image
 
 from ..data.base import ClassInfo
 from ..data.palettes import colorize, overlay
+from ..data.spec import DataSpec
 from ..devices import resolve_device
 from ..engines import EngineOptions, build_engine
-from ..evaluation.predict_app import Predictor, class_info, normalization
-from ..models.checkpoint import load_segmentor
+from ..evaluation.predict_app import Predictor, class_info
+from ..models.checkpoint import ConfigSource, load_segmentor
 from ..models.segmentor import Segmentor
 
 Format = Literal["json", "labels", "overlay", "color"]  # what POST /segment answers with
@@ -83,7 +84,7 @@ def png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def load_segmenter(checkpoint: str, *, config: str | None = None, overrides: Sequence[str] = (),
+def load_segmenter(checkpoint: str, *, config: ConfigSource = None, overrides: Sequence[str] = (),
                    engine: EngineOptions | None = None, device: str = "auto") -> Segmenter:
     """Load ``checkpoint`` (any atrous checkpoint, or a converted published one) into the engine
     ``engine`` asks for (default: PyTorch) on ``device``."""
@@ -98,5 +99,6 @@ def segmenter_of(model: Segmentor, cfg: Mapping[str, Any], name: str, *, engine:
     device = resolve_device(device)
     options = engine or EngineOptions()
     model = build_engine(model, replace(options, output_stride=None), device)
-    predictor = Predictor(model, normalization(cfg), torch.device(device))
+    normalize = DataSpec.from_mapping(cfg.get("data")).evaluation_transforms()["normalize"]
+    predictor = Predictor(model, normalize, torch.device(device))
     return Segmenter(predictor, class_info(cfg, model.num_classes), f"{name} ({model.options.describe()}, {device})")

@@ -29,7 +29,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..config import ConfigError, apply_overrides, freeze, load_config, thaw
+from ..config import (
+    ConfigError,
+    apply_overrides,
+    config_name,
+    freeze,
+    load_config,
+    resolve_config,
+    thaw,
+)
 
 if TYPE_CHECKING:
     from ..data.spec import DataSpec
@@ -111,6 +119,13 @@ class Experiment:
     def reference(self) -> Mapping[str, Any]:
         """What the config reproduces (``source``, the paper's figures); empty when it says nothing."""
         return self.section("reference") or {}
+
+    @property
+    def name(self) -> str:
+        """What reports call the experiment: a packaged config's name
+        (``cityscapes/denseaspp121``), else the file it was read from (``"config"`` for one built
+        from a mapping)."""
+        return config_name(resolve_config(self.source)) if self.source else "config"
 
     @property
     def output_dir(self) -> Path:

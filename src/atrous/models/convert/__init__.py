@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ...config import ConfigError, load_config
+from ...config import ConfigError, apply_overrides, load_config
 from ...io import check_output
 from ..checkpoint import label_space, write_checkpoint
 from ..choices import CONVERT_FORMATS
@@ -79,15 +79,17 @@ def locate_file(source_format: str, file: str | os.PathLike | None, config: Mapp
 def convert_checkpoint(
     source_format: str,
     file: str | os.PathLike | None,
-    config_path: str | os.PathLike,
+    config: str | os.PathLike | Mapping[str, Any],
     output: str | os.PathLike,
     overrides: Sequence[str] = (),
     *,
+    config_file: str | os.PathLike | None = None,
     overwrite: bool = False,
     keep_replaced: bool = True,
 ) -> dict[str, Any]:
-    """Convert ``file`` (format ``source_format``) for the model of ``config_path`` and write an
-    atrous checkpoint at ``output`` atomically, readable by ``atrous validate|test --checkpoint``
+    """Convert ``file`` (format ``source_format``) for the model of ``config`` (a config file, a
+    packaged name or a loaded config; ``overrides`` apply to it; ``config_file``: the file a loaded
+    config was read from, named in errors and never overwritten) and write an atrous checkpoint at ``output`` atomically, readable by ``atrous validate|test --checkpoint``
     and :func:`atrous.models.checkpoint.load_segmentor`.
 
     The checkpoint holds ``state_dict`` (keys ``model.…``) and ``hyper_parameters`` (``config``
@@ -102,12 +104,15 @@ def convert_checkpoint(
     """
     if source_format not in CONVERTERS:
         raise ConversionError(f"unknown source format {source_format!r}; choose from {list(FORMATS)}")
-    check_output(output, inputs=[file, config_path], overwrite=overwrite)
-    config = load_config(config_path, overrides)
+    if not isinstance(config, Mapping):
+        config_file = config_file or config
+    check_output(output, inputs=[file, config_file], overwrite=overwrite)
+    config = apply_overrides(config, overrides) if isinstance(config, Mapping) else load_config(config, overrides)
+    where = config_file or "the config"
     try:  # a config error shows before a large file is read
         model = target_model(config)
     except ConfigError as err:
-        raise ConfigError(f"{config_path}: {err}") from err
+        raise ConfigError(f"{where}: {err}") from err
     path = locate_file(source_format, file, config)
     check_output(output, inputs=[path], overwrite=overwrite)  # e.g. the torch.hub cache's file
     raw = read_state_dict(path)
@@ -116,7 +121,7 @@ def convert_checkpoint(
     except ConversionError as err:
         hint = describe_state_dict(raw)
         raise ConversionError(
-            f"{path} does not fit the model of {config_path} as --from {source_format}: {err}."
+            f"{path} does not fit the model of {where} as --from {source_format}: {err}."
             + (f" {hint}" if hint else "")
         ) from err
     model.load_state_dict(state)
