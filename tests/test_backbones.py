@@ -34,21 +34,34 @@ def one_block_per_stage(net: nn.Module) -> nn.Module:
     return net
 
 
+def feature_shapes(name: str, output_stride: int, device: str) -> tuple[nn.Module, list[dict[str, torch.Size]]]:
+    """A backbone built on ``device`` and its feature map shapes for a 64×96 and a 65×97 image."""
+    with torch.device(device):
+        backbone = build_backbone({"name": name, "output_stride": output_stride}).eval()
+        with torch.no_grad():
+            shapes = [{k: v.shape for k, v in backbone(torch.randn(1, 3, h, w)).items()} for h, w in ((64, 96), (65, 97))]
+    return backbone, shapes
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
 def test_declared_features_match_measured(name, output_stride):
-    backbone = build_backbone({"name": name, "output_stride": output_stride}).eval()
+    """Measured on the meta device: the shapes real kernels give (next test), without the compute."""
+    backbone, (even, odd) = feature_shapes(name, output_stride, "meta")
     assert backbone.output_stride == output_stride
-    with torch.no_grad():
-        even = backbone(torch.randn(1, 3, 64, 96))
-        odd = backbone(torch.randn(1, 3, 65, 97))
     assert list(even) == [f.name for f in backbone.feature_info]
     for info in backbone.feature_info:
-        fmap = even[info.name]
-        assert fmap.shape[1] == info.channels, info
-        assert (64 // fmap.shape[2], 96 // fmap.shape[3]) == (info.stride, info.stride), info
-        h, w = odd[info.name].shape[-2:]
+        shape = even[info.name]
+        assert shape[1] == info.channels, info
+        assert (64 // shape[2], 96 // shape[3]) == (info.stride, info.stride), info
+        h, w = odd[info.name][-2:]
         assert h in (65 // info.stride, -(-65 // info.stride)) and w in (97 // info.stride, -(-97 // info.stride))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "densenet121", "mobilenet_v3_large", "convnext_tiny"])
+def test_meta_device_shapes_are_those_of_real_kernels(name):
+    """One network per family, at the output stride that dilates most."""
+    assert feature_shapes(name, 8, "meta")[1] == feature_shapes(name, 8, "cpu")[1]
 
 
 def test_plan_stages_rule():

@@ -170,8 +170,18 @@ def _independent_miou(model: torch.nn.Module, dataset, strategy: EvaluationStrat
     return float(iou.mean()), int(confusion.sum())
 
 
-@pytest.mark.parametrize("option", list(OPTIONS))
-@pytest.mark.parametrize("kind", ["synthetic", "folder", "folder-int64", "voc", "cityscapes"])
+KINDS = ["synthetic", "folder", "folder-int64", "voc", "cityscapes"]
+
+
+def _matrix() -> list:
+    """Every (kind, option); the fast tier runs every option on the int64 folder (masks wider
+    than uint8, an ignore index of 300) and ``--tta deeplabv3`` on every kind, the slow tier the rest."""
+    return [pytest.param(kind, option, id=f"{kind}-{option}",
+                         marks=[] if kind == "folder-int64" or option == "--tta deeplabv3" else [pytest.mark.slow])
+            for kind in KINDS for option in OPTIONS]
+
+
+@pytest.mark.parametrize(("kind", "option"), _matrix())
 def test_validate_runs_every_strategy_on_every_dataset_kind(kinds, kind, option, tmp_path):
     setup = kinds[kind]
     assert main(["validate", "--config", str(setup["config"]), "--checkpoint", str(setup["checkpoint"]),

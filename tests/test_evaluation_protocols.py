@@ -113,17 +113,18 @@ def scored_predictions(setup: dict, output: Path, *args: str) -> tuple[float, in
     return float(np.mean(tp[union > 0] / union[union > 0])), int(confusion.sum())
 
 
-@pytest.mark.parametrize("options", [
-    ["--tta", "deeplabv3"],
-    ["--tta", "deeplabv3", "--window", "16", "32"],
-    ["--tta", "deeplabv3", "--output-stride", "8"],
+@pytest.mark.parametrize(("options", "scales"), [
+    (["--tta", "deeplabv3"], TTA_PRESETS["deeplabv3"]["scales"]),
+    # a window on every scale: two scales keep the window count small (one shrinks, one enlarges)
+    (["--scales", "0.5", "1.25", "--flip", "--window", "16", "32"], (0.5, 1.25)),
+    (["--tta", "deeplabv3", "--output-stride", "8"], TTA_PRESETS["deeplabv3"]["scales"]),
 ])
-def test_validate_equals_scored_predict_outputs(setup, tmp_path, options):
+def test_validate_equals_scored_predict_outputs(setup, tmp_path, options, scales):
     ours = validate(setup, tmp_path / "validate", *options)
     miou, pixels = scored_predictions(setup, tmp_path / "predict", *options)
     assert ours["num_pixels"] == pixels
     assert ours["mIoU"] == pytest.approx(miou, abs=1e-12)
-    assert ours["evaluation"]["scales"] == list(TTA_PRESETS["deeplabv3"]["scales"]) and ours["evaluation"]["flip"]
+    assert ours["evaluation"]["scales"] == list(scales) and ours["evaluation"]["flip"]
     if options == ["--tta", "deeplabv3"]:
         plain = validate(setup, tmp_path / "plain")
         assert plain["evaluation"]["tta"] == "none" and plain["mIoU"] != ours["mIoU"]  # the strategy mattered

@@ -6,7 +6,7 @@ is deterministic; ``torch.export`` reproduces eager outputs; the numbers a paper
 the config (``reference:``) are met exactly (on the meta device), and every config declares its
 head's receptive field, which for a set of heads is also measured independently of
 ``conv_path()``. Forward, backward and export run once per structure (backbone, head, output
-stride) in the fast tier and for every config in the ``slow`` tier.
+stride; a backbone family counts once) in the fast tier and for every config in the ``slow`` tier.
 """
 
 from __future__ import annotations
