@@ -1,11 +1,19 @@
-"""Shared fixtures: a deterministic torch seed per test, the repository root, one torch thread."""
+"""Shared fixtures: a deterministic torch seed per test, the repository root, one torch thread.
+
+Under pytest-xdist (``make test`` runs ``-n 2``: one worker per core) each worker and the atrous
+processes its tests start use one thread, so that two workers do not oversubscribe the cores."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the processes the tests start
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
