@@ -4,6 +4,9 @@
     python scripts/layers.py            # the layer picture: floor → floors it imports
     python scripts/layers.py --edges    # every module-level and function-level import between layers
 
+It also prints every import circle between modules (imports inside functions count too; a
+package's ``__init__`` importing its own modules does not).
+
 Floors, bottom to top (a floor may import only floors below it, and itself):
 config / io / errors / devices / lazy / hardware → data → models → engines → evaluation → training, analysis, serve → deploy
 → cli, demo. (deploy: benchmarks and quantization reports, which evaluate with the training loop.)
@@ -81,6 +84,49 @@ def violations() -> list[tuple[str, str, str, int]]:
             if FLOORS[d] > FLOORS[s] or (FLOORS[d] == FLOORS[s] and FLOORS[s] not in (0, 7))]
 
 
+def module_graph() -> dict[str, set[str]]:
+    """Module → the atrous modules it imports (``from ..models import x`` → ``atrous.models``)."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+    def resolve(target: str) -> str:  # ``atrous.models.build.build_model`` → ``atrous.models.build``
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        return target
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        own = name + "." if path.name == "__init__.py" else None
+        targets = {resolve(t) for t, _ in imports(path)}
+        graph[name] = {t for t in targets if t and t != name and not (own and t.startswith(own))}
+    return graph
+
+
+def circles() -> list[list[str]]:
+    """The groups of modules that import one another in a circle (strongly connected, sorted)."""
+    graph, order, low, stack, found = module_graph(), {}, {}, [], []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in order:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], order[nxt])
+        if low[node] == order[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in order:
+            visit(node)
+    return sorted(found)
+
+
 def main(argv: list[str]) -> int:
     graph: dict[str, set[str]] = defaultdict(set)
     for source, dest, file, line in edges():
@@ -94,7 +140,11 @@ def main(argv: list[str]) -> int:
     for source, dest, file, line in bad:
         print(f"UPWARD: {file}:{line} ({source}, floor {FLOORS[source]}) imports {dest} (floor {FLOORS[dest]})")
     print(f"{len(bad)} upward import(s)")
-    return 1 if bad else 0
+    loops = circles()
+    for group in loops:
+        print(f"CIRCLE: {' ↔ '.join(group)}")
+    print(f"{len(loops)} import circle(s)")
+    return 1 if bad or loops else 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The layers only look down: config/io/errors → data → models → engines → evaluation →
-training / analysis → deploy → cli (scripts/layers.py prints the picture)."""
+training / analysis → deploy → cli, and no modules import one another in a circle
+(scripts/layers.py prints the picture)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ def test_every_part_of_the_package_has_a_floor():
 
 def test_no_layer_imports_a_higher_one():
     assert layers.violations() == []
+
+
+def test_no_modules_import_one_another_in_a_circle():
+    assert layers.circles() == []
+
+
+def test_the_circle_check_finds_one(tmp_path, monkeypatch):
+    package = tmp_path / "atrous"
+    (package / "engines").mkdir(parents=True)
+    (package / "engines" / "build.py").write_text("from .quantize import q\n")
+    (package / "engines" / "quantize.py").write_text("def q():\n    from .build import b\n")
+    monkeypatch.setattr(layers, "PACKAGE", package)
+    assert layers.circles() == [["atrous.engines.build", "atrous.engines.quantize"]]
 
 
 def test_the_check_sees_function_level_and_relative_imports(tmp_path, monkeypatch):
