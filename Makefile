@@ -21,16 +21,16 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,export,openvino,benchmark,mlflow,wandb,serve,docs,timm,cityscapes,video]"
 	touch $(STAMP)
 
-# The fast tier (under 8 minutes on 2 cores) on TEST_WORKERS pytest-xdist workers, a test file
-# each (one thread per worker: tests/conftest.py); `make test-slow` runs the rest, in one process
-# (its DDP runs start processes of their own). CI runs both. Each prints its 25 slowest tests;
-# pytest's exit code 5 (no tests collected) is not a failure.
+# The fast tier (under 8 minutes on 2 cores); `make test-slow` runs the rest (CI runs both). Both
+# run on TEST_WORKERS pytest-xdist workers, a test file at a time each (one thread per worker:
+# tests/conftest.py). Each prints its 25 slowest tests; pytest's exit code 5 (no tests collected)
+# is not a failure.
 TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 # Build the wheel, install it (not -e) into a virtualenv of its own with the pinned dependencies
 # (pip's cache makes a second run quick), and run atrous from a folder outside the checkout.
