@@ -150,3 +150,16 @@ def test_a_file_that_is_no_config_is_named_without_echoing_its_content(tmp_path)
     with pytest.raises(ConfigError, match=r"not an atrous config: none of its 2 top-level key\(s\)") as err:
         load_config(derived)
     assert "20228" not in str(err.value) and "alice" not in str(err.value)
+
+
+def test_precision_names_without_lightnings_private_type(monkeypatch):
+    """The Trainer's precision names are read from a type Lightning does not export; without it,
+    the names its Trainer documents are checked."""
+    from atrous.training.train_section import DOCUMENTED_PRECISIONS, TrainConfig, lightning_choices
+
+    assert set(DOCUMENTED_PRECISIONS) <= set(lightning_choices()["precision"])  # the documented names are Lightning's
+    monkeypatch.delattr("lightning.fabric.plugins.precision.precision._PRECISION_INPUT")
+    assert lightning_choices()["precision"] == ("auto", *DOCUMENTED_PRECISIONS)
+    with pytest.raises(ConfigError, match="train.precision: unknown precision '17-mixed'"):
+        TrainConfig.from_mapping({"precision": "17-mixed"})
+    assert TrainConfig.from_mapping({"precision": "bf16-mixed"}).precision == "bf16-mixed"

@@ -152,10 +152,16 @@ def _check_ranges(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("train.output_dir: must name a folder, got an empty string")
 
 
+# The precisions Lightning 2's Trainer documents (its ``precision`` argument).
+DOCUMENTED_PRECISIONS = ("64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "transformer-engine",
+                         "transformer-engine-float16", 64, 32, 16, "64", "32", "16", "bf16")
+
+
 def lightning_choices() -> dict[str, tuple[Any, ...]]:
     """The names Lightning's Trainer takes for ``precision``, ``accelerator`` and ``strategy``
-    (atrous adds ``auto`` precision: :func:`~atrous.engines.precision.choose_training_precision`)."""
-    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
+    (atrous adds ``auto`` precision: :func:`~atrous.engines.precision.choose_training_precision`).
+    The precision names come from the type Lightning annotates them with, which it does not export;
+    a Lightning without it gets the names its Trainer documents (:data:`DOCUMENTED_PRECISIONS`)."""
     from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.strategies import StrategyRegistry
 
@@ -163,8 +169,14 @@ def lightning_choices() -> dict[str, tuple[Any, ...]]:
         args = typing.get_args(annotation)
         return tuple(a for arg in args for a in (literals(arg) if typing.get_args(arg) else (arg,)))
 
+    try:
+        from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
+
+        precisions = literals(_PRECISION_INPUT)
+    except ImportError:
+        precisions = DOCUMENTED_PRECISIONS
     return {
-        "precision": ("auto", *literals(_PRECISION_INPUT)),
+        "precision": ("auto", *precisions),
         "accelerator": ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())),
         "strategy": ("auto", *StrategyRegistry.available_strategies()),
     }
