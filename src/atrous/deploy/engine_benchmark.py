@@ -184,14 +184,14 @@ def benchmark_engines(
 
         cache_dir = default_cache_dir()
 
-    def model_of(path: Any, extra: Sequence[str]) -> nn.Module:
+    def model_of(config: Any) -> nn.Module:  # a config mapping or a ModelSpec; seeded weights
         torch.manual_seed(0)
-        return build_model(load_config(path, extra), pretrained_backbone=False)
+        return build_model(config, pretrained_backbone=False)
 
     groups = []
     with num_threads(settings.threads):
         if peers:
-            deeplab = model_of(TORCHVISION_CONFIG, TORCHVISION_OVERRIDES)
+            deeplab = model_of(load_config(TORCHVISION_CONFIG, TORCHVISION_OVERRIDES))
             torchvision = torchvision_deeplabv3_resnet50(deeplab.num_classes)
             # atrous' weights, as --peers does: the same numbers, so denormals cannot favour either
             torchvision.load_state_dict(atrous_to_torchvision_keys(deeplab.state_dict()))
@@ -199,15 +199,13 @@ def benchmark_engines(
                            "smp DeepLabV3 resnet50": smp_deeplabv3_resnet50(deeplab.num_classes)}
             groups.append(benchmark_group("DeepLabV3-ResNet-50", deeplab, chosen, peer_models, settings,
                                           reference="torchvision deeplabv3_resnet50", cache=cache_dir))
-            dense = model_of(DENSEASPP121_CONFIG, ())
+            dense = model_of(load_config(DENSEASPP121_CONFIG))
             groups.append(benchmark_group("DenseASPP-121", dense, chosen, {}, settings,
                                           reference=reference, cache=cache_dir))
         else:
             if experiment is None:
                 raise InputError("give --config CONFIG or --peers")
-            torch.manual_seed(0)
-            model = build_model(experiment.model, pretrained_backbone=False)
-            groups.append(benchmark_group(experiment.name, model, chosen, {}, settings,
+            groups.append(benchmark_group(experiment.name, model_of(experiment.model), chosen, {}, settings,
                                           reference=reference, cache=cache_dir))
     machine = machine_info(device)
     machine["cpu_threads"] = settings.threads or machine["cpu_threads"]

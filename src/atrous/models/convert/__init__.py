@@ -87,10 +87,12 @@ def convert_checkpoint(
     overwrite: bool = False,
     keep_replaced: bool = True,
 ) -> dict[str, Any]:
-    """Convert ``file`` (format ``source_format``) for the model of ``config`` (a config file, a
-    packaged name or a loaded config; ``overrides`` apply to it; ``config_file``: the file a loaded
-    config was read from, named in errors and never overwritten) and write an atrous checkpoint at ``output`` atomically, readable by ``atrous validate|test --checkpoint``
-    and :func:`atrous.models.checkpoint.load_segmentor`.
+    """Convert ``file`` (format ``source_format``) for the model of ``config`` and write an atrous
+    checkpoint at ``output`` atomically, readable by ``atrous validate|test --checkpoint`` and
+    :func:`atrous.models.checkpoint.load_segmentor`.
+
+    ``config`` is a config file, a packaged name or a loaded config; ``overrides`` apply to it.
+    ``config_file`` is the file a loaded config was read from: named in errors, never overwritten.
 
     The checkpoint holds ``state_dict`` (keys ``model.…``) and ``hyper_parameters`` (``config``
     as given, ``class_names``, ``ignore_index``), as ``atrous fit`` writes, and
